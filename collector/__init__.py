@@ -1,0 +1,1 @@
+"""The collector: exchange adapters -> bounded queue -> cascade detection -> Redis and TimescaleDB."""

@@ -1,0 +1,1 @@
+"""Code shared by the collector, the app and the migration runner: config, event types, keys."""

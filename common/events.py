@@ -1,0 +1,151 @@
+"""The normalised event types every exchange adapter produces and every writer consumes.
+
+Times are integer milliseconds since the epoch, UTC (cheap on the hot path); the properties give
+`datetime` and the users' display formats (dates `YYYYMMDD`, times `HH:MM:SS` UTC). Amounts are
+`Decimal` so that totals in Redis, TimescaleDB and the app agree to the last digit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Side(StrEnum):
+    """The side of the position that was liquidated."""
+
+    LONG = "LONG"
+    SHORT = "SHORT"
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def display_date(ms: int) -> str:
+    """YYYYMMDD in UTC, as the users asked."""
+    return ms_to_datetime(ms).strftime("%Y%m%d")
+
+
+def display_time(ms: int) -> str:
+    """HH:MM:SS in UTC, as the users asked."""
+    return ms_to_datetime(ms).strftime("%H:%M:%S")
+
+
+def dedup_key(exchange: str, symbol: str, time_ms: int, side: str, price: Decimal, quantity: Decimal) -> int:
+    """A signed 63-bit key: the same liquidation re-delivered (reconnect, replay) gets the same key."""
+    text = f"{exchange}|{symbol}|{time_ms}|{side}|{price.normalize():f}|{quantity.normalize():f}"
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True) >> 1
+
+
+@dataclass(slots=True)
+class Liquidation:
+    """One liquidation, normalised. `sampled` marks venues that send at most one per second."""
+
+    exchange: str  # lower case: "binance", "bybit"
+    symbol: str  # venue symbol, upper case: "BTCUSDT"
+    side: Side  # the liquidated position
+    quantity: Decimal  # base asset
+    price: Decimal  # quote currency per base unit
+    value_usd: Decimal  # quantity * price for USD(T/C)-quoted linear contracts
+    time_ms: int  # exchange event time
+    received_ms: int  # our receive time; the difference is feed latency
+    raw_side: str  # the venue's own side field, kept for audit ("SELL", "Buy", ...)
+    source: str  # "live" only from the real endpoints; "replay", "test", ... otherwise
+    sampled: bool  # True for Binance: a lower bound, not the complete tape
+    key: int = 0  # dedup key, filled in by __post_init__ when left 0
+    cascade_id: int | None = None
+    risk_score: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = dedup_key(self.exchange, self.symbol, self.time_ms, self.side, self.price, self.quantity)
+
+    @property
+    def is_cascade(self) -> bool:
+        return self.cascade_id is not None
+
+    @property
+    def time(self) -> datetime:
+        return ms_to_datetime(self.time_ms)
+
+    @property
+    def date_str(self) -> str:
+        return display_date(self.time_ms)
+
+    @property
+    def time_str(self) -> str:
+        return display_time(self.time_ms)
+
+
+@dataclass(slots=True)
+class Candle:
+    """A 1-minute OHLCV candle; updates of an open minute replace each other (upsert by open time)."""
+
+    exchange: str
+    symbol: str
+    open_ms: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal  # base asset
+    quote_volume: Decimal
+    closed: bool
+    received_ms: int
+    source: str
+
+
+@dataclass(slots=True)
+class StreamStatus:
+    """A connection's life: opened, still alive (heartbeat), closed. Gaps between them are missing data."""
+
+    exchange: str
+    connection_id: str  # unique per connection attempt
+    state: str  # "connected" | "heartbeat" | "disconnected"
+    at_ms: int
+    symbols: tuple[str, ...]
+    source: str
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class Cascade:
+    """Same-side liquidations of one symbol in quick succession, possibly on several exchanges."""
+
+    id: int
+    symbol: str
+    side: Side
+    start_ms: int
+    end_ms: int
+    count: int
+    quantity: Decimal
+    value_usd: Decimal
+    counts: dict[str, int] = field(default_factory=dict)  # events per exchange
+    peak_minute_ms: int = 0
+    price_start: Decimal | None = None
+    price_end: Decimal | None = None
+    risk_score: int = 0
+    active: bool = True
+    source: str = "live"
+
+    @property
+    def exchanges(self) -> tuple[str, ...]:
+        return tuple(sorted(self.counts))
+
+    @property
+    def cross_exchange(self) -> bool:
+        return len(self.counts) >= 2
+
+    @property
+    def price_move_pct(self) -> Decimal | None:
+        if not self.price_start or self.price_end is None:
+            return None
+        return (self.price_end - self.price_start) / self.price_start * 100
+
+
+Event = Liquidation | Candle | StreamStatus | Cascade

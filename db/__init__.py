@@ -1,0 +1,1 @@
+"""The database schema (ordered SQL files) and the runner that applies them."""

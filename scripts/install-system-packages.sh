@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# System packages the project needs, by role. The Dockerfile runs this same script.
+#   install-system-packages.sh runtime   redis-server, and TimescaleDB's tooling (see below)
+#   install-system-packages.sh test      runtime + Debian's chromium and chromedriver
+# Debian 13 gets postgresql-17-timescaledb from its own archive; Debian 12 has none, so it gets
+# debootstrap and scripts/services.sh builds a Debian 13 root for PostgreSQL once.
+# Idempotent: packages already installed cost one dpkg query, no download.
+set -euo pipefail
+role=${1:-runtime}
+
+pkgs=(redis-server redis-tools ca-certificates)
+. /etc/os-release
+if [ "${VERSION_CODENAME:-}" = "trixie" ] || [ "${VERSION_ID:-0}" -ge 13 ] 2>/dev/null; then
+  pkgs+=(postgresql-17-timescaledb postgresql-client-17)
+else
+  pkgs+=(debootstrap)
+fi
+if [ "$role" = "test" ]; then
+  pkgs+=(chromium chromium-driver fonts-dejavu-core)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-system-packages: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "install-system-packages: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Don't let the packages start their own daemons: scripts/services.sh starts ours on loopback.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; own_policy=1; fi
+trap '[ $own_policy = 1 ] && rm -f "$policy"' EXIT
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,68 @@
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from common.config import BINANCE_WS_URL, BYBIT_WS_URL, ConfigError, load_settings, reader_url
+
+
+def test_defaults_point_at_the_real_exchanges() -> None:
+    s = load_settings(env={}, dotenv=None)
+    assert s.binance_ws_url == BINANCE_WS_URL == "wss://fstream.binance.com/market"
+    assert s.bybit_ws_url == BYBIT_WS_URL == "wss://stream.bybit.com/v5/public/linear"
+    assert s.exchanges == ("binance", "bybit")
+    assert s.symbols == ("BTCUSDT",)
+    assert s.institutional_usd == Decimal(100000)
+    assert s.source_for(s.binance_ws_url) == "live"
+    assert s.source_for(s.bybit_ws_url) == "live"
+
+
+def test_non_real_endpoints_are_never_live() -> None:
+    s = load_settings(env={"LIQ_BINANCE_WS_URL": "ws://127.0.0.1:9000/market"}, dotenv=None)
+    assert s.source_for(s.binance_ws_url) == "replay"
+    with pytest.raises(ConfigError, match="LIQ_NONLIVE_SOURCE"):
+        load_settings(env={"LIQ_NONLIVE_SOURCE": "live"}, dotenv=None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LIQ_EXCHANGES", "binance,okx"),
+        ("LIQ_SYMBOLS", "BTC-USDT;DROP"),
+        ("LIQ_INSTITUTIONAL_USD", "lots"),
+        ("LIQ_INSTITUTIONAL_USD", "-5"),
+        ("LIQ_CASCADE_MIN_EVENTS", "1"),
+        ("DATABASE_URL", "mysql://x@y/z"),
+        ("LIQ_BYBIT_WS_URL", "https://stream.bybit.com"),
+        ("LIQ_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env={name: value}, dotenv=None)
+
+
+def test_environment_beats_dotenv_beats_defaults(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# comment\nLIQ_SYMBOLS=ethusdt, btcusdt\nexport LIQ_EXCHANGES='bybit'\n")
+    s = load_settings(env={"LIQ_EXCHANGES": "binance"}, dotenv=dotenv)
+    assert s.symbols == ("ETHUSDT", "BTCUSDT")
+    assert s.exchanges == ("binance",)
+
+
+def test_secrets_are_masked() -> None:
+    s = load_settings(
+        env={"DATABASE_URL": "postgresql://liq:hunter2@db:5432/liq", "LIQ_APP_PASSWORD": "open-sesame"},
+        dotenv=None,
+    )
+    text = repr(s) + str(s.masked())
+    assert "hunter2" not in text and "open-sesame" not in text
+    assert s.masked()["database_url"] == "postgresql://liq:****@db:5432/liq"
+
+
+def test_reader_url_keeps_server_and_database() -> None:
+    assert (
+        reader_url("postgresql://liq:pw@db.example:6543/liq", "r pw")
+        == "postgresql://liq_reader:r%20pw@db.example:6543/liq"
+    )
+    assert reader_url("postgresql://liq@127.0.0.1/liq", "") == "postgresql://liq_reader@127.0.0.1/liq"

@@ -1,0 +1,73 @@
+import threading
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from db.migrate import MigrationError, migrate
+from tests import services
+
+
+def test_schema_is_applied_once_and_recorded(database_url: str) -> None:
+    assert migrate(database_url) == []
+    with psycopg.connect(database_url) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+        hypertables = {r[0] for r in conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables")}
+    assert names[0] == "migrations/0001_timescaledb.sql" and len(names) >= 7
+    assert {"liquidations", "liquidations_1m", "liquidations_1h", "candles"} <= hypertables
+
+
+def test_two_processes_migrating_a_new_database_at_once() -> None:
+    base = services.service_env()["DATABASE_URL"]
+    name = "liq_test_race_" + threading.get_native_id().__str__()
+    url = base.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        results: list[object] = []
+
+        def run() -> None:
+            try:
+                results.append(migrate(url))
+            except Exception as exc:  # collected and asserted below
+                results.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not [r for r in results if isinstance(r, Exception)], results
+        applied = sorted(len(r) for r in results if isinstance(r, list))
+        assert applied[:2] == [0, 0] and applied[2] >= 7
+    finally:
+        services.drop_test_database(url)
+
+
+def test_edited_migration_is_refused(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE name = 'migrations/0002_liquidations.sql'")
+    try:
+        with pytest.raises(MigrationError, match="0002_liquidations"):
+            migrate(database_url)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM schema_migrations WHERE name = 'migrations/0002_liquidations.sql'")
+        # re-record the real checksum without re-running the file
+        from db.migrate import _DIR, _checksum
+
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
+                ("migrations/0002_liquidations.sql", _checksum(_DIR / "migrations" / "0002_liquidations.sql")),
+            )
+
+
+def test_reader_role_can_read_but_not_write(database_url: str) -> None:
+    from common.config import reader_url
+
+    with psycopg.connect(reader_url(database_url, "")) as conn:
+        conn.execute("SELECT count(*) FROM liquidations").fetchone()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM liquidations")
