@@ -2,18 +2,24 @@
 # System packages the project needs, by role. The Dockerfile runs this same script.
 #   install-system-packages.sh runtime   redis-server, and TimescaleDB's tooling (see below)
 #   install-system-packages.sh test      runtime + Debian's chromium and chromedriver
+#   install-system-packages.sh image     only what the app image needs (services run elsewhere)
 # Debian 13 gets postgresql-17-timescaledb from its own archive; Debian 12 has none, so it gets
 # debootstrap and scripts/services.sh builds a Debian 13 root for PostgreSQL once.
 # Idempotent: packages already installed cost one dpkg query, no download.
 set -euo pipefail
 role=${1:-runtime}
 
-pkgs=(redis-server redis-tools ca-certificates)
-. /etc/os-release
-if [ "${VERSION_CODENAME:-}" = "trixie" ] || [ "${VERSION_ID:-0}" -ge 13 ] 2>/dev/null; then
-  pkgs+=(postgresql-17-timescaledb postgresql-client-17)
-else
-  pkgs+=(debootstrap)
+pkgs=(ca-certificates)
+# Debian's python3 has no venv module until python3-venv is installed.
+python3 -c "import ensurepip, venv" 2>/dev/null || pkgs+=(python3-venv python3-pip)
+if [ "$role" != "image" ]; then
+  pkgs+=(redis-server redis-tools make)
+  . /etc/os-release
+  if [ "${VERSION_ID%%.*}" -ge 13 ] 2>/dev/null || [ "${VERSION_CODENAME:-}" = "trixie" ]; then
+    pkgs+=(postgresql-17-timescaledb postgresql-client-17)
+  else
+    pkgs+=(debootstrap)
+  fi
 fi
 if [ "$role" = "test" ]; then
   pkgs+=(chromium chromium-driver fonts-dejavu-core)
