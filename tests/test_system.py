@@ -66,13 +66,19 @@ def test_run_starts_both_programs_and_stops_cleanly(database_url: str, redis_pre
             def both_running() -> bool:
                 out = subprocess.run(
                     [str(ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(ROOT / "supervisord.conf"), "status"],
-                    env=env, capture_output=True, text=True, check=False,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=False,
                 ).stdout
                 return out.count("RUNNING") == 2 and "collector" in out and "app" in out
 
             _wait(both_running, 60, "supervisorctl status to show both programs RUNNING")
-            _wait(lambda: "retrying" in log_path.read_text(errors="replace").lower(), 60,
-                  "the collector to log that it is retrying the unreachable exchanges")
+            _wait(
+                lambda: "retrying" in log_path.read_text(errors="replace").lower(),
+                60,
+                "the collector to log that it is retrying the unreachable exchanges",
+            )
             assert proc.poll() is None
             assert both_running(), "a program died while retrying the exchanges"
 

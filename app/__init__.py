@@ -1,0 +1,1 @@
+"""The Streamlit analyst app: `streamlit run app/main.py` (see app/main.py)."""

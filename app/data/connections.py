@@ -1,0 +1,159 @@
+"""Settings, database pools and Redis clients for the app, opened once per process.
+
+Plain functions (`open_pool`, `open_redis`, `fetch_all`, `fetch_df`) work without Streamlit; the
+`get_*` functions wrap them in `st.cache_resource`, keyed by URL, so each test database or Redis
+gets its own pool. Nothing connects at import time.
+
+Errors: every failure to reach TimescaleDB or Redis (down, refused, timeout, bad credentials)
+surfaces as `DataUnavailable`, whose message names the service; pages catch it and show an
+st.error instead of a traceback. Programming errors (bad SQL) are not caught here. Nothing is
+retried inside a page run: the pool re-checks connections on checkout, so the next rerun after a
+restart of the service works again.
+
+Public API (stable, also used by app2):
+    get_settings() -> Settings
+    get_pool(url) -> ConnectionPool          app_pool() -> pool on settings.app_database_url
+    get_redis(url) -> redis.Redis            app_redis() -> client on settings.redis_url
+    app_keys() -> common.live_view.Keys (settings.redis_prefix)
+    fetch_all(pool, query, params) -> list[tuple]
+    fetch_df(pool, query, params) -> pandas.DataFrame (column names from the cursor)
+    close_all() -> closes what get_pool/get_redis opened (tests call it between apps)
+    DataUnavailable
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pandas as pd
+import psycopg
+import redis
+import streamlit as st
+from psycopg import sql
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from common.config import Settings, load_settings
+from common.live_view import Keys
+
+_POOL_OPEN_TIMEOUT_S = 5.0
+_STATEMENT_TIMEOUT_MS = 30_000  # a runaway query must not hold a connection forever
+
+Query = str | sql.SQL | sql.Composed
+
+
+class DataUnavailable(RuntimeError):
+    """TimescaleDB or Redis cannot be reached; the message names which and why."""
+
+
+def open_pool(url: str, max_size: int = 4) -> ConnectionPool:
+    """An opened pool of autocommit, read-only-intent connections; raises DataUnavailable."""
+    # One direct attempt first: a refused or misconfigured server fails at once with the real
+    # reason, instead of the pool retrying in the background until its timeout.
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        raise DataUnavailable(f"TimescaleDB is not reachable: {exc}".strip()) from exc
+    pool = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        timeout=_POOL_OPEN_TIMEOUT_S,
+        check=ConnectionPool.check_connection,
+        kwargs={
+            "autocommit": True,
+            "connect_timeout": 5,
+            "options": f"-c statement_timeout={_STATEMENT_TIMEOUT_MS} -c TimeZone=UTC",
+        },
+        name="app",
+    )
+    try:
+        pool.open(wait=True, timeout=_POOL_OPEN_TIMEOUT_S)
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        pool.close()
+        raise DataUnavailable(f"TimescaleDB is not reachable: {exc}") from exc
+    return pool
+
+
+def open_redis(url: str) -> redis.Redis:
+    """A Redis client with short timeouts (it connects lazily on first command)."""
+    return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30)
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Turn Redis connection failures into DataUnavailable."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise DataUnavailable(f"Redis is not reachable: {exc}") from exc
+
+
+@contextmanager
+def db_errors() -> Iterator[None]:
+    """Turn database connection failures into DataUnavailable."""
+    try:
+        yield
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        raise DataUnavailable(f"TimescaleDB is not reachable: {exc}") from exc
+
+
+def fetch_all(pool: ConnectionPool, query: Query, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one parameterised query; rows as tuples."""
+    with db_errors(), pool.connection() as conn, conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def fetch_df(pool: ConnectionPool, query: Query, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
+    """Run one parameterised query; a DataFrame with the cursor's column names (empty keeps them)."""
+    with db_errors(), pool.connection() as conn, conn.cursor() as cur:
+        cur.execute(query, params)
+        columns = [d.name for d in cur.description or []]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+@st.cache_resource(show_spinner=False)
+def get_settings() -> Settings:
+    """load_settings() once per process."""
+    return load_settings()
+
+
+_OPENED: list[ConnectionPool | redis.Redis] = []
+
+
+@st.cache_resource(show_spinner=False)
+def get_pool(url: str) -> ConnectionPool:
+    """One pool per database URL per process (not cached when opening fails)."""
+    pool = open_pool(url)
+    _OPENED.append(pool)
+    return pool
+
+
+@st.cache_resource(show_spinner=False)
+def get_redis(url: str) -> redis.Redis:
+    client = open_redis(url)
+    _OPENED.append(client)
+    return client
+
+
+def close_all() -> None:
+    """Close every pool and client opened by get_pool/get_redis and forget them (tests, shutdown)."""
+    while _OPENED:
+        _OPENED.pop().close()
+    get_pool.clear()
+    get_redis.clear()
+
+
+def app_pool() -> ConnectionPool:
+    return get_pool(str(get_settings().app_database_url))
+
+
+def app_redis() -> redis.Redis:
+    return get_redis(str(get_settings().redis_url))
+
+
+def app_keys() -> Keys:
+    return Keys(get_settings().redis_prefix)

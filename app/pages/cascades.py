@@ -1,0 +1,285 @@
+"""Cascades: a timeline, a filterable table, and one cascade's liquidations on a zoomed price chart.
+
+UI only: data from app.data.analytics. Page controls live in the URL (`c_side`, `c_min`,
+`c_exchange`, `cascade`).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app.data import analytics
+from app.data.connections import DataUnavailable, get_settings
+from app.downloads import download_buttons
+from app.format import (
+    BINANCE_LOWER_BOUND,
+    SIDE_COLORS,
+    fmt_count,
+    fmt_datetime,
+    fmt_duration,
+    fmt_pct,
+    fmt_qty,
+    fmt_time,
+    fmt_usd,
+)
+from app.state import current_view, param_choice
+
+SIDE_CHOICES = ("ALL", "LONG", "SHORT")
+MAX_MIN_USD = 10**12
+
+
+def _warn_bad_params(exchanges: tuple[str, ...]) -> None:
+    # Bound widgets silently drop values they do not know; say so instead.
+    warnings: list[str] = []
+    param_choice(st.query_params, "c_side", SIDE_CHOICES, "ALL", warnings)
+    param_choice(st.query_params, "c_exchange", ("ALL", *exchanges), "ALL", warnings)
+    for warning in warnings:
+        st.warning(warning, icon=":material/warning:")
+
+
+def _url_min_usd() -> int:
+    # Not a bound widget: Streamlit's bound number_input crashes on values like 1e400.
+    raw = str(st.query_params.get("c_min") or "")[:40]
+    if not raw:
+        return 0
+    try:
+        value = Decimal(raw)
+        if value.is_finite() and 0 <= value <= MAX_MIN_USD:
+            return int(value)
+    except InvalidOperation:
+        pass
+    st.warning(f"Ignored c_min={raw!r}: expected a USD amount from 0 to {MAX_MIN_USD:,}.", icon=":material/warning:")
+    del st.query_params["c_min"]
+    return 0
+
+
+def _timeline(frame: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    biggest = max(int(frame["events"].max()), 1)
+    for side, color in SIDE_COLORS.items():
+        for cross, symbol, label in ((False, "circle", "one exchange"), (True, "diamond", "cross-exchange")):
+            part = frame[(frame["side"] == side) & (frame["cross_exchange"] == cross)]
+            if part.empty:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=part["start_time"],
+                    y=part["value_usd"].astype(float),
+                    mode="markers",
+                    name=f"{side} · {label}",
+                    marker={
+                        "color": color,
+                        "symbol": symbol,
+                        "size": [10 + 30 * n / biggest for n in part["events"]],
+                        "line": {"width": 1, "color": "#333"},
+                    },
+                    customdata=list(zip(part["events"], part["symbol"], strict=True)),
+                    hovertemplate="%{x|%Y%m%d %H:%M:%S} UTC<br>%{customdata[1]} $%{y:,.2f}"
+                    "<br>%{customdata[0]} liquidations<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        height=360,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis={"title": "start (UTC)", "tickformat": "%Y%m%d\n%H:%M:%S"},
+        yaxis={"title": "USD liquidated", "type": "log"},
+        legend={"orientation": "h"},
+    )
+    return fig
+
+
+def _events_text(counts: dict[str, int]) -> str:
+    return " · ".join(f"{exchange} {n}" for exchange, n in sorted(counts.items()))
+
+
+def _table(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "start (UTC)": [fmt_datetime(t).removesuffix(" UTC") for t in frame["start_time"]],
+            "duration": [fmt_duration(s) for s in frame["duration_s"]],
+            "symbol": frame["symbol"],
+            "side": frame["side"],
+            "events": frame["events"],
+            "events per exchange": [_events_text(c) for c in frame["events_by_exchange"]],
+            "USD": [fmt_usd(v) for v in frame["value_usd"]],
+            "peak minute (UTC)": [
+                fmt_time(t) if t is not None and not pd.isna(t) else "–" for t in frame["peak_minute"]
+            ],
+            "move during": [fmt_pct(v) for v in frame["price_move_pct"]],
+            "move +15 min": [fmt_pct(v) for v in frame["move_15m_pct"]],
+            "move +60 min": [fmt_pct(v) for v in frame["move_60m_pct"]],
+            "risk": frame["risk_score"],
+        }
+    )
+
+
+def _export_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    columns = [
+        "id", "symbol", "side", "start_time", "end_time", "duration_s", "events", "events_by_exchange", "quantity",
+        "value_usd", "peak_minute", "price_start", "price_end", "price_move_pct", "move_15m_pct", "move_60m_pct",
+        "risk_score", "cross_exchange", "source",
+    ]  # fmt: skip
+    return frame[columns]
+
+
+def _zoom_chart(members: pd.DataFrame, candles: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for exchange, part in candles.groupby("exchange", sort=True):
+        fig.add_trace(
+            go.Candlestick(
+                x=part["time"],
+                open=part["open"].astype(float),
+                high=part["high"].astype(float),
+                low=part["low"].astype(float),
+                close=part["close"].astype(float),
+                name=f"{exchange} 1m",
+                opacity=0.6,
+            )
+        )
+    for side, color in SIDE_COLORS.items():
+        part = members[members["side"] == side]
+        if part.empty:
+            continue
+        usd = part["value_usd"].astype(float)
+        fig.add_trace(
+            go.Scatter(
+                x=part["time"],
+                y=part["price"].astype(float),
+                mode="markers",
+                name=f"{side} liquidations",
+                marker={"color": color, "size": 8 + 22 * usd / max(float(usd.max()), 1.0), "line": {"width": 1}},
+                customdata=list(zip(part["exchange"], usd, strict=True)),
+                hovertemplate="%{x|%H:%M:%S} UTC %{customdata[0]}<br>price %{y:,.2f}"
+                "<br>$%{customdata[1]:,.2f}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        height=420,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis={"title": "time (UTC)", "rangeslider": {"visible": False}, "tickformat": "%H:%M:%S"},
+        yaxis={"title": "price"},
+        legend={"orientation": "h"},
+    )
+    return fig
+
+
+def _show_cascade(url: str, row: pd.Series, include_nonlive: bool) -> None:
+    cascade_id = int(row["id"])
+    start_ms = int(row["start_time"].timestamp() * 1000)
+    end_ms = int(row["end_time"].timestamp() * 1000)
+    members = analytics.cached_cascade_members(url, cascade_id, start_ms, end_ms)
+    candles = analytics.cached_candles_between(
+        url, str(row["symbol"]), start_ms - 15 * 60_000, end_ms + 61 * 60_000, include_nonlive
+    )
+    st.subheader(f"{row['symbol']} {row['side']} cascade of {fmt_datetime(row['start_time'])}")
+    a, b, c = st.columns(3)
+    a.metric("Cascade USD", fmt_usd(row["value_usd"]))
+    b.metric("Cascade liquidations", fmt_count(int(row["events"])))
+    c.metric("Risk score", str(int(row["risk_score"])))
+    if candles.empty:
+        st.caption("No candles stored around this cascade: only its liquidations are drawn.")
+    st.plotly_chart(_zoom_chart(members, candles), key="c_zoom")
+    if members.empty:
+        st.caption("No member liquidations are linked to this cascade in the database (cascade_id not set).")
+        return
+    shown = pd.DataFrame(
+        {
+            "time (UTC)": [fmt_datetime(t).removesuffix(" UTC") for t in members["time"]],
+            "exchange": members["exchange"],
+            "side": members["side"],
+            "quantity": [fmt_qty(q) for q in members["quantity"]],
+            "price": [fmt_usd(p).lstrip("$") for p in members["price"]],
+            "USD": [fmt_usd(v) for v in members["value_usd"]],
+        }
+    )
+    st.dataframe(shown, hide_index=True, key="c_members")
+    download_buttons(
+        members,
+        name=f"cascade_{cascade_id}_liquidations",
+        filter_description=f"members of cascade {cascade_id} ({row['symbol']} {row['side']})",
+        key="c_members_dl",
+    )
+
+
+def _url_choice(ids: list[int]) -> int:
+    # Not a bound widget: bound selectboxes put the option's label in the URL, we want the id.
+    raw = str(st.query_params.get("cascade") or "")[:24]
+    if not raw:
+        return 0
+    if raw.isdigit() and int(raw) in ids:
+        return ids.index(int(raw))
+    st.warning(
+        f"Cascade {raw!r} from the link is not in this selection; showing the newest.", icon=":material/warning:"
+    )
+    return 0
+
+
+def main() -> None:
+    st.title("Cascades")
+    view = current_view()
+    settings = get_settings()
+    url = str(settings.app_database_url)
+    _warn_bad_params(tuple(settings.exchanges))
+    a, b, c = st.columns(3)
+    with a:
+        side = st.radio("Side", SIDE_CHOICES, key="c_side", bind="query-params", horizontal=True) or "ALL"
+    with b:
+        min_usd = st.number_input(
+            "Minimum USD", min_value=0, max_value=MAX_MIN_USD, value=_url_min_usd(), step=100_000, key="c_min"
+        )
+        if min_usd:
+            st.query_params["c_min"] = str(int(min_usd))
+        elif "c_min" in st.query_params:
+            del st.query_params["c_min"]
+    with c:
+        exchange = (
+            st.selectbox("Exchange", ("ALL", *settings.exchanges), key="c_exchange", bind="query-params") or "ALL"
+        )
+    try:
+        scope = analytics.scope_for(view, url)
+        filters = (None if side == "ALL" else side, Decimal(int(min_usd)), None if exchange == "ALL" else exchange)
+        frame = analytics.cached_cascades(url, scope, *filters)
+        count, usd = analytics.cached_cascade_totals(url, scope, *filters)
+    except DataUnavailable as exc:
+        st.error(f"Cannot read the history: {exc}")
+        return
+    st.caption(f"{scope.describe()} · all times UTC · {BINANCE_LOWER_BOUND}")
+    m1, m2 = st.columns(2)
+    m1.metric("Cascades", fmt_count(count))
+    m2.metric("USD in cascades", fmt_usd(usd))
+    if frame.empty:
+        st.info(
+            "No cascades in this range for these filters. A cascade is a burst of same-side liquidations of one "
+            "symbol; quiet markets have none, and a collector that is not running records none.",
+            icon=":material/hourglass_empty:",
+        )
+        return
+    if count > len(frame):
+        st.caption(
+            f"Timeline and table show the newest {len(frame):,} of {count:,} cascades; narrow the range for older ones."
+        )
+    st.plotly_chart(_timeline(frame), key="c_timeline")
+    st.caption("Colour: side (LONG red, SHORT green) · size: number of liquidations · ◆ cross-exchange")
+    st.dataframe(_table(frame), hide_index=True, key="c_table")
+    download_buttons(
+        _export_frame(frame),
+        name="cascades",
+        filter_description=f"{scope.describe()}; side {side}; minimum {int(min_usd)} USD; exchange {exchange}",
+        key="c_table_dl",
+    )
+    ids = [int(i) for i in frame["id"]]
+    labels = {
+        int(r["id"]): f"{fmt_datetime(r['start_time'])} · {r['symbol']} {r['side']} · {fmt_usd(r['value_usd'])}"
+        for _, r in frame.iterrows()
+    }
+    chosen = st.selectbox("Show a cascade", ids, index=_url_choice(ids), format_func=lambda i: labels[i], key="cascade")
+    if chosen is not None:
+        st.query_params["cascade"] = str(chosen)  # the link shows this cascade
+        _show_cascade(url, frame[frame["id"] == chosen].iloc[0], scope.include_nonlive)
+
+
+main()

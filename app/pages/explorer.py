@@ -1,0 +1,155 @@
+"""Explorer: the raw liquidations a filter selects, page by page, and downloads of all of them.
+
+UI only: data from app.data.analytics, exports from app.downloads. Pages are keyset-paginated
+(newest first, by time and event key), so page 5,000 costs what page 1 costs. "Download all"
+streams every selected row through a server-side cursor, not just the page on screen.
+Page controls live in the URL (`min_usd`, `cascade_only`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+import pandas as pd
+import streamlit as st
+
+from app.data import analytics
+from app.data.connections import DataUnavailable, get_pool, get_settings
+from app.downloads import download_buttons, stream_download_buttons
+from app.format import BINANCE_LOWER_BOUND, fmt_count, fmt_datetime, fmt_qty, fmt_usd
+from app.state import current_view
+
+MAX_MIN_USD = 10**12
+Cursor = tuple[datetime, int]  # (time, event_key) of the last row of the previous page
+_CURSORS = "explorer_cursors"  # session key: (filter, [page start cursors]) for Previous/Next
+
+
+def _url_min_usd() -> int:
+    raw = str(st.query_params.get("min_usd") or "")[:40]
+    if not raw:
+        return 0
+    try:
+        value = Decimal(raw)
+        if value.is_finite() and 0 <= value <= MAX_MIN_USD:
+            return int(value)
+    except InvalidOperation:
+        pass
+    st.warning(f"Ignored min_usd={raw!r}: expected a USD amount from 0 to {MAX_MIN_USD:,}.", icon=":material/warning:")
+    del st.query_params["min_usd"]
+    return 0
+
+
+def _url_flag(name: str) -> bool:
+    raw = str(st.query_params.get(name) or "")[:10]
+    if raw in ("", "0"):
+        return False
+    if raw == "1":
+        return True
+    st.warning(f"Ignored {name}={raw!r}: expected 1 or 0.", icon=":material/warning:")
+    del st.query_params[name]
+    return False
+
+
+def _mirror(name: str, value: str | None) -> None:
+    if value is None:
+        if name in st.query_params:
+            del st.query_params[name]
+    elif st.query_params.get(name) != value:
+        st.query_params[name] = value
+
+
+def _shown(page: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "time (UTC)": [fmt_datetime(t).removesuffix(" UTC") for t in page["time"]],
+            "exchange": page["exchange"],
+            "symbol": page["symbol"],
+            "side": page["side"],
+            "quantity": [fmt_qty(q) for q in page["quantity"]],
+            "price": [fmt_usd(p).lstrip("$") for p in page["price"]],
+            "USD": [fmt_usd(v) for v in page["value_usd"]],
+            "source": page["source"],
+            "cascade": [("" if c is None or pd.isna(c) else str(int(c))) for c in page["cascade_id"]],
+        }
+    )
+
+
+def _page_cursors(f: analytics.ExplorerFilter) -> list[Cursor | None]:
+    saved = st.session_state.get(_CURSORS)
+    if not saved or saved[0] != f:
+        first: list[Cursor | None] = [None]  # a new filter starts again at the newest row
+        saved = (f, first)
+        st.session_state[_CURSORS] = saved
+    cursors: list[Cursor | None] = saved[1]
+    return cursors
+
+
+def main() -> None:
+    st.title("Explorer")
+    view = current_view()
+    settings = get_settings()
+    url = str(settings.app_database_url)
+    a, b = st.columns(2)
+    with a:
+        min_usd = st.number_input(
+            "Minimum USD", min_value=0, max_value=MAX_MIN_USD, value=_url_min_usd(), step=10_000, key="x_min"
+        )
+    with b:
+        cascade_only = st.checkbox("Cascade members only", value=_url_flag("cascade_only"), key="x_cascade")
+    _mirror("min_usd", str(int(min_usd)) if min_usd else None)
+    _mirror("cascade_only", "1" if cascade_only else None)
+    try:
+        scope = analytics.scope_for(view, url)
+        f = analytics.ExplorerFilter(scope, view.side_filter, Decimal(int(min_usd)), cascade_only)
+        counted = analytics.cached_explorer_count(url, f)
+        cursors = _page_cursors(f)
+        page = analytics.cached_explorer_page(url, f, cursors[-1], analytics.EXPLORER_PAGE_ROWS)
+    except DataUnavailable as exc:
+        st.error(f"Cannot read the history: {exc}")
+        return
+    described = f.describe()
+    st.caption(f"{described} · all times UTC · {BINANCE_LOWER_BOUND}")
+    m1, m2 = st.columns(2)
+    m1.metric("Matching liquidations", fmt_count(counted[0]) if counted else "not counted")
+    m2.metric("Matching USD", fmt_usd(counted[1]) if counted else "not counted")
+    if counted is None:
+        st.caption(
+            f"Counting a minimum-USD or cascade filter over more than {analytics.RAW_COUNT_MAX_DAYS} days would "
+            "scan every raw row; the pages and the downloads below still hold every match."
+        )
+    if (counted is not None and counted[0] == 0) or (counted is None and page.empty and len(cursors) == 1):
+        st.info(
+            "No liquidation matches this filter. A fresh install fills as the collector records liquidations; "
+            "otherwise widen the range, lower the minimum or include more exchanges.",
+            icon=":material/hourglass_empty:",
+        )
+        return
+
+    number = len(cursors)
+    if counted is not None:
+        pages = max(1, -(-counted[0] // analytics.EXPLORER_PAGE_ROWS))
+        st.caption(f"Page {number:,} of {pages:,} · newest first · {analytics.EXPLORER_PAGE_ROWS} rows a page")
+    else:
+        st.caption(f"Page {number:,} · newest first · {analytics.EXPLORER_PAGE_ROWS} rows a page")
+    st.dataframe(_shown(page), hide_index=True, key="x_table")
+    prev_col, next_col, _ = st.columns([1, 1, 4])
+    if prev_col.button("Previous", disabled=number == 1, key="x_prev"):
+        cursors.pop()
+        st.rerun()
+    last_page = len(page) < analytics.EXPLORER_PAGE_ROWS or (counted is not None and number * len(page) >= counted[0])
+    if next_col.button("Next", disabled=last_page, key="x_next"):
+        last = page.iloc[-1]
+        cursors.append((last["time"].to_pydatetime(), int(last["event_key"])))
+        st.rerun()
+
+    st.markdown("**Download everything this filter selects** (streamed from the database, oldest first)")
+    query, params = analytics.explorer_export_query(f)
+    stream_download_buttons(
+        get_pool(url), query, params, name="liquidations", filter_description=described, key="x_all_dl"
+    )
+    st.markdown("**Download this page**")
+    download_buttons(page, name=f"liquidations_page_{number}", filter_description=described, key="x_page_dl")
+
+
+main()

@@ -1,0 +1,15 @@
+"""Exchange adapters: one module per venue, all driven by the reconnecting loop in `connection`.
+
+`ADAPTERS` maps the names in LIQ_EXCHANGES to their adapter classes; the collector service builds
+one per configured exchange and calls `await adapter.run(stop)`.
+"""
+
+from __future__ import annotations
+
+from collector.exchanges.binance import BinanceAdapter
+from collector.exchanges.bybit import BybitAdapter
+from collector.exchanges.connection import ExchangeAdapter
+
+ADAPTERS: dict[str, type[ExchangeAdapter]] = {"binance": BinanceAdapter, "bybit": BybitAdapter}
+
+__all__ = ["ADAPTERS", "BinanceAdapter", "BybitAdapter", "ExchangeAdapter"]

@@ -1,0 +1,261 @@
+"""Bybit v5 linear: liquidations (`allLiquidation.<SYMBOL>`) and 1-minute candles (`kline.1.<SYMBOL>`).
+
+Subscriptions go in batches of at most 10 topics, each acknowledged with `success` true or false;
+the connection counts as subscribed once every batch is acknowledged, and one refusal closes it
+(reason "subscribe refused: <ret_msg>") to retry with backoff. Bybit wants `{"op": "ping"}` every
+20 s; its pong replies are acks, not data. `allLiquidation` pushes every liquidation (complete
+tape, `sampled=False`) every 500 ms, so one frame may carry many.
+
+Sides: `S` is the POSITION side: "Buy" = a long was liquidated (LONG), "Sell" = a short (SHORT).
+The opposite of Binance's field of the same name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from websockets.asyncio.client import ClientConnection
+
+from collector.exchanges.connection import ExchangeAdapter, SessionEnded
+from collector.validation import (
+    Rejected,
+    amount,
+    bool_field,
+    check_time,
+    int_field,
+    text_field,
+    usd_value,
+    volume,
+)
+from common.config import Settings
+from common.events import Candle, Liquidation, Side
+
+EXCHANGE = "bybit"
+LIQUIDATIONS = "allLiquidation"
+CANDLES = "kline.1"
+SUBSCRIBE_BATCH = 10
+# The position side is the liquidated side.
+_SIDES = {"Buy": Side.LONG, "Sell": Side.SHORT}
+
+
+def topics(symbols: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for symbol in symbols:
+        out += [f"{LIQUIDATIONS}.{symbol}", f"{CANDLES}.{symbol}"]
+    return out
+
+
+@dataclass(slots=True)
+class BybitLiquidation:
+    """One item of an allLiquidation frame's `data`, with Bybit's field names."""
+
+    T: int  # liquidation time, ms
+    s: str  # symbol
+    S: str  # position side: "Buy" = long liquidated, "Sell" = short liquidated
+    v: str  # executed size, base asset for linear
+    p: str  # bankruptcy price
+
+    def to_event(self, received_ms: int, source: str, max_age_ms: int | None) -> Liquidation:
+        side = _SIDES.get(self.S)
+        if side is None:
+            raise Rejected("bad_value", f"side {self.S!r}")
+        quantity, price = amount(self.v), amount(self.p)
+        return Liquidation(
+            exchange=EXCHANGE,
+            symbol=self.s,
+            side=side,
+            quantity=quantity,
+            price=price,
+            value_usd=usd_value(self.s, quantity, price),
+            time_ms=check_time(self.T, received_ms, max_age_ms),
+            received_ms=received_ms,
+            raw_side=self.S,
+            source=source,
+            sampled=False,
+        )
+
+
+@dataclass(slots=True)
+class BybitKline:
+    """One item of a kline frame's `data` (the symbol comes from the topic), with Bybit's field names."""
+
+    symbol: str  # from the topic "kline.1.<symbol>"
+    start: int  # open time, ms: the candle's key
+    interval: str  # "1"
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str  # base asset
+    turnover: str  # quote asset
+    confirm: bool  # the minute is closed
+
+    def to_event(self, received_ms: int, source: str, max_age_ms: int | None) -> Candle:
+        low, high = amount(self.low), amount(self.high)
+        if low > high:
+            raise Rejected("bad_value", "low above high")
+        return Candle(
+            exchange=EXCHANGE,
+            symbol=self.symbol,
+            open_ms=check_time(self.start, received_ms, max_age_ms),
+            open=amount(self.open),
+            high=high,
+            low=low,
+            close=amount(self.close),
+            volume=volume(self.volume),
+            quote_volume=volume(self.turnover),
+            closed=self.confirm,
+            received_ms=received_ms,
+            source=source,
+        )
+
+
+def decode(raw: str | bytes) -> dict[str, Any]:
+    try:
+        msg = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise Rejected("bad_json") from None
+    if type(msg) is not dict:
+        raise Rejected("bad_json", "not an object")
+    return msg
+
+
+def _items(msg: dict[str, Any]) -> list[Any]:
+    data = msg.get("data")
+    if type(data) is not list:
+        raise Rejected("missing_field" if data is None else "bad_field", "data")
+    return data
+
+
+def parse_liquidation(item: Any) -> BybitLiquidation:
+    """Parse one `data` item of an allLiquidation frame. Sample frame::
+
+    {"topic":"allLiquidation.BTCUSDT","type":"snapshot","ts":1732400000500,
+     "data":[{"T":1732400000321,"s":"BTCUSDT","S":"Buy","v":"0.250","p":"97012.50"},
+             {"T":1732400000377,"s":"BTCUSDT","S":"Sell","v":"0.004","p":"97655.00"}]}
+    """
+    if type(item) is not dict:
+        raise Rejected("bad_field", "data item")
+    get = item.get
+    T, s, S, v, p = get("T"), get("s"), get("S"), get("v"), get("p")
+    if type(T) is int and type(s) is str and type(S) is str and type(v) is str and type(p) is str:
+        return BybitLiquidation(T, s, S, v, p)
+    # Slow path, only for bad input: name the first field that is wrong.
+    return BybitLiquidation(
+        T=int_field(item, "T"),
+        s=text_field(item, "s"),
+        S=text_field(item, "S"),
+        v=text_field(item, "v"),
+        p=text_field(item, "p"),
+    )
+
+
+def parse_kline(item: Any, symbol: str) -> BybitKline:
+    """Parse one `data` item of a kline frame. Sample frame::
+
+    {"topic":"kline.1.BTCUSDT","type":"snapshot","ts":1732400060012,
+     "data":[{"start":1732400000000,"end":1732400059999,"interval":"1","open":"97300","close":"97210.1",
+              "high":"97410","low":"97150.2","volume":"388.21","turnover":"37766554.2","confirm":false,
+              "timestamp":1732400060012}]}
+    """
+    if type(item) is not dict:
+        raise Rejected("bad_field", "data item")
+    return BybitKline(
+        symbol=symbol,
+        start=int_field(item, "start"),
+        interval=text_field(item, "interval"),
+        open=text_field(item, "open"),
+        high=text_field(item, "high"),
+        low=text_field(item, "low"),
+        close=text_field(item, "close"),
+        volume=text_field(item, "volume"),
+        turnover=text_field(item, "turnover"),
+        confirm=bool_field(item, "confirm"),
+    )
+
+
+class BybitAdapter(ExchangeAdapter):
+    """Bybit v5 public linear stream for all configured symbols on one connection."""
+
+    name: ClassVar[str] = EXCHANGE
+    ping_interval_s: ClassVar[float | None] = 20.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._req_ids = itertools.count(1)
+        self._pending: set[str] = set()
+
+    @classmethod
+    def default_url(cls, settings: Settings) -> str:
+        return settings.bybit_ws_url
+
+    async def subscribe(self, ws: ClientConnection) -> bool:
+        """Send the topics in batches of 10; confirmed later, when every batch is acknowledged."""
+        self._pending = set()
+        wanted = topics(self.symbols)
+        for start in range(0, len(wanted), SUBSCRIBE_BATCH):
+            req_id = f"sub-{next(self._req_ids)}"
+            self._pending.add(req_id)
+            batch = wanted[start : start + SUBSCRIBE_BATCH]
+            await ws.send(json.dumps({"req_id": req_id, "op": "subscribe", "args": batch}))
+        return False
+
+    def ping_message(self) -> str:
+        return json.dumps({"req_id": f"ping-{next(self._req_ids)}", "op": "ping"})
+
+    def handle(self, raw: str | bytes, received_ms: int) -> list[Liquidation | Candle]:
+        """The dispatcher: by topic for data, by op for acks; bad input is counted, never raised."""
+        try:
+            msg = decode(raw)
+            topic = msg.get("topic")
+            if type(topic) is str:
+                kind, _, rest = topic.partition(".")
+                if kind == LIQUIDATIONS:
+                    return self._on_liquidations(msg, raw, received_ms)
+                if kind == "kline" and rest.startswith("1."):
+                    return self._on_klines(msg, raw, rest[2:], received_ms)
+                raise Rejected("unknown_message", topic[:40])
+            if "op" in msg:
+                self._on_op(msg)
+                return []
+            raise Rejected("unknown_message")
+        except Rejected as exc:
+            self._drop(exc, raw)
+        return []
+
+    def _on_liquidations(self, msg: dict[str, Any], raw: str | bytes, received_ms: int) -> list[Liquidation | Candle]:
+        # One bad item must not cost the good ones of the same frame.
+        events: list[Liquidation | Candle] = []
+        for item in _items(msg):
+            try:
+                events.append(parse_liquidation(item).to_event(received_ms, self.source, self.max_age_ms))
+            except Rejected as exc:
+                self._drop(exc, raw)
+        return events
+
+    def _on_klines(
+        self, msg: dict[str, Any], raw: str | bytes, symbol: str, received_ms: int
+    ) -> list[Liquidation | Candle]:
+        events: list[Liquidation | Candle] = []
+        for item in _items(msg):
+            try:
+                events.append(parse_kline(item, symbol).to_event(received_ms, self.source, self.max_age_ms))
+            except Rejected as exc:
+                self._drop(exc, raw)
+        return events
+
+    def _on_op(self, msg: dict[str, Any]) -> None:
+        """Acks of our requests: subscriptions must succeed; pongs only prove the line is alive."""
+        op = msg.get("op")
+        if op in ("ping", "pong"):
+            return
+        if op != "subscribe":
+            raise Rejected("unknown_message", f"op {str(op)[:20]}")
+        if msg.get("success") is not True:
+            raise SessionEnded(f"subscribe refused: {str(msg.get('ret_msg', ''))[:200]}")
+        self._pending.discard(str(msg.get("req_id")))
+        if not self._pending:
+            self.subscribed = True

@@ -1,0 +1,142 @@
+"""The collector process wired together: adapters, pipeline, writers, heartbeat, retention, shutdown.
+
+`CollectorService(settings).run(stop)` returns after `stop` is set and everything was flushed:
+the adapters stop first (they return within a second), the router drains the queue, the database
+task commits or spools what is left, then the pools close. The whole shutdown stays inside
+`SHUTDOWN_BUDGET_S`; if TimescaleDB is too slow at the end, whatever is still in memory is spooled
+(fsync) so that the next start writes it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from collector.health import StreamHealth, now_ms
+from collector.pipeline import Pipeline
+from collector.storage.maintenance import run_maintenance
+from collector.storage.redis_live import RedisLive
+from collector.storage.spool import Batch, Spool
+from collector.storage.timescale import DatabaseUnavailable, TimescaleWriter
+from common.config import Settings
+from common.events import Event
+
+log = logging.getLogger("collector.service")
+
+SHUTDOWN_BUDGET_S = 9.0
+_ADAPTER_STOP_S = 2.0
+_PUBLISH_INTERVAL_S = 1.0
+
+
+class CollectorService:
+    def __init__(self, settings: Settings, *, on_redis_batch: Callable[[Batch], None] | None = None) -> None:
+        self.settings = settings
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=settings.queue_size)
+        self.db = TimescaleWriter(settings.database_url, settings.reader_password)
+        self.live = RedisLive(settings.redis_url, settings.redis_prefix)
+        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+        self.pipeline = Pipeline(settings, self.queue, self.db, self.live, self.spool, on_redis_batch=on_redis_batch)
+        self.health: dict[str, StreamHealth] = {}
+        self.sources: dict[str, str] = {}
+        self.started_ms = now_ms()
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event, *, with_adapters: bool = True) -> None:
+        await self.db.open(wait=5.0)
+        try:
+            await self.db.ensure_schema()
+        except DatabaseUnavailable as exc:
+            log.warning("migrations postponed until TimescaleDB answers: %s", exc)
+        await self.live.open()
+        adapter_stop = asyncio.Event()
+        router_stop = asyncio.Event()
+        adapters = self._start_adapters(adapter_stop) if with_adapters else []
+        router = asyncio.create_task(self.pipeline.run_router(router_stop), name="router")
+        database = asyncio.create_task(self.pipeline.run_database(), name="database")
+        background_stop = asyncio.Event()
+        publisher = asyncio.create_task(self._publish_loop(background_stop), name="publisher")
+        maintenance = asyncio.create_task(run_maintenance(self.settings, background_stop), name="maintenance")
+        self.ready.set()
+        log.info("collector running: exchanges %s, pid %d", ", ".join(self.settings.exchanges), os.getpid())
+        try:
+            await _wait_any(stop, [router, database])
+        finally:
+            deadline = time.monotonic() + SHUTDOWN_BUDGET_S
+            log.info("shutting down: stopping adapters, draining %d queued events", self.queue.qsize())
+            adapter_stop.set()
+            await _finish(adapters, _ADAPTER_STOP_S)
+            router_stop.set()
+            await _finish([router], max(0.5, deadline - time.monotonic() - 2.0))
+            if not await _finish([database], max(0.5, deadline - time.monotonic() - 1.0)):
+                await self.pipeline.emergency_spool()
+            background_stop.set()
+            await _finish([publisher, maintenance], 1.0)
+            with contextlib.suppress(Exception):
+                await self.live.publish(self._health_snapshots(), self._state(stopped=True))
+            await self.live.close()
+            await self.db.close()
+            log.info("collector stopped: %s", self.pipeline.state())
+
+    def _start_adapters(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        from collector.exchanges import ADAPTERS  # imported here: nothing connects at import time
+
+        tasks: list[asyncio.Task[None]] = []
+        for name in self.settings.exchanges:
+            url = self.settings.binance_ws_url if name == "binance" else self.settings.bybit_ws_url
+            source = self.settings.source_for(url)
+            health = StreamHealth(name, source)
+            self.health[name] = health
+            self.sources[name] = source
+            adapter = ADAPTERS[name](self.settings, self.queue, health)
+            tasks.append(asyncio.create_task(adapter.run(stop), name=f"adapter-{name}"))
+        return tasks
+
+    def _health_snapshots(self) -> dict[str, dict[str, Any]]:
+        return {name: h.snapshot() for name, h in self.health.items()}
+
+    def _state(self, stopped: bool = False) -> dict[str, Any]:
+        return {
+            "heartbeat_ms": now_ms(),
+            "started_ms": self.started_ms,
+            "pid": os.getpid(),
+            "sources": self.sources,
+            "stopped": stopped,
+            **self.pipeline.state(),
+        }
+
+    async def _publish_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.live.publish(self._health_snapshots(), self._state())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=_PUBLISH_INTERVAL_S)
+
+
+async def _wait_any(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    """Until `stop` is set, or a core task ended (a bug: its exception is raised here)."""
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def _finish(tasks: list[asyncio.Task[None]], within: float) -> bool:
+    """Wait for tasks to end; cancel them after `within` seconds. True when all ended by themselves."""
+    if not tasks:
+        return True
+    _, pending = await asyncio.wait(tasks, timeout=within)
+    for task in pending:
+        task.cancel()
+    if pending:
+        log.warning("cancelled %s after %.1fs", ", ".join(t.get_name() for t in pending), within)
+        await asyncio.wait(pending, timeout=1.0)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("%s failed: %r", task.get_name(), task.exception())
+    return not pending

@@ -1,0 +1,579 @@
+"""Seeding helpers for the app tests: known rows into the real test database and Redis.
+
+Everything is written the way the collector writes it: raw liquidations plus rollups that equal
+an aggregate over them (`rebuild_rollups`), candles, cascades, stream_coverage, and the Redis live
+view through the common.live_view codecs. Tests then assert that the app shows exactly the
+totals computed here from the same Python objects (`expected_totals`).
+
+Typical use (fixtures `settings`, `clean_db`, `redis_prefix`, `sync_redis` from tests/conftest.py):
+
+    now = now_ms()
+    liqs = [liq("bybit", "LONG", "0.5", "60000", now - 60_000), ...]
+    insert_liquidations(settings.database_url, liqs)
+    redis_liquidations(sync_redis, settings.redis_prefix, liqs)
+    redis_heartbeat(sync_redis, settings.redis_prefix, now)
+    app_env(monkeypatch, settings)
+    at = open_app("live", {"symbol": "BTCUSDT"})
+    assert metric(at, "USD liquidated") == fmt_usd(expected_totals(liqs).usd)
+
+app2 may add functions at the END of this file, in its own clearly separated section.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+import streamlit as st
+import streamlit.testing.v1.app_test as _app_test_module
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from app.data.connections import close_all
+from app.data.history import clear_candle_memo
+from common.config import Settings
+from common.events import Candle, Cascade, Liquidation, Side
+from common.live_view import Keys, encode_cascade, encode_liquidation
+
+ROOT = Path(__file__).resolve().parents[2]
+MAIN = ROOT / "app" / "main.py"
+PAGE_FILES = {
+    "live": "pages/live.py",
+    "accumulated": "pages/accumulated.py",
+    "chart": "pages/chart.py",
+    "heatmap": "pages/heatmap.py",
+    "cascades": "pages/cascades.py",
+    "analyses": "pages/analyses.py",
+    "explorer": "pages/explorer.py",
+}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def ts(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+# --- Building events ---------------------------------------------------------------------------
+
+
+def liq(
+    exchange: str,
+    side: str,
+    quantity: str,
+    price: str,
+    time_ms: int,
+    symbol: str = "BTCUSDT",
+    source: str = "live",
+    cascade_id: int | None = None,
+) -> Liquidation:
+    """One liquidation; USD = quantity * price, Binance rows are sampled (a lower bound)."""
+    q, p = Decimal(quantity), Decimal(price)
+    raw_side = {("binance", "LONG"): "SELL", ("binance", "SHORT"): "BUY"}.get(
+        (exchange, side), "Buy" if side == "LONG" else "Sell"
+    )
+    return Liquidation(
+        exchange=exchange,
+        symbol=symbol,
+        side=Side(side),
+        quantity=q,
+        price=p,
+        value_usd=q * p,
+        time_ms=time_ms,
+        received_ms=time_ms + 150,
+        raw_side=raw_side,
+        source=source,
+        sampled=exchange == "binance",
+        cascade_id=cascade_id,
+    )
+
+
+def make_candles(
+    exchange: str,
+    symbol: str,
+    start_ms: int,
+    minutes: int,
+    price: str = "60000",
+    step: str = "10",
+    volume: str = "12.5",
+    source: str = "live",
+) -> list[Candle]:
+    """`minutes` closed 1-minute candles from `start_ms` (floored to the minute), price rising by `step`."""
+    first = start_ms - start_ms % 60_000
+    out: list[Candle] = []
+    p, s, v = Decimal(price), Decimal(step), Decimal(volume)
+    for i in range(minutes):
+        o = p + s * i
+        c = o + s
+        out.append(
+            Candle(
+                exchange=exchange,
+                symbol=symbol,
+                open_ms=first + i * 60_000,
+                open=o,
+                high=max(o, c) + 5,
+                low=min(o, c) - 5,
+                close=c,
+                volume=v,
+                quote_volume=v * c,
+                closed=True,
+                received_ms=first + i * 60_000 + 60_000,
+                source=source,
+            )
+        )
+    return out
+
+
+@dataclass
+class Coverage:
+    """One stream_coverage row; `disconnected_ms=None` is a connection that is still open."""
+
+    exchange: str
+    connected_ms: int
+    last_seen_ms: int
+    disconnected_ms: int | None = None
+    symbols: tuple[str, ...] = ("BTCUSDT",)
+    source: str = "live"
+    connection_id: str = ""
+    reason: str = ""
+
+
+# --- TimescaleDB ---------------------------------------------------------------------------------
+
+
+def insert_liquidations(database_url: str, liqs: Iterable[Liquidation], rollups: bool = True) -> None:
+    """Raw rows, then (by default) rollups rebuilt from all raw rows so they always agree."""
+    rows = [
+        (
+            ts(e.time_ms),
+            e.exchange,
+            e.symbol,
+            str(e.side),
+            e.quantity,
+            e.price,
+            e.value_usd,
+            e.raw_side,
+            ts(e.received_ms),
+            e.source,
+            e.sampled,
+            e.cascade_id,
+            e.key,
+        )
+        for e in liqs
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO liquidations (time, exchange, symbol, side, quantity, price, value_usd, raw_side,
+                                         received_at, source, sampled, cascade_id, event_key)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT DO NOTHING""",
+            rows,
+        )
+    if rollups:
+        rebuild_rollups(database_url)
+
+
+def rebuild_rollups(database_url: str) -> None:
+    """liquidations_1m / _1h as exact aggregates of the raw rows (what the collector maintains)."""
+    with psycopg.connect(database_url) as conn:
+        for table, width in (("liquidations_1m", "1 minute"), ("liquidations_1h", "1 hour")):
+            conn.execute(psycopg.sql.SQL("TRUNCATE {}").format(psycopg.sql.Identifier(table)))
+            conn.execute(
+                psycopg.sql.SQL(
+                    """INSERT INTO {} (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
+                       SELECT time_bucket(%s::interval, time), exchange, symbol, side, source,
+                              count(*), sum(quantity), sum(value_usd), max(value_usd)
+                       FROM liquidations GROUP BY 1, 2, 3, 4, 5"""
+                ).format(psycopg.sql.Identifier(table)),
+                (width,),
+            )
+
+
+def insert_candles(database_url: str, candles: Iterable[Candle]) -> None:
+    rows = [
+        (
+            ts(c.open_ms),
+            c.exchange,
+            c.symbol,
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            c.quote_volume,
+            c.closed,
+            c.source,
+        )
+        for c in candles
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO candles (time, exchange, symbol, open, high, low, close, volume, quote_volume, closed, source)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (exchange, symbol, time) DO UPDATE SET close = EXCLUDED.close""",
+            rows,
+        )
+
+
+def insert_coverage(database_url: str, rows: Iterable[Coverage]) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.cursor() as cur:
+        for i, r in enumerate(rows):
+            cur.execute(
+                """INSERT INTO stream_coverage (connection_id, exchange, symbols, source, connected_at,
+                                                last_seen_at, disconnected_at, reason)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                (
+                    r.connection_id or f"{r.exchange}-{r.connected_ms}-{i}",
+                    r.exchange,
+                    list(r.symbols),
+                    r.source,
+                    ts(r.connected_ms),
+                    ts(r.last_seen_ms),
+                    None if r.disconnected_ms is None else ts(r.disconnected_ms),
+                    r.reason,
+                ),
+            )
+
+
+def insert_cascades(database_url: str, cascades: Iterable[Cascade]) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.cursor() as cur:
+        for c in cascades:
+            cur.execute(
+                """INSERT INTO cascades (id, symbol, side, start_time, end_time, events, quantity, value_usd,
+                                         exchanges, events_by_exchange, cross_exchange, peak_minute,
+                                         price_start, price_end, price_move_pct, risk_score, active, source)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                (
+                    c.id,
+                    c.symbol,
+                    str(c.side),
+                    ts(c.start_ms),
+                    ts(c.end_ms),
+                    c.count,
+                    c.quantity,
+                    c.value_usd,
+                    list(c.exchanges),
+                    json.dumps(c.counts),
+                    c.cross_exchange,
+                    ts(c.peak_minute_ms) if c.peak_minute_ms else None,
+                    c.price_start,
+                    c.price_end,
+                    c.price_move_pct,
+                    c.risk_score,
+                    c.active,
+                    c.source,
+                ),
+            )
+
+
+def cascade_of(members: Sequence[Liquidation], cascade_id: int, active: bool = False) -> Cascade:
+    """A Cascade summarising `members` (same symbol and side, any order), as the detector would."""
+    members = sorted(members, key=lambda m: m.time_ms)
+    first, last = members[0], members[-1]
+    counts: dict[str, int] = {}
+    for m in members:
+        counts[m.exchange] = counts.get(m.exchange, 0) + 1
+    return Cascade(
+        id=cascade_id,
+        symbol=first.symbol,
+        side=first.side,
+        start_ms=first.time_ms,
+        end_ms=last.time_ms,
+        count=len(members),
+        quantity=sum((m.quantity for m in members), Decimal(0)),
+        value_usd=sum((m.value_usd for m in members), Decimal(0)),
+        counts=counts,
+        peak_minute_ms=first.time_ms - first.time_ms % 60_000,
+        price_start=first.price,
+        price_end=last.price,
+        risk_score=50,
+        active=active,
+        source=first.source,
+    )
+
+
+# --- Redis live view -------------------------------------------------------------------------------
+
+
+def redis_liquidations(client: redis.Redis, prefix: str, liqs: Iterable[Liquidation]) -> None:
+    mapping: dict[str | bytes, bytes | float | int | str] = {encode_liquidation(e): e.time_ms for e in liqs}
+    if mapping:
+        client.zadd(Keys(prefix).liqs, mapping)
+
+
+def redis_cascades(client: redis.Redis, prefix: str, cascades: Iterable[Cascade]) -> None:
+    mapping: dict[str | bytes, bytes | float | int | str] = {str(c.id): encode_cascade(c) for c in cascades}
+    if mapping:
+        client.hset(Keys(prefix).cascades, mapping=mapping)
+
+
+def health_snapshot(exchange: str, now: int, connected: bool = True, **overrides: Any) -> dict[str, Any]:
+    """A StreamHealth.snapshot()-shaped dict (collector/health.py), last message 1 s ago by default."""
+    snap: dict[str, Any] = {
+        "exchange": exchange,
+        "source": "live",
+        "connected": connected,
+        "connected_since_ms": now - 600_000 if connected else None,
+        "last_message_ms": now - 1000,
+        "last_message_age_s": 1.0,
+        "messages": 1234,
+        "events": 56,
+        "reconnects": 0,
+        "last_error": "",
+        "last_error_ms": None,
+        "drops": {},
+        "at_ms": now,
+    }
+    snap.update(overrides)
+    return snap
+
+
+def redis_health(client: redis.Redis, prefix: str, snapshots: Iterable[Mapping[str, Any]]) -> None:
+    mapping: dict[str | bytes, bytes | float | int | str] = {s["exchange"]: json.dumps(s) for s in snapshots}
+    client.hset(Keys(prefix).health, mapping=mapping)
+
+
+def redis_heartbeat(client: redis.Redis, prefix: str, heartbeat_ms: int, sources: Sequence[str] = ("live",)) -> None:
+    state = {
+        "heartbeat_ms": heartbeat_ms,
+        "started_ms": heartbeat_ms - 3_600_000,
+        "pid": 4242,
+        "sources": list(sources),
+        "queue": 0,
+        "spool": {"pending_events": 0, "bytes": 0, "state": "idle"},
+        "redis_rebuilt_ms": None,
+    }
+    client.hset(Keys(prefix).collector, "state", json.dumps(state))
+    client.set(Keys(prefix).built, str(heartbeat_ms))
+
+
+# --- Expected figures ------------------------------------------------------------------------------
+
+
+@dataclass
+class Totals:
+    count: int = 0
+    quantity: Decimal = Decimal(0)
+    usd: Decimal = Decimal(0)
+    by_side: dict[str, Totals] = field(default_factory=dict)
+    by_exchange: dict[str, Totals] = field(default_factory=dict)
+
+
+def expected_totals(liqs: Iterable[Liquidation]) -> Totals:
+    """Count, base quantity and USD overall, per side and per exchange."""
+    out = Totals()
+    for e in liqs:
+        for bucket in (
+            out,
+            out.by_side.setdefault(str(e.side), Totals()),
+            out.by_exchange.setdefault(e.exchange, Totals()),
+        ):
+            bucket.count += 1
+            bucket.quantity += e.quantity
+            bucket.usd += e.value_usd
+    return out
+
+
+# --- Running the app ---
+#
+# AppTest recomputes `PagesManager.uses_pages_directory` before every run, and because our pages
+# live in app/pages/ it comes out True, so after switch_page() AppTest runs the page file alone
+# (multipage v1), without the entry file's gate and sidebar. The real server flips the flag to
+# False the first time st.navigation runs (streamlit/commands/navigation.py) and then always runs
+# the entry file; this subclass does the same for AppTest, so tests see the app as users do.
+
+
+class _NavigationPagesManager(PagesManager):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+
+_app_test_module.PagesManager = _NavigationPagesManager  # type: ignore[misc]
+
+
+def app_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, **extra: str) -> None:
+    """Point the app (load_settings) at this test's database and Redis prefix; clear Streamlit caches."""
+    env = {
+        "DATABASE_URL": str(settings.database_url),
+        "LIQ_APP_DATABASE_URL": str(settings.app_database_url),
+        "REDIS_URL": str(settings.redis_url),
+        "LIQ_REDIS_PREFIX": settings.redis_prefix,
+        "LIQ_NONLIVE_SOURCE": settings.nonlive_source,
+        "LIQ_SYMBOLS": ",".join(settings.symbols),
+        "LIQ_APP_PASSWORD": "",
+    }
+    env.update(extra)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    close_all()  # pools of earlier tests: closed, not left to the garbage collector
+    clear_candle_memo()  # settled bars remembered from another test's rows
+    st.cache_data.clear()
+    st.cache_resource.clear()  # settings are cached per process
+
+
+def open_app(page: str | None = None, params: Mapping[str, str] | None = None, timeout: float = 60) -> AppTest:
+    """Run the app's entry file (optionally with URL params), then switch to `page` (url path) and run it."""
+    at = AppTest.from_file(str(MAIN), default_timeout=timeout)
+    for name, value in (params or {}).items():
+        at.query_params[name] = value
+    at.run()
+    if page is not None and page != "live":
+        at.switch_page(PAGE_FILES[page]).run()
+    return at
+
+
+def no_exceptions(at: AppTest) -> None:
+    """Fail with the messages when a page raised."""
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def metric(at: AppTest, label: str) -> str:
+    """The value of the one metric with this label."""
+    found = [m.value for m in at.metric if m.label == label]
+    assert len(found) == 1, (label, [m.label for m in at.metric])
+    return str(found[0])
+
+
+def all_text(at: AppTest) -> str:
+    """Text of markdown, captions, alerts and metrics, for 'is this shown' assertions."""
+    parts: list[str] = []
+    for group in (
+        at.markdown,
+        at.caption,
+        at.info,
+        at.warning,
+        at.error,
+        at.success,
+        at.title,
+        at.header,
+        at.subheader,
+    ):
+        parts += [str(e.value) for e in group]
+    parts += [f"{m.label}: {m.value}" for m in at.metric]
+    return "\n".join(parts)
+
+
+# =================================================================================================
+# app2 section (heatmap, cascades, analyses, explorer, downloads, CLI): one fixed dataset dated
+# 20261101 .. 20261120 UTC, so pages open with ?since=20261101&until=20261120 and every expected
+# figure is computed from the same Liquidation objects that were written.
+# =================================================================================================
+
+APP2_START_MS = 1_793_491_200_000  # 20261101 00:00:00 UTC
+APP2_DAYS = 20
+APP2_RANGE = {"since": "20261101", "until": "20261120"}
+APP2_CASCADE_LONG = 7_001  # BTCUSDT LONG, binance + bybit, 20261106 10:00:00 .. 10:00:45
+APP2_CASCADE_SHORT = 7_002  # BTCUSDT SHORT, bybit only, 20261113 15:30:00 .. 15:30:20
+APP2_LONG_START_MS = APP2_START_MS + 5 * 86_400_000 + 10 * 3_600_000
+APP2_SHORT_START_MS = APP2_START_MS + 12 * 86_400_000 + 15 * 3_600_000 + 30 * 60_000
+
+
+def app2_liquidations() -> list[Liquidation]:
+    """About 1,800 liquidations over 20 days: two symbols, both exchanges, ~5% non-live, two cascades."""
+    import random
+
+    rng = random.Random(20261101)
+    out: list[Liquidation] = []
+    for day in range(APP2_DAYS):
+        for _ in range(90):
+            hour = rng.choice((0, 3, 8, 9, 13, 14, 14, 15, 20, 21, 23))  # a clear hour-of-day pattern
+            t = APP2_START_MS + day * 86_400_000 + hour * 3_600_000 + rng.randrange(3_600_000)
+            symbol = rng.choice(("BTCUSDT", "BTCUSDT", "ETHUSDT"))
+            cents = rng.randrange(9_000_000, 10_000_000) if symbol == "BTCUSDT" else rng.randrange(300_000, 400_000)
+            out.append(
+                liq(
+                    rng.choice(("binance", "bybit")),
+                    rng.choice(("LONG", "SHORT")),
+                    str(Decimal(rng.randrange(1, 50_000)) / 10_000),
+                    str(Decimal(cents) / 100),
+                    t,
+                    symbol=symbol,
+                    source="test" if rng.random() < 0.05 else "live",
+                )
+            )
+    for i, exchange in enumerate(("binance", "bybit", "bybit", "binance", "bybit", "bybit")):
+        out.append(
+            liq(
+                exchange,
+                "LONG",
+                "1.5",
+                str(95_000 - 100 * i),
+                APP2_LONG_START_MS + i * 9_000,
+                cascade_id=APP2_CASCADE_LONG,
+            )
+        )
+    for i in range(5):
+        out.append(
+            liq(
+                "bybit",
+                "SHORT",
+                "2",
+                str(96_000 + 50 * i),
+                APP2_SHORT_START_MS + i * 5_000,
+                cascade_id=APP2_CASCADE_SHORT,
+            )
+        )
+    return out
+
+
+def app2_candles() -> list[Candle]:
+    """BTCUSDT 1-minute candles on both exchanges from 30 minutes before to 70 after each cascade.
+    Closes rise by 1 a minute: 94971 (binance) and 94971.5 (bybit) in the first minute."""
+    out: list[Candle] = []
+    for start_ms in (APP2_LONG_START_MS, APP2_SHORT_START_MS):
+        out += make_candles("binance", "BTCUSDT", start_ms - 30 * 60_000, 101, price="94970", step="1")
+        out += make_candles("bybit", "BTCUSDT", start_ms - 30 * 60_000, 101, price="94970.5", step="1")
+    return out
+
+
+def app2_cascades(liqs: Sequence[Liquidation]) -> list[Cascade]:
+    from dataclasses import replace
+
+    long_members = [e for e in liqs if e.cascade_id == APP2_CASCADE_LONG]
+    short_members = [e for e in liqs if e.cascade_id == APP2_CASCADE_SHORT]
+    return [
+        replace(cascade_of(long_members, APP2_CASCADE_LONG), risk_score=80),
+        replace(cascade_of(short_members, APP2_CASCADE_SHORT), risk_score=45),
+    ]
+
+
+def seed_app2(database_url: str) -> list[Liquidation]:
+    """Write the app2 dataset (liquidations + rollups, cascades, candles); return the liquidations."""
+    liqs = app2_liquidations()
+    insert_liquidations(database_url, liqs)
+    insert_cascades(database_url, app2_cascades(liqs))
+    insert_candles(database_url, app2_candles())
+    return liqs
+
+
+def app2_select(
+    liqs: Iterable[Liquidation],
+    start_ms: int = APP2_START_MS,
+    end_ms: int = APP2_START_MS + APP2_DAYS * 86_400_000,
+    symbol: str | None = "BTCUSDT",
+    exchanges: Sequence[str] = ("binance", "bybit"),
+    include_nonlive: bool = False,
+    side: str | None = None,
+) -> list[Liquidation]:
+    """The seeded liquidations a scope selects, computed in Python (the expected answer)."""
+    return [
+        e
+        for e in liqs
+        if start_ms <= e.time_ms < end_ms
+        and (symbol is None or e.symbol == symbol)
+        and e.exchange in exchanges
+        and (include_nonlive or e.source == "live")
+        and (side is None or e.side == side)
+    ]

@@ -1,0 +1,161 @@
+"""The analyses page and its queries against the real seeded TimescaleDB."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from app.data import analytics
+from app.data.connections import open_pool
+from app.format import fmt_count, fmt_usd
+from common.config import Settings
+from common.events import Liquidation
+from tests.app.seed import (
+    APP2_DAYS,
+    APP2_RANGE,
+    APP2_START_MS,
+    all_text,
+    app2_select,
+    app_env,
+    metric,
+    no_exceptions,
+    open_app,
+    seed_app2,
+)
+
+END_MS = APP2_START_MS + APP2_DAYS * 86_400_000
+
+
+@pytest.fixture
+def seeded(settings: Settings) -> list[Liquidation]:
+    return seed_app2(settings.database_url)
+
+
+@pytest.fixture
+def pool(settings: Settings) -> Iterator[ConnectionPool]:
+    p = open_pool(str(settings.app_database_url))
+    yield p
+    p.close()
+
+
+def _day(e: Liquidation) -> str:
+    return datetime.fromtimestamp(e.time_ms / 1000, tz=UTC).strftime("%Y%m%d")
+
+
+@pytest.mark.parametrize("interval", ["1m", "15m", "1h", "4h", "1d"])
+def test_volume_series_equals_raw_rows_for_any_interval(
+    seeded: list[Liquidation], pool: ConnectionPool, interval: str
+) -> None:
+    start, end = APP2_START_MS + 86_400_000 + 59_999, END_MS - 3_600_001  # not aligned to anything
+    scope = analytics.Scope(start, end, None, ("binance", "bybit"), True)
+    series = analytics.volume_series(pool, scope, interval)
+    chosen = app2_select(seeded, start, end, symbol=None, include_nonlive=True)
+    step = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}[interval]
+    expected: dict[tuple[int, str, str], Decimal] = defaultdict(Decimal)
+    for e in chosen:
+        expected[(e.time_ms - e.time_ms % step, e.exchange, str(e.side))] += e.value_usd
+    got = {(int(r.bucket.timestamp() * 1000), r.exchange, r.side): r.value_usd for r in series.itertuples(index=False)}
+    assert got == dict(expected)
+    assert int(series["events"].sum()) == len(chosen)
+
+
+def test_daily_summary(seeded: list[Liquidation], pool: ConnectionPool) -> None:
+    scope = analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    daily = analytics.daily_summary(analytics.volume_series(pool, scope, "1d")).set_index("day")
+    chosen = app2_select(seeded)
+    assert list(daily.index) == sorted({_day(e) for e in chosen})
+    for day in ("20261101", "20261106", "20261120"):
+        rows = [e for e in chosen if _day(e) == day]
+        longs = sum((e.value_usd for e in rows if e.side == "LONG"), Decimal(0))
+        total = sum((e.value_usd for e in rows), Decimal(0))
+        assert daily.loc[day, "value_usd"] == total
+        assert daily.loc[day, "events"] == len(rows)
+        assert daily.loc[day, "long_usd"] == longs
+        assert daily.loc[day, "long_share_pct"] == longs / total * 100
+        assert daily.loc[day, "largest_usd"] == max(e.value_usd for e in rows)
+
+
+def test_price_levels_and_exchange_comparison(seeded: list[Liquidation], pool: ConnectionPool) -> None:
+    scope = analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    chosen = app2_select(seeded)
+    levels = analytics.price_levels(pool, scope, 40)
+    assert sum(levels["value_usd"], Decimal(0)) == sum(e.value_usd for e in chosen)
+    assert int(levels["events"].sum()) == len(chosen)
+    assert levels["price_level"].nunique() <= 40
+    assert min(levels["price_level"]) >= min(e.price for e in chosen) - 1
+    for side in ("LONG", "SHORT"):
+        assert sum(levels.loc[levels["side"] == side, "value_usd"], Decimal(0)) == sum(
+            e.value_usd for e in chosen if e.side == side
+        )
+
+    summary = analytics.exchange_summary(analytics.volume_series(pool, scope, "4h")).set_index("exchange")
+    timing = analytics.exchange_timing(pool, scope)
+    for exchange in ("binance", "bybit"):
+        rows = [e for e in chosen if e.exchange == exchange]
+        total = sum((e.value_usd for e in rows), Decimal(0))
+        assert summary.loc[exchange, "value_usd"] == total
+        assert summary.loc[exchange, "events"] == len(rows)
+        assert summary.loc[exchange, "largest_usd"] == max(e.value_usd for e in rows)
+        assert summary.loc[exchange, "avg_usd"] == total / len(rows)
+        part = timing[timing["exchange"] == exchange]
+        assert part["share_pct"].sum() == pytest.approx(100)
+        assert int(part["events"].sum()) == len(rows)
+
+
+def test_empty_range_gives_empty_frames(pool: ConnectionPool, clean_db: str) -> None:
+    scope = analytics.Scope(APP2_START_MS, APP2_START_MS, None, ("binance", "bybit"), False)
+    assert analytics.volume_series(pool, scope, "1h").empty
+    assert analytics.daily_summary(analytics.volume_series(pool, scope, "1d")).empty
+    assert analytics.exchange_summary(analytics.volume_series(pool, scope, "1h")).empty
+    with pytest.raises(ValueError, match="unknown interval"):
+        analytics.volume_series(pool, scope, "7m")
+
+
+def test_page_shows_seeded_totals(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
+) -> None:
+    app_env(monkeypatch, settings)
+    at = open_app("analyses", {**APP2_RANGE, "symbol": "ALL", "interval": "1h"})
+    no_exceptions(at)
+    chosen = app2_select(seeded, symbol=None)
+    assert metric(at, "Liquidated USD") == fmt_usd(sum(e.value_usd for e in chosen))
+    assert metric(at, "Liquidations") == fmt_count(len(chosen))
+    assert metric(at, "LONG USD") == fmt_usd(sum(e.value_usd for e in chosen if e.side == "LONG"))
+    assert metric(at, "SHORT USD") == fmt_usd(sum(e.value_usd for e in chosen if e.side == "SHORT"))
+    assert len(at.get("plotly_chart")) == 6  # no price levels across different coins
+    assert "Price levels need one symbol" in all_text(at)
+    daily = at.dataframe[1].value
+    assert list(daily["day"]) == sorted({_day(e) for e in chosen})
+    assert "connected 0.0% of the period" in all_text(at)  # no stream_coverage rows were seeded
+
+    # Non-live rows join in only with the toggle; the frame then says so.
+    at = open_app("analyses", {**APP2_RANGE, "symbol": "ALL", "interval": "1h", "nonlive": "1"})
+    no_exceptions(at)
+    everything = app2_select(seeded, symbol=None, include_nonlive=True)
+    assert len(everything) > len(chosen)
+    assert metric(at, "Liquidations") == fmt_count(len(everything))
+    assert "not live" in all_text(at), [w.value for w in at.warning]
+
+
+def test_page_for_one_symbol_draws_price_levels(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
+) -> None:
+    app_env(monkeypatch, settings)
+    at = open_app("analyses", {**APP2_RANGE, "symbol": "ETHUSDT"})
+    no_exceptions(at)
+    chosen = app2_select(seeded, symbol="ETHUSDT")
+    assert metric(at, "Liquidated USD") == fmt_usd(sum(e.value_usd for e in chosen))
+    assert len(at.get("plotly_chart")) == 7
+
+
+def test_page_empty_state(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    app_env(monkeypatch, settings)
+    at = open_app("analyses", APP2_RANGE)
+    no_exceptions(at)
+    assert metric(at, "Liquidated USD") == fmt_usd(0)
+    assert "No liquidations in this range" in all_text(at)

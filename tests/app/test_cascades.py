@@ -1,0 +1,140 @@
+"""The cascades page and its queries against the real seeded TimescaleDB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from app.data import analytics
+from app.data.connections import open_pool
+from app.format import fmt_count, fmt_pct, fmt_usd
+from common.config import Settings
+from common.events import Liquidation
+from tests.app.seed import (
+    APP2_CASCADE_LONG,
+    APP2_CASCADE_SHORT,
+    APP2_DAYS,
+    APP2_LONG_START_MS,
+    APP2_RANGE,
+    APP2_SHORT_START_MS,
+    APP2_START_MS,
+    all_text,
+    app2_candles,
+    app2_cascades,
+    app_env,
+    metric,
+    no_exceptions,
+    open_app,
+    seed_app2,
+)
+
+END_MS = APP2_START_MS + APP2_DAYS * 86_400_000
+
+
+@pytest.fixture
+def seeded(settings: Settings) -> list[Liquidation]:
+    return seed_app2(settings.database_url)
+
+
+@pytest.fixture
+def pool(settings: Settings) -> Iterator[ConnectionPool]:
+    p = open_pool(str(settings.app_database_url))
+    yield p
+    p.close()
+
+
+def _close_at(exchange: str, minute_ms: int) -> Decimal:
+    (candle,) = [c for c in app2_candles() if c.exchange == exchange and c.open_ms == minute_ms]
+    return candle.close
+
+
+def test_cascades_with_price_moves_from_candles(seeded: list[Liquidation], pool: ConnectionPool) -> None:
+    scope = analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    frame = analytics.cascades(pool, scope)
+    assert list(frame["id"]) == [APP2_CASCADE_SHORT, APP2_CASCADE_LONG]  # newest first
+    expected = {c.id: c for c in app2_cascades(seeded)}
+    for _, row in frame.iterrows():
+        c = expected[int(row["id"])]
+        assert row["value_usd"] == c.value_usd and row["events"] == c.count
+        assert row["events_by_exchange"] == c.counts
+        assert row["duration_s"] == (c.end_ms - c.start_ms) / 1000
+        assert row["price_move_pct"] == c.price_move_pct
+        assert c.price_end is not None
+        end_minute = c.end_ms - c.end_ms % 60_000
+        first_exchange = sorted(c.counts)[0]  # the first exchange (by name) that has the candle
+        for minutes in (15, 60):
+            after = _close_at(first_exchange, end_minute + minutes * 60_000)
+            assert row[f"move_{minutes}m_pct"] == (after - c.price_end) / c.price_end * 100
+    assert bool(frame.loc[frame["id"] == APP2_CASCADE_LONG, "cross_exchange"].iloc[0])
+
+
+def test_cascade_filters(seeded: list[Liquidation], pool: ConnectionPool) -> None:
+    scope = analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    assert list(analytics.cascades(pool, scope, side="LONG")["id"]) == [APP2_CASCADE_LONG]
+    assert list(analytics.cascades(pool, scope, exchange="binance")["id"]) == [APP2_CASCADE_LONG]
+    assert list(analytics.cascades(pool, scope, min_usd=Decimal(900_000))["id"]) == [APP2_CASCADE_SHORT]
+    assert analytics.cascades(pool, scope, min_usd=Decimal(10_000_000)).empty
+    assert list(analytics.cascades(pool, scope, limit=1)["id"]) == [APP2_CASCADE_SHORT]  # the newest
+    all_of_them = app2_cascades(seeded)
+    assert analytics.cascade_totals(pool, scope) == (2, sum(c.value_usd for c in all_of_them))
+    assert analytics.cascade_totals(pool, scope, side="SHORT") == (1, all_of_them[1].value_usd)
+    eth = analytics.Scope(APP2_START_MS, END_MS, "ETHUSDT", ("binance", "bybit"), False)
+    assert analytics.cascades(pool, eth).empty
+    members = analytics.cascade_members(pool, APP2_CASCADE_LONG, APP2_LONG_START_MS, APP2_LONG_START_MS + 45_000)
+    assert list(members["event_key"]) == [e.key for e in seeded if e.cascade_id == APP2_CASCADE_LONG]
+
+
+def test_page_lists_cascades_and_zooms_into_one(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
+) -> None:
+    app_env(monkeypatch, settings)
+    at = open_app("cascades", {**APP2_RANGE, "cascade": str(APP2_CASCADE_LONG)})
+    no_exceptions(at)
+    cascades = app2_cascades(seeded)
+    assert metric(at, "Cascades") == fmt_count(2)
+    assert metric(at, "USD in cascades") == fmt_usd(sum(c.value_usd for c in cascades))
+    table = at.dataframe[0].value
+    assert list(table["start (UTC)"]) == ["20261113 15:30:00", "20261106 10:00:00"]
+    assert list(table["events per exchange"]) == ["bybit 5", "binance 2 · bybit 4"]
+    assert list(table["duration"]) == ["00:00:20", "00:00:45"]
+    long_cascade = cascades[0]
+    assert long_cascade.price_move_pct is not None
+    assert table["move during"].iloc[1] == fmt_pct(long_cascade.price_move_pct)
+    # The chosen cascade (from the URL) is shown with its members.
+    assert metric(at, "Cascade USD") == fmt_usd(long_cascade.value_usd)
+    members = at.dataframe[1].value
+    assert len(members) == long_cascade.count
+    assert "20261106 10:00:00 UTC" in all_text(at)
+
+    at.selectbox(key="cascade").set_value(APP2_CASCADE_SHORT).run()
+    no_exceptions(at)
+    assert metric(at, "Cascade USD") == fmt_usd(cascades[1].value_usd)
+    assert len(at.dataframe[1].value) == cascades[1].count
+
+
+def test_page_filters_and_empty_state(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
+) -> None:
+    app_env(monkeypatch, settings)
+    at = open_app("cascades", {**APP2_RANGE, "c_side": "SHORT"})
+    no_exceptions(at)
+    assert metric(at, "Cascades") == fmt_count(1)
+    at.number_input(key="c_min").set_value(5_000_000).run()
+    no_exceptions(at)
+    assert metric(at, "Cascades") == fmt_count(0)
+    assert "No cascades in this range" in all_text(at)
+
+
+def test_page_warns_on_hostile_params(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
+) -> None:
+    app_env(monkeypatch, settings)
+    at = open_app("cascades", {**APP2_RANGE, "c_min": "1e400", "c_exchange": "<script>", "c_side": "x"})
+    no_exceptions(at)
+    warnings = " ".join(str(w.value) for w in at.warning)
+    assert "c_min" in warnings and "c_exchange" in warnings and "c_side" in warnings
+    assert metric(at, "Cascades") == fmt_count(2)  # defaults: everything
+    assert APP2_SHORT_START_MS > APP2_LONG_START_MS

@@ -1,0 +1,137 @@
+"""The explorer page and its keyset pagination against the real seeded TimescaleDB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from app.data import analytics
+from app.data.connections import open_pool
+from app.format import fmt_count, fmt_usd
+from common.config import Settings
+from common.events import Liquidation
+from tests.app.seed import (
+    APP2_CASCADE_LONG,
+    APP2_CASCADE_SHORT,
+    APP2_DAYS,
+    APP2_RANGE,
+    APP2_START_MS,
+    all_text,
+    app2_select,
+    app_env,
+    metric,
+    no_exceptions,
+    open_app,
+    seed_app2,
+)
+
+END_MS = APP2_START_MS + APP2_DAYS * 86_400_000
+
+
+@pytest.fixture
+def seeded(settings: Settings) -> list[Liquidation]:
+    return seed_app2(settings.database_url)
+
+
+@pytest.fixture
+def pool(settings: Settings) -> Iterator[ConnectionPool]:
+    p = open_pool(str(settings.app_database_url))
+    yield p
+    p.close()
+
+
+def _newest_first(liqs: list[Liquidation]) -> list[int]:
+    return [e.key for e in sorted(liqs, key=lambda e: (e.time_ms, e.key), reverse=True)]
+
+
+def test_keyset_pages_walk_every_row_once(seeded: list[Liquidation], pool: ConnectionPool) -> None:
+    scope = analytics.Scope(APP2_START_MS, END_MS, None, ("binance", "bybit"), True)
+    f = analytics.ExplorerFilter(scope)
+    keys: list[int] = []
+    after: tuple[datetime, int] | None = None
+    while True:
+        page = analytics.explorer_page(pool, f, after, limit=250)
+        keys += [int(k) for k in page["event_key"]]
+        if len(page) < 250:
+            break
+        after = (page["time"].iloc[-1].to_pydatetime(), int(page["event_key"].iloc[-1]))
+    expected = _newest_first(app2_select(seeded, symbol=None, include_nonlive=True))
+    assert keys == expected
+    assert analytics.explorer_count(pool, f) == (len(expected), sum(e.value_usd for e in seeded))
+
+
+def test_row_filters(seeded: list[Liquidation], pool: ConnectionPool) -> None:
+    scope = analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("bybit",), False)
+    big = analytics.ExplorerFilter(scope, side="SHORT", min_usd=Decimal(200_000))
+    expected = [e for e in app2_select(seeded, exchanges=("bybit",), side="SHORT") if e.value_usd >= 200_000]
+    page = analytics.explorer_page(pool, big, limit=10_000)
+    assert [int(k) for k in page["event_key"]] == _newest_first(expected)
+    assert analytics.explorer_count(pool, big) == (len(expected), sum(e.value_usd for e in expected))
+
+    # Row-level filters over more than a month are not counted (it would scan every raw row).
+    wide = analytics.Scope(END_MS - 40 * 86_400_000, END_MS, "BTCUSDT", ("bybit",), False)
+    assert analytics.explorer_count(pool, analytics.ExplorerFilter(wide, min_usd=Decimal(1))) is None
+    assert analytics.explorer_count(pool, analytics.ExplorerFilter(wide)) is not None
+
+    members = analytics.ExplorerFilter(
+        analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit")), cascade_only=True
+    )
+    rows = analytics.explorer_page(pool, members, limit=10_000)
+    assert set(rows["cascade_id"]) == {APP2_CASCADE_LONG, APP2_CASCADE_SHORT}
+    assert len(rows) == len([e for e in seeded if e.cascade_id is not None])
+
+
+def test_page_paginates_with_next_and_previous(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
+) -> None:
+    app_env(monkeypatch, settings)
+    at = open_app("explorer", APP2_RANGE)
+    no_exceptions(at)
+    chosen = app2_select(seeded)
+    assert metric(at, "Matching liquidations") == fmt_count(len(chosen))
+    assert metric(at, "Matching USD") == fmt_usd(sum(e.value_usd for e in chosen))
+    ordered = sorted(chosen, key=lambda e: (e.time_ms, e.key), reverse=True)
+    first_page = at.dataframe[0].value
+    assert len(first_page) == analytics.EXPLORER_PAGE_ROWS
+    assert list(first_page["USD"][:3]) == [fmt_usd(e.value_usd) for e in ordered[:3]]
+
+    at.button(key="x_next").click().run()
+    no_exceptions(at)
+    second = at.dataframe[0].value
+    assert list(second["USD"][:3]) == [fmt_usd(e.value_usd) for e in ordered[100:103]]
+    assert "Page 2 of" in all_text(at)
+
+    at.button(key="x_prev").click().run()
+    no_exceptions(at)
+    assert list(at.dataframe[0].value["USD"][:3]) == [fmt_usd(e.value_usd) for e in ordered[:3]]
+
+
+def test_page_filters_from_url_and_hostile_values(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
+) -> None:
+    app_env(monkeypatch, settings)
+    at = open_app("explorer", {**APP2_RANGE, "min_usd": "300000", "side": "LONG"})
+    no_exceptions(at)
+    expected = [e for e in app2_select(seeded, side="LONG") if e.value_usd >= 300_000]
+    assert metric(at, "Matching liquidations") == fmt_count(len(expected))
+    at = open_app("explorer", {**APP2_RANGE, "cascade_only": "1"})
+    no_exceptions(at)
+    assert metric(at, "Matching liquidations") == fmt_count(11)
+
+    at = open_app("explorer", {**APP2_RANGE, "min_usd": "1 OR 1=1", "cascade_only": "yes please"})
+    no_exceptions(at)
+    warnings = " ".join(str(w.value) for w in at.warning)
+    assert "min_usd" in warnings and "cascade_only" in warnings
+    assert metric(at, "Matching liquidations") == fmt_count(len(app2_select(seeded)))
+
+
+def test_page_empty_state(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    app_env(monkeypatch, settings)
+    at = open_app("explorer", APP2_RANGE)
+    no_exceptions(at)
+    assert metric(at, "Matching liquidations") == fmt_count(0)
+    assert "No liquidation matches this filter" in all_text(at)

@@ -1,0 +1,1 @@
+"""End-to-end tests: fake exchanges -> collector -> TimescaleDB and Redis, with faults."""

@@ -1,0 +1,178 @@
+"""Faults on servers of the test's own (the shared services are never stopped)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from collector.replay_server import BinanceServer, BybitServer
+from common.live_view import WINDOW_MS
+from tests import services
+from tests.e2e.own_servers import OwnPostgres
+from tests.e2e.script import build_session
+from tests.storage.factories import liq, now_ms
+from tests.storage.helpers import db_count, db_totals, redis_totals, running_service, wait_until
+
+ROLLUPS_EQUAL_RAW = """
+SELECT (SELECT array_agg(x ORDER BY x) FROM (SELECT (bucket, exchange, side, events, value_usd)::text x FROM liquidations_1m) a)
+     = (SELECT array_agg(x ORDER BY x) FROM (SELECT (time_bucket('1 minute', time), exchange, side, count(*), sum(value_usd))::text x
+                                              FROM liquidations GROUP BY time_bucket('1 minute', time), exchange, side) b)
+"""
+
+
+@pytest.fixture(scope="module")
+def own_pg() -> Iterator[OwnPostgres]:
+    server = OwnPostgres()
+    server.init()
+    yield server
+    server.destroy()
+
+
+def _scalar(url: str, query: str) -> object:
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        row = conn.execute(query).fetchone()
+    return row[0] if row else None
+
+
+async def test_postgres_down_mid_stream_spools_then_replays_exactly_once(
+    own_pg: OwnPostgres, redis_prefix: str, sync_redis: redis.Redis, tmp_path: Path
+) -> None:
+    settings = services.make_settings(own_pg.url, redis_prefix, tmp_path)
+    now = now_ms()
+    events = [liq(("bybit", "binance")[i % 2], now - 600_000 + i * 997, qty=f"0.0{i % 9 + 1}") for i in range(600)]
+    async with running_service(settings) as service:
+        for ev in events[:200]:
+            await service.queue.put(ev)
+        await wait_until(lambda: db_count(own_pg.url) == 200, what="first 200 rows")
+        await asyncio.to_thread(own_pg.stop)
+        for ev in events[200:] + events[150:250]:  # re-deliveries too
+            await service.queue.put(ev)
+        await wait_until(lambda: service.spool.pending_events >= 400, what="spooled while the database is down")
+        assert service.pipeline.state()["spool"]["state"] == "pending"
+        await asyncio.to_thread(own_pg.start)
+        await wait_until(lambda: service.spool.empty, within=90, what="spool replayed")
+        await wait_until(lambda: db_count(own_pg.url) == 600, what="all rows")
+        lo, hi = now - WINDOW_MS, now_ms()
+        await wait_until(
+            lambda: redis_totals(sync_redis, redis_prefix, lo, hi) == db_totals(own_pg.url, lo, hi), what="redis"
+        )
+    assert _scalar(own_pg.url, "SELECT count(DISTINCT event_key) FROM liquidations") == 600
+    assert _scalar(own_pg.url, ROLLUPS_EQUAL_RAW) is True
+    assert not (tmp_path / "spool" / "spool.ndjson").read_bytes()
+
+
+def _collector(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "collector"],
+            cwd=services.ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _env(database_url: str, prefix: str, tmp: Path, **extra: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": services.service_env()["REDIS_URL"],
+        "LIQ_REDIS_PREFIX": prefix,
+        "LIQ_SPOOL_DIR": str(tmp / "spool"),
+        "LIQ_NONLIVE_SOURCE": "test",
+        **extra,
+    }
+
+
+async def test_sigterm_then_restart_of_the_collector_process(clean_db: str, redis_prefix: str, tmp_path: Path) -> None:
+    session = build_session(now_ms() - 30 * 60_000, background=60)
+    log = tmp_path / "collector.log"
+    async with BinanceServer() as binance, BybitServer() as bybit:
+        env = _env(clean_db, redis_prefix, tmp_path, LIQ_BINANCE_WS_URL=binance.url, LIQ_BYBIT_WS_URL=bybit.url)
+        proc = _collector(env, log)
+        try:
+            await binance.wait_connected(1, within=60)
+            await bybit.wait_connected(1, within=60)
+            for b, y in zip(session.binance[:40], session.bybit[:40], strict=True):
+                await binance.push(b)
+                await bybit.push(y)
+            await wait_until(lambda: db_count(clean_db) == 200, what="first part stored")
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 15) == 0
+            assert time.monotonic() - sent < 10
+            proc = _collector(env, log)
+            await binance.wait_connected(2, within=60)
+            await bybit.wait_connected(2, within=60)
+            for b in session.binance[30:]:  # 10 re-deliveries on each venue
+                await binance.push(b)
+            for y in session.bybit[30:]:
+                await bybit.push(y)
+            unique = sum(n for n, _ in session.totals().values())
+            await wait_until(lambda: db_count(clean_db) == unique, what="everything stored")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 15)
+    assert code == 0, log.read_text()[-3000:]
+    assert db_totals(clean_db, 0, now_ms()) == session.totals()
+    text = log.read_text()
+    assert "CROSS-EXCHANGE CASCADE DETECTED: 9 liquidations | $1,007,031" in text
+    assert text.count("collector stopped") >= 2
+
+
+async def test_sigkill_with_database_down_replays_the_spool_first(
+    own_pg: OwnPostgres, redis_prefix: str, tmp_path: Path
+) -> None:
+    """Spooled batches survive SIGKILL and are written before anything new at the next start."""
+    session = build_session(now_ms() - 20 * 60_000, background=30)
+    log = tmp_path / "collector.log"
+    _scalar(own_pg.url, "SELECT 1")
+    with psycopg.connect(own_pg.url, autocommit=True) as conn:
+        conn.execute("TRUNCATE liquidations, liquidations_1m, liquidations_1h, cascades, stream_coverage, candles")
+    async with BinanceServer() as binance, BybitServer() as bybit:
+        env = _env(own_pg.url, redis_prefix, tmp_path, LIQ_BINANCE_WS_URL=binance.url, LIQ_BYBIT_WS_URL=bybit.url)
+        proc = _collector(env, log)
+        try:
+            await binance.wait_connected(1, within=60)
+            await bybit.wait_connected(1, within=60)
+            await asyncio.to_thread(own_pg.stop)
+            for b in session.binance:
+                await binance.push(b)
+            for y in session.bybit:
+                await bybit.push(y)
+            spool = tmp_path / "spool" / "spool.ndjson"
+            unique = sum(n for n, _ in session.totals().values())
+            await wait_until(lambda: spool.exists() and spool.read_bytes().count(b'"l":[[') >= 1, what="spooled")
+            await wait_until(lambda: _spooled_liquidations(spool) == unique, within=60, what="all spooled")
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 15)
+            await asyncio.to_thread(own_pg.start)
+            proc = _collector(env, log)
+            await wait_until(lambda: db_count(own_pg.url) == unique, within=90, what="spool replayed after restart")
+            await wait_until(lambda: spool.stat().st_size == 0, what="spool emptied")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 15)
+    assert code == 0, log.read_text()[-3000:]
+    assert db_totals(own_pg.url, 0, now_ms()) == session.totals()
+    assert _scalar(own_pg.url, ROLLUPS_EQUAL_RAW) is True
+    # the killed run's connections were closed at its last heartbeat, not left open
+    assert _scalar(own_pg.url, "SELECT count(*) FROM stream_coverage WHERE disconnected_at IS NULL") == 0
+
+
+def _spooled_liquidations(path: Path) -> int:
+    from collector.storage.spool import decode_batch
+
+    if not path.exists():
+        return 0
+    lines = [line for line in path.read_bytes().split(b"\n") if line]
+    return len({(e.key, e.time_ms) for line in lines for e in decode_batch(line).liquidations})

@@ -1,0 +1,273 @@
+"""The reconnecting loop against real local WebSocket servers speaking each venue's protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import socket
+from typing import ClassVar
+
+import pytest
+
+from collector.exchanges import ADAPTERS, BinanceAdapter, BybitAdapter
+from collector.exchanges.connection import Backoff, ExchangeAdapter
+from collector.replay_server import BinanceServer, BybitServer, FakeServer
+from common.events import Candle, Liquidation, Side, StreamStatus
+from tests.exchanges.harness import Running, adapter_settings, frames
+
+B = frames("binance")
+Y = frames("bybit")
+SERVERS: dict[str, type[FakeServer]] = {"binance": BinanceServer, "bybit": BybitServer}
+# One liquidation frame per venue: Binance order side SELL and Bybit position side Sell, so
+# LONG and SHORT respectively.
+LIQUIDATION = {"binance": B["force_order_sell"]["data"], "bybit": Y["liquidation_one"]}
+SIDE = {"binance": Side.LONG, "bybit": Side.SHORT}
+
+
+def _running(exchange: str, srv: FakeServer, adapter_cls: type[ExchangeAdapter] | None = None, **kw: int) -> Running:
+    settings = adapter_settings(**{f"LIQ_{exchange.upper()}_WS_URL": srv.url})
+    return Running(adapter_cls or ADAPTERS[exchange], srv.url, settings, **kw)
+
+
+@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+async def test_events_flow_end_to_end(exchange: str) -> None:
+    async with SERVERS[exchange]() as srv, _running(exchange, srv) as run:
+        await srv.wait_connected(1)
+        await run.wait_for(lambda: bool(run.statuses("connected")))
+        assert await srv.push(LIQUIDATION[exchange]) == 1
+        await run.wait_for(lambda: len(run.liquidations()) == 1)
+        [liq] = run.liquidations()
+        assert (liq.exchange, liq.symbol, liq.side, liq.source) == (exchange, "BTCUSDT", SIDE[exchange], "test")
+        assert liq.received_ms >= liq.time_ms
+        assert run.health.connected and run.health.connected_since_ms is not None
+        assert run.health.events == 1 and run.health.messages >= 1
+        [connected] = run.statuses("connected")
+        assert connected.connection_id.startswith(f"{exchange}-") and connected.source == "test"
+        assert connected.symbols == ("BTCUSDT",)
+
+
+async def test_bybit_subscribes_in_batches_of_ten() -> None:
+    symbols = ",".join(f"C{i:02d}USDT" for i in range(12))
+    async with BybitServer() as srv:
+        settings = adapter_settings(LIQ_BYBIT_WS_URL=srv.url, LIQ_SYMBOLS=symbols)
+        async with Running(BybitAdapter, srv.url, settings) as run:
+            peer = await srv.wait_connected(1)
+            await run.wait_for(lambda: bool(run.statuses("connected")))
+            requests = [json.loads(m) for m in peer.received if '"subscribe"' in m]
+            assert [len(r["args"]) for r in requests] == [10, 10, 4]
+            assert len(peer.streams) == 24 and "allLiquidation.C11USDT" in peer.streams
+
+
+@pytest.mark.parametrize(("exchange", "code"), [("binance", 1006), ("bybit", 1011), ("binance", 1001)])
+async def test_server_close_reconnects_and_resubscribes(exchange: str, code: int) -> None:
+    async with SERVERS[exchange]() as srv, _running(exchange, srv) as run:
+        await srv.wait_connected(1)
+        await run.wait_for(lambda: bool(run.statuses("connected")))
+        await srv.drop_all(code)
+        peer = await srv.wait_connected(2)
+        await run.wait_for(lambda: len(run.statuses("connected")) == 2)
+        first, second = run.statuses("connected")
+        [gone] = run.statuses("disconnected")
+        assert gone.connection_id == first.connection_id != second.connection_id
+        assert gone.reason == f"server closed {code}"
+        assert run.health.reconnects == 1 and run.health.last_error == f"server closed {code}"
+        if exchange == "bybit":
+            assert peer.streams == {"allLiquidation.BTCUSDT", "kline.1.BTCUSDT"}
+        assert await srv.push(LIQUIDATION[exchange]) == 1
+        await run.wait_for(lambda: len(run.liquidations()) == 1)
+
+
+@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+async def test_silence_watchdog_closes_and_reconnects(exchange: str) -> None:
+    async with SERVERS[exchange]() as srv, _running(exchange, srv) as run:
+        await srv.wait_connected(1)
+        await run.wait_for(lambda: bool(run.statuses("connected")))
+        srv.silent = True
+        await run.wait_for(lambda: bool(run.statuses("disconnected")), within=20)
+        assert run.statuses("disconnected")[0].reason == "silence 2s"
+        assert run.health.last_error == "silence 2s"
+        await srv.wait_for(lambda: srv.accepted >= 2, within=20)
+        srv.silent = False
+        await run.wait_for(lambda: len(run.statuses("connected")) >= 2, within=20)
+        await run.wait_for(lambda: run.health.connected)
+        assert await srv.push(LIQUIDATION[exchange]) == 1
+        await run.wait_for(lambda: len(run.liquidations()) == 1)
+
+
+@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+async def test_garbage_is_counted_and_the_stream_goes_on(exchange: str) -> None:
+    async with SERVERS[exchange]() as srv, _running(exchange, srv) as run:
+        await srv.wait_connected(1)
+        await run.wait_for(lambda: bool(run.statuses("connected")))
+        for junk in ("{not json", "[]", '{"stream":"x","data":{"e":"mystery"}}', b"\x00\x01binary"):
+            assert await srv.push_raw(junk) == 1
+        assert await srv.push(LIQUIDATION[exchange]) == 1
+        await run.wait_for(lambda: len(run.liquidations()) == 1)
+        assert sum(run.health.drops.values()) == 4
+        assert run.health.drops["bad_json"] == 3
+        assert len(run.statuses("connected")) == 1 and not run.statuses("disconnected")
+
+
+async def test_refused_subscription_is_retried_until_accepted() -> None:
+    async with BybitServer() as srv:
+        srv.refuse = {"kline.1.BTCUSDT"}
+        async with _running("bybit", srv) as run:
+            await run.wait_for(lambda: len(run.statuses("disconnected")) >= 2, within=20)
+            assert not run.statuses("connected") and not run.health.connected
+            reason = run.statuses("disconnected")[0].reason
+            assert reason == "subscribe refused: Invalid topic :[kline.1.BTCUSDT]"
+            assert run.health.last_error == reason
+            srv.refuse = set()
+            await run.wait_for(lambda: bool(run.statuses("connected")), within=20)
+            assert await srv.push(Y["kline_open"]) == 1
+            await run.wait_for(lambda: len(run.candles()) == 1)
+
+
+async def test_binance_refused_handshake_is_retried() -> None:
+    async with BinanceServer() as srv:
+        srv.refuse = {"btcusdt@forceOrder"}
+        async with _running("binance", srv) as run:
+            await run.wait_for(lambda: "400" in run.health.last_error)
+            assert not run.statuses()
+            srv.refuse = set()
+            await srv.wait_connected(1, within=20)
+            await run.wait_for(lambda: bool(run.statuses("connected")), within=20)
+
+
+class _BuggyBinance(BinanceAdapter):
+    def handle(self, raw: str | bytes, received_ms: int) -> list[Liquidation | Candle]:
+        if raw == "boom":
+            raise ZeroDivisionError("a parser bug")
+        return super().handle(raw, received_ms)
+
+
+async def test_a_parser_bug_costs_one_frame_not_the_connection() -> None:
+    async with BinanceServer() as srv, _running("binance", srv, _BuggyBinance) as run:
+        await srv.wait_connected(1)
+        await run.wait_for(lambda: bool(run.statuses("connected")))
+        assert await srv.push_raw("boom") == 1
+        assert await srv.push(LIQUIDATION["binance"]) == 1
+        await run.wait_for(lambda: len(run.liquidations()) == 1)
+        assert run.health.drops == {"parse_error": 1}
+        assert not run.statuses("disconnected") and srv.accepted == 1
+
+
+class _FastPingBybit(BybitAdapter):
+    ping_interval_s: ClassVar[float | None] = 0.1
+
+
+async def test_bybit_sends_pings_and_pongs_are_not_data() -> None:
+    async with BybitServer() as srv, _running("bybit", srv, _FastPingBybit) as run:
+        peer = await srv.wait_connected(1)
+        await srv.wait_for(lambda: peer.pings >= 3)
+        pings = [json.loads(m) for m in peer.received if '"ping"' in m]
+        assert all(p["op"] == "ping" and p["req_id"].startswith("ping-") for p in pings)
+        await run.wait_for(lambda: run.health.messages >= 4)  # the ack and the pongs arrived
+        assert not run.health.drops and not run.liquidations()
+
+
+class _KeepaliveBinance(BinanceAdapter):
+    ws_ping_interval_s: ClassVar[float | None] = 0.2
+    ws_ping_timeout_s: ClassVar[float | None] = 0.5
+
+
+async def test_unanswered_protocol_pings_close_and_reconnect() -> None:
+    async with BinanceServer() as srv, _running("binance", srv, _KeepaliveBinance) as run:
+        await srv.wait_connected(1)
+        srv.no_pong = True
+        await run.wait_for(lambda: bool(run.statuses("disconnected")))
+        assert run.statuses("disconnected")[0].reason == "client closed 1011 keepalive ping timeout"
+        srv.no_pong = False
+        await run.wait_for(lambda: len(run.statuses("connected")) >= 2)
+        assert await srv.push(LIQUIDATION["binance"]) == 1
+        await run.wait_for(lambda: len(run.liquidations()) == 1)
+
+
+class _FastBeatBinance(BinanceAdapter):
+    heartbeat_interval_s: ClassVar[float] = 0.2
+
+
+async def test_heartbeats_while_messages_arrive() -> None:
+    async with BinanceServer() as srv, _running("binance", srv, _FastBeatBinance) as run:
+        await srv.wait_connected(1)
+        await run.wait_for(lambda: bool(run.statuses("connected")))
+        for _ in range(400):  # keep messages coming until two heartbeats were sent (at most ~20 s)
+            await srv.push(B["kline_open"]["data"])
+            if len(run.statuses("heartbeat")) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        beats = run.statuses("heartbeat")
+        assert len(beats) >= 2
+        assert {b.connection_id for b in beats} == {run.statuses("connected")[0].connection_id}
+
+
+class _ShortLivedBinance(BinanceAdapter):
+    max_lifetime_s: ClassVar[float | None] = 1.0
+
+
+async def test_binance_rotates_before_the_venue_cuts_the_connection() -> None:
+    async with BinanceServer() as srv, _running("binance", srv, _ShortLivedBinance) as run:
+        await srv.wait_connected(2, within=20)
+        await run.wait_for(lambda: len(run.statuses("connected")) >= 2)
+        assert run.statuses("disconnected")[0].reason == "24h rotation"
+        assert run.health.last_error == ""
+
+
+async def test_full_queue_applies_backpressure_without_losing_events() -> None:
+    async with BybitServer() as srv, _running("bybit", srv, queue_size=2) as run:
+        await srv.wait_connected(1)
+        await run.wait_for(lambda: bool(run.statuses("connected")))
+        run.consume = False
+        await asyncio.sleep(0.05)  # let the collector task park
+        for _ in range(10):
+            assert await srv.push(Y["liquidation_five"]) == 1
+        await run.wait_for(lambda: run.queue.full())
+        run.consume = True
+        await run.wait_for(lambda: len(run.liquidations()) == 50)
+        assert not run.health.drops
+
+
+@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+async def test_stop_returns_promptly_with_a_final_disconnected(exchange: str) -> None:
+    async with SERVERS[exchange]() as srv:
+        run = _running(exchange, srv)
+        async with run:
+            await srv.wait_connected(1)
+            await run.wait_for(lambda: bool(run.statuses("connected")))
+            elapsed = await run.stop()
+        assert elapsed < 1.0
+        last = run.events[-1]
+        assert isinstance(last, StreamStatus) and (last.state, last.reason) == ("disconnected", "shutdown")
+        assert last.connection_id == run.statuses("connected")[0].connection_id
+        assert not run.health.connected
+        await srv.wait_for(lambda: not srv.connections)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_unreachable_endpoint_is_retried_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"ws://127.0.0.1:{_closed_port()}/v5/public/linear"
+    caplog.set_level(logging.WARNING, logger="collector.exchanges")
+    async with Running(BybitAdapter, url, adapter_settings(LIQ_BYBIT_WS_URL=url)) as run:
+        await run.wait_for(lambda: "retrying in" in caplog.text)
+        await run.wait_for(lambda: "ConnectionRefused" in run.health.last_error)
+        elapsed = await run.stop()
+    assert elapsed < 1.0
+    assert run.events == [run.statuses()[0]]
+    assert (run.statuses()[0].state, run.statuses()[0].reason) == ("disconnected", "shutdown")
+
+
+def test_backoff_doubles_to_its_cap_with_jitter_and_resets() -> None:
+    backoff = Backoff(0.5, 30.0, random.Random(7))
+    waits = [backoff.next() for _ in range(10)]
+    ceilings = [0.5, 1, 2, 4, 8, 16, 30, 30, 30, 30]
+    assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True))
+    assert len({round(w / c, 6) for w, c in zip(waits, ceilings, strict=True)}) > 1  # jittered, not fixed
+    backoff.reset()
+    assert 0.25 <= backoff.next() <= 0.5

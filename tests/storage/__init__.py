@@ -1,0 +1,1 @@
+"""Storage pipeline tests: cascades, spool, TimescaleDB and Redis writers, the pipeline."""

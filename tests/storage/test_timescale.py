@@ -1,0 +1,155 @@
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from collector.storage.maintenance import apply_retention
+from collector.storage.spool import Batch
+from collector.storage.timescale import TimescaleWriter
+from common.events import Cascade, Side
+from tests.storage.factories import T0, candle, liq, now_ms, status
+
+ROLLUP_CHECK = """
+SELECT r.bucket, r.exchange, r.symbol, r.side, r.source, r.events, r.quantity, r.value_usd, r.max_value_usd
+FROM {rollup} r ORDER BY 1, 2, 3, 4, 5
+"""
+RAW_GROUPED = """
+SELECT time_bucket(%s::interval, time), exchange, symbol, side, source, count(*), sum(quantity), sum(value_usd),
+       max(value_usd)
+FROM liquidations GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+"""
+
+
+@pytest.fixture
+async def writer(clean_db: str) -> AsyncIterator[TimescaleWriter]:
+    w = TimescaleWriter(clean_db)
+    await w.open()
+    await w.ensure_schema()
+    yield w
+    await w.close()
+
+
+def _rows(url: str, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+async def test_duplicates_are_stored_once_and_rollups_equal_the_raw_rows(
+    writer: TimescaleWriter, clean_db: str
+) -> None:
+    events = [
+        liq(ex, T0 + i * 7_919, side, qty=f"0.{i % 9 + 1}", price=str(60_000 + i))
+        for i in range(400)
+        for ex, side in [(("bybit", "binance")[i % 2], (Side.LONG, Side.SHORT)[i % 3 == 0])]
+    ]
+    first = Batch(liquidations=events[:250] + events[:40])  # duplicates inside one batch
+    assert await writer.write(first) == 250
+    second = Batch(liquidations=events[200:] + events[:10])  # overlap with the first batch
+    assert await writer.write(second) == 150
+    assert await writer.write(second) == 0  # a replayed batch changes nothing
+    assert _rows(clean_db, "SELECT count(*), sum(value_usd) FROM liquidations") == [
+        (400, sum((e.value_usd for e in events), Decimal(0)))
+    ]
+    for rollup, width in [("liquidations_1m", "1 minute"), ("liquidations_1h", "1 hour")]:
+        got = _rows(clean_db, ROLLUP_CHECK.format(rollup=rollup))
+        assert got == _rows(clean_db, RAW_GROUPED, (width,))
+        assert sum(int(r[5]) for r in got) == 400  # type: ignore[call-overload]
+
+
+async def test_candles_upsert_by_minute(writer: TimescaleWriter, clean_db: str) -> None:
+    await writer.write(
+        Batch(candles=[candle(close="100"), candle(close="101"), candle(open_ms=T0 + 60_000, close="5")])
+    )
+    await writer.write(Batch(candles=[candle(close="102", closed=True)]))
+    assert _rows(clean_db, "SELECT close, closed FROM candles ORDER BY time") == [
+        (Decimal(102), True),
+        (Decimal(5), False),
+    ]
+
+
+async def test_coverage_life_cycle_and_stale_rows_closed_at_start(writer: TimescaleWriter, clean_db: str) -> None:
+    await writer.write(Batch(statuses=[status("connected", "a", T0), status("heartbeat", "a", T0 + 5_000)]))
+    await writer.write(Batch(statuses=[status("heartbeat", "a", T0 + 10_000)]))
+    await writer.write(Batch(statuses=[status("disconnected", "a", T0 + 12_000, "server closed 1006")]))
+    await writer.write(
+        Batch(statuses=[status("connected", "killed", T0 + 20_000), status("heartbeat", "killed", T0 + 25_000)])
+    )
+    await writer.write(Batch(statuses=[status("connected", "mine", T0 + 30_000)]))
+    assert await writer.close_stale(["mine"], []) == (1, 0)
+    rows = _rows(
+        clean_db,
+        """SELECT connection_id, extract(epoch FROM connected_at)::bigint, extract(epoch FROM last_seen_at)::bigint,
+                  extract(epoch FROM disconnected_at)::bigint, reason FROM stream_coverage ORDER BY connected_at""",
+    )
+    s = T0 // 1000
+    assert rows == [
+        ("a", s, s + 12, s + 12, "server closed 1006"),
+        ("killed", s + 20, s + 25, s + 25, "collector stopped"),
+        ("mine", s + 30, s + 30, None, ""),
+    ]
+
+
+async def test_cascade_upsert_member_flags_and_window_read_back(writer: TimescaleWriter, clean_db: str) -> None:
+    t = now_ms() - 60_000
+    members = [liq(time_ms=t + i, qty="1") for i in range(5)]
+    await writer.write(Batch(liquidations=members[:3]))
+    cascade = Cascade(
+        99,
+        "BTCUSDT",
+        Side.LONG,
+        t,
+        t + 4,
+        5,
+        Decimal(5),
+        Decimal(250_000),
+        {"bybit": 5},
+        t - t % 60_000,
+        Decimal(50_000),
+        Decimal(49_000),
+        42,
+    )
+    for e in members[3:]:
+        e.cascade_id = 99
+    flags = [(99, e.key, e.time_ms) for e in members[:3]]
+    await writer.write(Batch(liquidations=members[3:], cascades=[cascade], flags=flags))
+    cascade.active = False
+    cascade.end_ms = t + 9
+    await writer.write(Batch(cascades=[cascade]))
+    assert _rows(clean_db, "SELECT count(*) FROM liquidations WHERE cascade_id = 99") == [(5,)]
+    assert _rows(clean_db, "SELECT events, active, cross_exchange, exchanges, price_move_pct FROM cascades") == [
+        (5, False, False, ["bybit"], Decimal("-2.000000"))
+    ]
+    liqs, cascades = await writer.fetch_window(t - 1)
+    assert sorted(e.key for e in liqs) == sorted(e.key for e in members)
+    assert {e.key: e.value_usd for e in liqs} == {e.key: e.value_usd for e in members}
+    assert cascades == [cascade]
+    # a killed run's active cascades are ended at the next start, this run's own are kept
+    cascade.active = True
+    other = Cascade(7, "ETHUSDT", Side.SHORT, t, t, 5, Decimal(1), Decimal(1), {"bybit": 5}, active=True)
+    await writer.write(Batch(cascades=[cascade, other]))
+    assert await writer.close_stale([], [7]) == (0, 1)
+    assert _rows(clean_db, "SELECT id, active FROM cascades ORDER BY id") == [(7, True), (99, False)]
+
+
+async def test_retention_drops_old_chunks_only(writer: TimescaleWriter, clean_db: str) -> None:
+    old = now_ms() - 200 * 86_400_000
+    recent = now_ms() - 3_600_000
+    await writer.write(
+        Batch(liquidations=[liq(time_ms=old), liq(time_ms=recent)], candles=[candle(open_ms=old - old % 60_000)])
+    )
+    dropped = await apply_retention(clean_db, [("liquidations", 90), ("candles", 90), ("liquidations_1m", 730)])
+    assert dropped["liquidations"] == 1 and dropped["candles"] == 1 and dropped["liquidations_1m"] == 0
+    assert _rows(clean_db, "SELECT count(*) FROM liquidations") == [(1,)]
+    assert _rows(clean_db, "SELECT count(*) FROM liquidations_1m") == [(2,)]
+
+
+async def test_text_values_survive_the_array_literals(writer: TimescaleWriter, clean_db: str) -> None:
+    odd = liq(source='odd "source", {x}')
+    odd.raw_side = 'Bu\\y"},NULL'
+    plain = liq(time_ms=T0 + 1)
+    await writer.write(Batch(liquidations=[odd, plain]))
+    assert _rows(clean_db, "SELECT raw_side, source, cascade_id FROM liquidations ORDER BY time") == [
+        ('Bu\\y"},NULL', 'odd "source", {x}', None),
+        ("Buy", "test", None),
+    ]
