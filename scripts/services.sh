@@ -94,6 +94,8 @@ max_connections = 300
 shared_buffers = 512MB
 dynamic_shared_memory_type = mmap
 max_locks_per_transaction = 256
+max_wal_size = 4GB
+maintenance_work_mem = 256MB
 log_min_messages = warning
 CONF
   fi
