@@ -71,3 +71,13 @@ def test_reader_role_can_read_but_not_write(database_url: str) -> None:
         conn.execute("SELECT count(*) FROM liquidations").fetchone()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM liquidations")
+
+
+def test_licensed_features_are_skipped_on_the_apache_edition(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        licence = conn.execute("SELECT current_setting('timescaledb.license', true)").fetchone()
+        names = [r[0] for r in conn.execute("SELECT name FROM schema_migrations")]
+    if licence and licence[0] == "timescale":
+        assert "licensed/0001_compression.sql" in names
+    else:
+        assert not [n for n in names if n.startswith("licensed/")]
