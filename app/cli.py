@@ -352,8 +352,9 @@ def _chart(args: argparse.Namespace, settings: Settings, symbol: str | None, exc
 
 
 def _export(args: argparse.Namespace, settings: Settings, symbol: str | None, exchanges: tuple[str, ...]) -> None:
-    from app.data import analytics
+    from app.data import explorer
     from app.data.connections import open_pool
+    from app.data.scope import Scope, first_event_ms
     from app.downloads import export_to_path, format_for_path
 
     try:
@@ -362,11 +363,11 @@ def _export(args: argparse.Namespace, settings: Settings, symbol: str | None, ex
         raise UsageError(f"--out: {exc}") from None
     pool = open_pool(str(settings.app_database_url))
     try:
-        first = analytics.first_event_ms(pool, args.include_nonlive)
+        first = first_event_ms(pool, args.include_nonlive)
         start, end, _label = _range(args, _now_ms(), first)
-        scope = analytics.Scope(start, end, symbol, exchanges, args.include_nonlive)
-        f = analytics.ExplorerFilter(scope, args.side, args.min_usd, args.cascade_only)
-        query, params = analytics.explorer_export_query(f)
+        scope = Scope(start, end, symbol, exchanges, args.include_nonlive)
+        f = explorer.ExplorerFilter(scope, args.side, args.min_usd, args.cascade_only)
+        query, params = explorer.explorer_export_query(f)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         rows = export_to_path(pool, query, params, args.out, filter_description=f.describe())
     finally:

@@ -56,14 +56,15 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     import streamlit.logger
 
     streamlit.logger.set_log_level("error")  # the data modules' cache wrappers warn outside `streamlit run`
-    from app.data import analytics
+    from app.data import explorer
     from app.data.connections import fetch_df, open_pool
+    from app.data.scope import Scope
     from app.downloads import export_query
 
     pool = open_pool(args.database_url)
     try:
-        scope = analytics.Scope(args.start_ms, args.end_ms, None, EXCHANGES, True)
-        query, params = analytics.explorer_export_query(analytics.ExplorerFilter(scope))
+        scope = Scope(args.start_ms, args.end_ms, None, EXCHANGES, True)
+        query, params = explorer.explorer_export_query(explorer.ExplorerFilter(scope))
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         tracemalloc.start()
         t0 = time.perf_counter()

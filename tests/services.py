@@ -22,7 +22,15 @@ from common.config import Settings, load_settings, reader_url
 from db.migrate import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("liquidations", "liquidations_1m", "liquidations_1h", "candles", "cascades", "stream_coverage")
+TABLES = (
+    "liquidations",
+    "liquidations_1m",
+    "liquidations_1h",
+    "candles",
+    "candles_1h",
+    "cascades",
+    "stream_coverage",
+)
 
 
 class ServiceMissing(RuntimeError):

@@ -9,7 +9,6 @@ Times are epoch milliseconds, ranges half-open [start, end).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -287,58 +286,73 @@ def liquidation_bars(pool: ConnectionPool, f: Filters, start_ms: int, end_ms: in
 
 
 CANDLE_COLUMNS = ["bar", "open", "high", "low", "close", "volume"]
-# Settled bars (ended this long before the range end) never change, so they are kept per process
-# and only newer bars are queried again: a year of 1-minute candles takes seconds to aggregate.
-# The memo expires so that a backfill of old candles shows up eventually.
-_SETTLE_MS = 5 * MINUTE_MS
-_MEMO_TTL_S = 900.0
-_memo_lock = threading.Lock()
-_candle_memo: dict[tuple[str, str, str, int, bool], tuple[float, int, int, list[tuple[Any, ...]]]] = {}
+_OHLCV = sql.SQL(
+    "first(open, time) AS open, max(high) AS high, min(low) AS low, last(close, time) AS close, sum(volume) AS volume"
+)
+_LIVE = sql.SQL(" AND source = 'live'")
 
+# Bars below an hour aggregate 1-minute candles (a few thousand at most: the page caps the bars).
+_MINUTE_BARS = sql.SQL(
+    "SELECT time_bucket(%s::interval, time) AS bar, {ohlcv} FROM candles "
+    "WHERE exchange = %s AND symbol = %s AND time >= %s AND time < %s{live} GROUP BY 1 ORDER BY 1"
+)
 
-def clear_candle_memo() -> None:
-    with _memo_lock:
-        _candle_memo.clear()
+# Hourly bars and wider aggregate candles_1h (~8,760 rows a year instead of ~525,000 minutes):
+# complete hours come from candles_1h, the hour still open at the range end from its minutes.
+# With live_only, an hour that also holds non-live minutes (its source is not 'live') is
+# recomputed from its live minutes, so both paths give the same bars for any data.
+_HOURLY_BARS = sql.SQL(
+    "WITH hours AS ("
+    " SELECT time, open, high, low, close, volume FROM candles_1h"
+    " WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND time >= %(lo)s AND time < %(hour_end)s{live}"
+    " UNION ALL"
+    " SELECT time_bucket('1 hour', time), {ohlcv} FROM candles"
+    " WHERE exchange = %(exchange)s AND symbol = %(symbol)s AND time >= %(hour_end)s AND time < %(end)s{live}"
+    " GROUP BY 1{mixed}"
+    ") SELECT time_bucket(%(interval)s::interval, time) AS bar, {ohlcv} FROM hours GROUP BY 1 ORDER BY 1"
+)
+# LATERAL makes the planner probe the minutes of each such hour (usually none) by index, instead
+# of scanning every minute of the range for a join.
+_MIXED_HOURS = sql.SQL(
+    " UNION ALL"
+    " SELECT m.time, x.open, x.high, x.low, x.close, x.volume FROM candles_1h AS m CROSS JOIN LATERAL ("
+    "  SELECT {ohlcv} FROM candles AS c WHERE c.exchange = m.exchange AND c.symbol = m.symbol"
+    "  AND c.time >= m.time AND c.time < m.time + interval '1 hour' AND c.source = 'live') AS x"
+    " WHERE m.exchange = %(exchange)s AND m.symbol = %(symbol)s AND m.time >= %(lo)s AND m.time < %(hour_end)s"
+    " AND m.source <> 'live' AND x.open IS NOT NULL"
+)
 
-
-def _candle_rows(
-    pool: ConnectionPool, exchange: str, symbol: str, lo: int, hi: int, interval_ms: int, live_only: bool
-) -> list[tuple[Any, ...]]:
-    query = sql.SQL(
-        "SELECT time_bucket(%s::interval, time) AS bar, first(open, time) AS open, max(high) AS high, "
-        "min(low) AS low, last(close, time) AS close, sum(volume) AS volume FROM candles "
-        "WHERE exchange = %s AND symbol = %s AND time >= %s AND time < %s{} GROUP BY 1 ORDER BY 1"
-    ).format(sql.SQL(" AND source = 'live'") if live_only else sql.SQL(""))
-    return fetch_all(pool, query, [f"{interval_ms // 1000} seconds", exchange, symbol, ts(lo), ts(hi)])
+_ANY_MIXED_HOUR = sql.SQL(
+    "SELECT 1 FROM candles_1h WHERE exchange = %(exchange)s AND symbol = %(symbol)s"
+    " AND time >= %(lo)s AND time < %(hour_end)s AND source <> 'live' LIMIT 1"
+)
 
 
 def candles(
     pool: ConnectionPool, exchange: str, symbol: str, start_ms: int, end_ms: int, interval_ms: int, live_only: bool
 ) -> pd.DataFrame:
-    """OHLCV bars aggregated from 1-minute candles: open of the first minute, close of the last."""
+    """OHLCV bars of 1-minute candles in [start, end): open of the first minute, close of the last.
+    Bars start at multiples of the interval (UTC); hourly and wider bars read candles_1h."""
     lo = start_ms // interval_ms * interval_ms
-    settled = max(lo, (end_ms - _SETTLE_MS) // interval_ms * interval_ms)  # bars before this are final
-    key = (str(pool.conninfo), exchange, symbol, interval_ms, live_only)
-    with _memo_lock:
-        memo = _candle_memo.get(key)
-    if memo is not None and (time.monotonic() - memo[0] > _MEMO_TTL_S or not memo[1] <= lo <= memo[2]):
-        memo = None
-    if memo is None:
-        rows = _candle_rows(pool, exchange, symbol, lo, end_ms, interval_ms, live_only)
-        kept = [r for r in rows if to_ms(r[0]) < settled]
-        with _memo_lock:
-            _candle_memo[key] = (time.monotonic(), lo, settled, kept)
+    live = _LIVE if live_only else sql.SQL("")
+    interval = f"{interval_ms // 1000} seconds"
+    if interval_ms % HOUR_MS:
+        query = _MINUTE_BARS.format(ohlcv=_OHLCV, live=live)
+        rows = fetch_all(pool, query, [interval, exchange, symbol, ts(lo), ts(end_ms)])
         return pd.DataFrame(rows, columns=CANDLE_COLUMNS)
-    created, memo_lo, memo_hi, kept = memo
-    fresh = _candle_rows(pool, exchange, symbol, memo_hi, end_ms, interval_ms, live_only)
-    if settled > memo_hi:
-        kept = kept + [r for r in fresh if to_ms(r[0]) < settled]
-        with _memo_lock:
-            _candle_memo[key] = (created, memo_lo, settled, kept)
-    else:
-        settled = memo_hi
-    rows = [r for r in kept if to_ms(r[0]) >= lo] + [r for r in fresh if to_ms(r[0]) >= settled]
-    return pd.DataFrame(rows, columns=CANDLE_COLUMNS)
+    params = {
+        "exchange": exchange,
+        "symbol": symbol,
+        "lo": ts(lo),
+        "hour_end": ts(max(lo, end_ms // HOUR_MS * HOUR_MS)),
+        "end": ts(end_ms),
+        "interval": interval,
+    }
+    # Planning the LATERAL probe costs a fresh connection ~100 ms (it opens every minute chunk), so
+    # it is only added when such hours exist.
+    mixed = _MIXED_HOURS.format(ohlcv=_OHLCV) if live_only and fetch_all(pool, _ANY_MIXED_HOUR, params) else sql.SQL("")
+    query = _HOURLY_BARS.format(ohlcv=_OHLCV, live=live, mixed=mixed)
+    return pd.DataFrame(fetch_all(pool, query, params), columns=CANDLE_COLUMNS)
 
 
 def marker_limit(span_ms: int) -> int:
@@ -364,7 +378,9 @@ def big_liquidations(
         return pd.DataFrame(columns=columns)
     # One small query per selected hour, sent in one pipelined batch: each is planned with its own
     # constant range, so it touches one chunk (a single query over the whole period, or a LATERAL
-    # join over the hours, scans or probes every chunk of the year).
+    # join over the hours, scans or probes every chunk of the year). Never prepared: a prepared
+    # statement soon switches to a generic plan, which opens every chunk of the hypertable (on a
+    # fresh connection that alone costs hundreds of ms).
     raw_where, raw_params = _where(f, "time", start_ms, end_ms)
     query = sql.SQL(
         "SELECT time, exchange, symbol, side, quantity, price, value_usd FROM liquidations "
@@ -372,12 +388,11 @@ def big_liquidations(
     ).format(raw_where)
     batch = [[*raw_params, hour, ts(to_ms(hour) + HOUR_MS), min_usd] for (hour,) in hours]
     rows: list[tuple[Any, ...]] = []
-    with db_errors(), pool.connection() as conn, conn.cursor() as cur:
-        cur.executemany(query, batch, returning=True)
-        while True:
+    with db_errors(), pool.connection() as conn:
+        with conn.pipeline():
+            cursors = [conn.execute(query, params, prepare=False) for params in batch]
+        for cur in cursors:
             rows += cur.fetchall()
-            if not cur.nextset():
-                break
     rows.sort(key=lambda r: r[6], reverse=True)
     return pd.DataFrame(rows[:limit], columns=columns)
 

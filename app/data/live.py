@@ -50,7 +50,9 @@ class LiveSnapshot:
 
     @property
     def nonlive_sources(self) -> list[str]:
-        seen = set(self.sources) | set((self.collector or {}).get("sources") or [])
+        # The collector reports {"binance": "live", ...}: its values are the sources.
+        reported = (self.collector or {}).get("sources") or {}
+        seen = set(self.sources) | set(reported.values() if isinstance(reported, dict) else reported)
         return sorted(s for s in seen if s != "live")
 
 

@@ -1,7 +1,7 @@
 """Analyses: volume over time, LONG vs SHORT, exchange share, daily summary, cumulative volume,
 liquidations by price level and an exchange comparison, each from real query results.
 
-UI only: data from app.data.analytics. The interval follows the sidebar (`interval` in the URL).
+UI only: data from app.data.analyses. The interval follows the sidebar (`interval` in the URL).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from app.data import analytics
+from app.data import analyses
 from app.data.connections import DataUnavailable, get_settings
 from app.data.history import cached_coverage
+from app.data.scope import scope_for
 from app.downloads import download_buttons
 from app.format import (
     BINANCE_LOWER_BOUND,
@@ -118,7 +119,7 @@ def _market_share(series: pd.DataFrame, described: str) -> None:
     fig.update_layout(height=300, yaxis_title="% of liquidated USD", **_LAYOUT)
     fig.update_xaxes(**_TIME_AXIS)
     st.plotly_chart(fig, key="an_share")
-    shares = analytics.totals_by(series, "exchange")
+    shares = analyses.totals_by(series, "exchange")
     st.dataframe(
         pd.DataFrame(
             {
@@ -224,9 +225,9 @@ def main() -> None:
     view = current_view()
     url = str(get_settings().app_database_url)
     try:
-        scope = analytics.scope_for(view, url)
+        scope = scope_for(view, url)
         interval, note = _interval(view.bar_interval(scope.end_ms - scope.start_ms), scope.end_ms - scope.start_ms)
-        series = analytics.cached_volume_series(url, scope, interval)
+        series = analyses.cached_volume_series(url, scope, interval)
         coverage = cached_coverage(
             url, scope.symbol, scope.exchanges, not scope.include_nonlive, scope.start_ms, scope.end_ms
         )
@@ -235,9 +236,7 @@ def main() -> None:
         return
     described = scope.describe()
     st.caption(f"{described} · all times UTC · {BINANCE_LOWER_BOUND}")
-    sides = {
-        str(r["side"]): (r["value_usd"], r["share_pct"]) for _, r in analytics.totals_by(series, "side").iterrows()
-    }
+    sides = {str(r["side"]): (r["value_usd"], r["share_pct"]) for _, r in analyses.totals_by(series, "side").iterrows()}
     total = sum(series["value_usd"], Decimal(0)) if not series.empty else Decimal(0)
     a, b, c, d = st.columns(4)
     a.metric("Liquidated USD", fmt_usd(total))
@@ -269,15 +268,15 @@ def main() -> None:
     with tabs[1]:
         _market_share(series, described)
     with tabs[2]:
-        daily_series = series if interval == "1d" else analytics.cached_volume_series(url, scope, "1d")
-        _daily(analytics.daily_summary(daily_series), described)
+        daily_series = series if interval == "1d" else analyses.cached_volume_series(url, scope, "1d")
+        _daily(analyses.daily_summary(daily_series), described)
     with tabs[3]:
         if scope.symbol is None:
             st.info("Price levels need one symbol: prices of different coins do not share an axis.")
         else:
-            _price_levels(analytics.cached_price_levels(url, scope, 40), described)
+            _price_levels(analyses.cached_price_levels(url, scope, 40), described)
     with tabs[4]:
-        _exchanges(analytics.exchange_summary(series), analytics.cached_exchange_timing(url, scope), described)
+        _exchanges(analyses.exchange_summary(series), analyses.cached_exchange_timing(url, scope), described)
 
 
 main()

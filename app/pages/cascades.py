@@ -1,6 +1,6 @@
 """Cascades: a timeline, a filterable table, and one cascade's liquidations on a zoomed price chart.
 
-UI only: data from app.data.analytics. Page controls live in the URL (`c_side`, `c_min`,
+UI only: data from app.data.cascades. Page controls live in the URL (`c_side`, `c_min`,
 `c_exchange`, `cascade`).
 """
 
@@ -12,8 +12,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.data import analytics
+from app.data import cascades
 from app.data.connections import DataUnavailable, get_settings
+from app.data.scope import scope_for
 from app.downloads import download_buttons
 from app.format import (
     BINANCE_LOWER_BOUND,
@@ -171,8 +172,8 @@ def _show_cascade(url: str, row: pd.Series, include_nonlive: bool) -> None:
     cascade_id = int(row["id"])
     start_ms = int(row["start_time"].timestamp() * 1000)
     end_ms = int(row["end_time"].timestamp() * 1000)
-    members = analytics.cached_cascade_members(url, cascade_id, start_ms, end_ms)
-    candles = analytics.cached_candles_between(
+    members = cascades.cached_cascade_members(url, cascade_id, start_ms, end_ms)
+    candles = cascades.cached_candles_between(
         url, str(row["symbol"]), start_ms - 15 * 60_000, end_ms + 61 * 60_000, include_nonlive
     )
     st.subheader(f"{row['symbol']} {row['side']} cascade of {fmt_datetime(row['start_time'])}")
@@ -240,10 +241,10 @@ def main() -> None:
             st.selectbox("Exchange", ("ALL", *settings.exchanges), key="c_exchange", bind="query-params") or "ALL"
         )
     try:
-        scope = analytics.scope_for(view, url)
+        scope = scope_for(view, url)
         filters = (None if side == "ALL" else side, Decimal(int(min_usd)), None if exchange == "ALL" else exchange)
-        frame = analytics.cached_cascades(url, scope, *filters)
-        count, usd = analytics.cached_cascade_totals(url, scope, *filters)
+        frame = cascades.cached_cascades(url, scope, *filters)
+        count, usd = cascades.cached_cascade_totals(url, scope, *filters)
     except DataUnavailable as exc:
         st.error(f"Cannot read the history: {exc}")
         return

@@ -1,6 +1,6 @@
 """Explorer: the raw liquidations a filter selects, page by page, and downloads of all of them.
 
-UI only: data from app.data.analytics, exports from app.downloads. Pages are keyset-paginated
+UI only: data from app.data.explorer, exports from app.downloads. Pages are keyset-paginated
 (newest first, by time and event key), so page 5,000 costs what page 1 costs. "Download all"
 streams every selected row through a server-side cursor, not just the page on screen.
 Page controls live in the URL (`min_usd`, `cascade_only`).
@@ -14,8 +14,9 @@ from decimal import Decimal, InvalidOperation
 import pandas as pd
 import streamlit as st
 
-from app.data import analytics
+from app.data import explorer
 from app.data.connections import DataUnavailable, get_pool, get_settings
+from app.data.scope import scope_for
 from app.downloads import download_buttons, stream_download_buttons
 from app.format import BINANCE_LOWER_BOUND, fmt_count, fmt_datetime, fmt_qty, fmt_usd
 from app.state import current_view
@@ -75,7 +76,7 @@ def _shown(page: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _page_cursors(f: analytics.ExplorerFilter) -> list[Cursor | None]:
+def _page_cursors(f: explorer.ExplorerFilter) -> list[Cursor | None]:
     saved = st.session_state.get(_CURSORS)
     if not saved or saved[0] != f:
         first: list[Cursor | None] = [None]  # a new filter starts again at the newest row
@@ -100,11 +101,11 @@ def main() -> None:
     _mirror("min_usd", str(int(min_usd)) if min_usd else None)
     _mirror("cascade_only", "1" if cascade_only else None)
     try:
-        scope = analytics.scope_for(view, url)
-        f = analytics.ExplorerFilter(scope, view.side_filter, Decimal(int(min_usd)), cascade_only)
-        counted = analytics.cached_explorer_count(url, f)
+        scope = scope_for(view, url)
+        f = explorer.ExplorerFilter(scope, view.side_filter, Decimal(int(min_usd)), cascade_only)
+        counted = explorer.cached_explorer_count(url, f)
         cursors = _page_cursors(f)
-        page = analytics.cached_explorer_page(url, f, cursors[-1], analytics.EXPLORER_PAGE_ROWS)
+        page = explorer.cached_explorer_page(url, f, cursors[-1], explorer.EXPLORER_PAGE_ROWS)
     except DataUnavailable as exc:
         st.error(f"Cannot read the history: {exc}")
         return
@@ -115,7 +116,7 @@ def main() -> None:
     m2.metric("Matching USD", fmt_usd(counted[1]) if counted else "not counted")
     if counted is None:
         st.caption(
-            f"Counting a minimum-USD or cascade filter over more than {analytics.RAW_COUNT_MAX_DAYS} days would "
+            f"Counting a minimum-USD or cascade filter over more than {explorer.RAW_COUNT_MAX_DAYS} days would "
             "scan every raw row; the pages and the downloads below still hold every match."
         )
     if (counted is not None and counted[0] == 0) or (counted is None and page.empty and len(cursors) == 1):
@@ -128,23 +129,23 @@ def main() -> None:
 
     number = len(cursors)
     if counted is not None:
-        pages = max(1, -(-counted[0] // analytics.EXPLORER_PAGE_ROWS))
-        st.caption(f"Page {number:,} of {pages:,} · newest first · {analytics.EXPLORER_PAGE_ROWS} rows a page")
+        pages = max(1, -(-counted[0] // explorer.EXPLORER_PAGE_ROWS))
+        st.caption(f"Page {number:,} of {pages:,} · newest first · {explorer.EXPLORER_PAGE_ROWS} rows a page")
     else:
-        st.caption(f"Page {number:,} · newest first · {analytics.EXPLORER_PAGE_ROWS} rows a page")
+        st.caption(f"Page {number:,} · newest first · {explorer.EXPLORER_PAGE_ROWS} rows a page")
     st.dataframe(_shown(page), hide_index=True, key="x_table")
     prev_col, next_col, _ = st.columns([1, 1, 4])
     if prev_col.button("Previous", disabled=number == 1, key="x_prev"):
         cursors.pop()
         st.rerun()
-    last_page = len(page) < analytics.EXPLORER_PAGE_ROWS or (counted is not None and number * len(page) >= counted[0])
+    last_page = len(page) < explorer.EXPLORER_PAGE_ROWS or (counted is not None and number * len(page) >= counted[0])
     if next_col.button("Next", disabled=last_page, key="x_next"):
         last = page.iloc[-1]
         cursors.append((last["time"].to_pydatetime(), int(last["event_key"])))
         st.rerun()
 
     st.markdown("**Download everything this filter selects** (streamed from the database, oldest first)")
-    query, params = analytics.explorer_export_query(f)
+    query, params = explorer.explorer_export_query(f)
     stream_download_buttons(
         get_pool(url), query, params, name="liquidations", filter_description=described, key="x_all_dl"
     )

@@ -1,6 +1,6 @@
 """Heatmap: liquidated USD (or count) by UTC day x hour of day, and the weekday x hour seasonality.
 
-UI only: data from app.data.analytics. Page controls live in the URL (`hm_side`, `hm_metric`).
+UI only: data from app.data.heatmap. Page controls live in the URL (`hm_side`, `hm_metric`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.data import analytics
+from app.data import heatmap
 from app.data.connections import DataUnavailable, get_settings
+from app.data.scope import scope_for
 from app.downloads import download_buttons
 from app.format import BINANCE_LOWER_BOUND, LONG_COLOR, SHORT_COLOR, fmt_count, fmt_usd
 from app.state import current_view, param_choice
@@ -66,8 +67,8 @@ def main() -> None:
     with right:
         metric = st.radio("Measure", METRIC_CHOICES, key="hm_metric", bind="query-params", horizontal=True) or "USD"
     try:
-        scope = analytics.scope_for(view, url)
-        hourly = analytics.cached_hourly_by_side(url, scope)
+        scope = scope_for(view, url)
+        hourly = heatmap.cached_hourly_by_side(url, scope)
     except DataUnavailable as exc:
         st.error(f"Cannot read the history: {exc}")
         return
@@ -87,13 +88,13 @@ def main() -> None:
             icon=":material/hourglass_empty:",
         )
         return
-    warning = analytics.sample_warning(selected, scope)
+    warning = heatmap.sample_warning(selected, scope)
     if warning:
         st.warning(warning, icon=":material/info:")
 
     column = "value_usd" if metric == "USD" else "events"
     st.subheader("Day x hour of day (UTC)")
-    matrix = analytics.heatmap_matrix(hourly, side_filter, column, scope)
+    matrix = heatmap.heatmap_matrix(hourly, side_filter, column, scope)
     st.plotly_chart(_figure(matrix, side, metric, "hour of day (UTC)", "day (YYYYMMDD)"), key="hm_days")
     table = matrix.copy()
     table.columns = [f"{h:02d}h" for h in table.columns]
@@ -106,7 +107,7 @@ def main() -> None:
 
     st.subheader("Seasonality: weekday x hour of day (UTC)")
     st.caption("The mean per occurrence of each weekday-hour in the range (so a range with 3 Mondays divides by 3).")
-    season = analytics.seasonality_matrix(hourly, side_filter, column, scope)
+    season = heatmap.seasonality_matrix(hourly, side_filter, column, scope)
     st.plotly_chart(_figure(season, side, metric, "hour of day (UTC)", "weekday"), key="hm_season")
     season_table = season.copy()
     season_table.columns = [f"{h:02d}h" for h in season_table.columns]

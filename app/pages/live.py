@@ -26,24 +26,27 @@ from app.format import (
 )
 from app.gate import ensure_frame
 from app.state import current_view
-from common.live_view import COLLECTOR_STALE_MS
+from common.live_view import COLLECTOR_STALE_MS, WINDOW_MS
 
 _LATEST_ROWS = 200
 
 
-def _status(snap: LiveSnapshot, exchanges: tuple[str, ...]) -> bool:
-    """Say what state the pipeline is in; False when the collector is not running."""
+def _status(snap: LiveSnapshot, exchanges: tuple[str, ...]) -> list[str] | None:
+    """Say what state the pipeline is in. Returns the selected exchanges whose stream is connected,
+    or None when the collector is not running."""
     state = snap.collector_state()
     if state == "missing":
         st.error("Collector not running: no heartbeat in Redis. Start the collector; nothing below is current.")
-        return False
+        return None
     if state == "stale":
         age = (snap.collector_age_ms or 0) / 1000
         st.error(
             f"Collector not running: its last heartbeat was {fmt_duration(age)} ago "
             f"(more than {COLLECTOR_STALE_MS // 1000} s). Figures below are what it wrote before it stopped."
         )
-        return False
+        return None
+    connected: list[str] = []
+    window_start = snap.now_ms - WINDOW_MS
     for exchange in exchanges:
         h = snap.health.get(exchange)
         if h is None:
@@ -54,7 +57,36 @@ def _status(snap: LiveSnapshot, exchanges: tuple[str, ...]) -> bool:
                 f"Stream {exchange} disconnected: last message {fmt_age(stream_age_s(h, snap.now_ms))}, "
                 f"reconnects {h.get('reconnects', 0)}. Liquidations from it are missing.{error}"
             )
-    return True
+        else:
+            connected.append(exchange)
+            since = h.get("connected_since_ms")
+            if isinstance(since, int) and since > window_start:
+                # A stream that (re)connected inside the window did not see the part before it.
+                st.info(
+                    f"Stream {exchange} connected since {fmt_datetime(since)}: the window before that is "
+                    "missing data for it, not a quiet market."
+                )
+    return connected
+
+
+def _explain_empty(symbol: str, exchanges: tuple[str, ...], connected: list[str]) -> None:
+    """No events in the window: quiet market only where the stream was actually connected."""
+    missing = [e for e in exchanges if e not in connected]
+    if not connected:
+        st.warning(
+            f"No liquidations received for {symbol}: none of the selected streams ({', '.join(exchanges)}) "
+            "is connected, so this is missing data, not a quiet market."
+        )
+    elif missing:
+        st.info(
+            f"No liquidations in the last 60 minutes for {symbol} on {', '.join(connected)} (connected: the "
+            f"market was quiet there). {', '.join(missing)}: not connected, its data is missing."
+        )
+    else:
+        st.info(
+            f"No liquidations in the last 60 minutes for {symbol} on {', '.join(exchanges)}. "
+            "The collector is running and the streams are connected; the market has simply been quiet."
+        )
 
 
 def _latest_table(snap: LiveSnapshot) -> pd.DataFrame:
@@ -139,11 +171,8 @@ def live_panel() -> None:
     c3.metric("USD liquidated", fmt_usd(t.total.usd))
     c4.metric("Cascades", fmt_count(len(snap.cascades)))
     if t.total.events == 0:
-        if running:
-            st.info(
-                f"No liquidations in the last 60 minutes for {view.symbol} on {', '.join(view.exchanges)}. "
-                "The collector is running; the market has simply been quiet."
-            )
+        if running is not None:
+            _explain_empty(view.symbol, view.exchanges, running)
         return
 
     st.subheader(LONG_SHORT_LABEL)

@@ -1,5 +1,5 @@
 """Retention: drop whole chunks past their age (raw and candles after `retention_raw_days`, the
-rollups after `retention_rollup_days`). Runs at start and then every hour; a database that does
+rollups and hourly candles after `retention_rollup_days`). Runs at start and then every hour; a database that does
 not answer is skipped until the next round.
 """
 
@@ -26,6 +26,7 @@ def retention_plan(settings: Settings) -> list[tuple[str, int]]:
         ("candles", settings.retention_raw_days),
         ("liquidations_1m", settings.retention_rollup_days),
         ("liquidations_1h", settings.retention_rollup_days),
+        ("candles_1h", settings.retention_rollup_days),
     ]
 
 

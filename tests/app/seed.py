@@ -39,7 +39,6 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from app.data.connections import close_all
-from app.data.history import clear_candle_memo
 from common.config import Settings
 from common.events import Candle, Cascade, Liquidation, Side
 from common.live_view import Keys, encode_cascade, encode_liquidation
@@ -224,6 +223,23 @@ def insert_candles(database_url: str, candles: Iterable[Candle]) -> None:
                ON CONFLICT (exchange, symbol, time) DO UPDATE SET close = EXCLUDED.close""",
             rows,
         )
+    rebuild_candles_1h(database_url)
+
+
+def rebuild_candles_1h(database_url: str) -> None:
+    """candles_1h as the exact aggregate of all minutes, with the collector's `source` rule:
+    'live' only when every minute of the hour is live."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("TRUNCATE candles_1h")
+        conn.execute(
+            """INSERT INTO candles_1h (time, exchange, symbol, open, high, low, close, volume, quote_volume,
+                                       minutes, source)
+               SELECT time_bucket('1 hour', time), exchange, symbol, first(open, time), max(high), min(low),
+                      last(close, time), sum(volume), sum(quote_volume), count(*),
+                      CASE WHEN bool_and(source = 'live') THEN 'live'
+                           ELSE min(source) FILTER (WHERE source <> 'live') END
+               FROM candles GROUP BY 1, 2, 3"""
+        )
 
 
 def insert_coverage(database_url: str, rows: Iterable[Coverage]) -> None:
@@ -324,7 +340,7 @@ def health_snapshot(exchange: str, now: int, connected: bool = True, **overrides
         "exchange": exchange,
         "source": "live",
         "connected": connected,
-        "connected_since_ms": now - 600_000 if connected else None,
+        "connected_since_ms": now - 7_200_000 if connected else None,
         "last_message_ms": now - 1000,
         "last_message_age_s": 1.0,
         "messages": 1234,
@@ -344,12 +360,13 @@ def redis_health(client: redis.Redis, prefix: str, snapshots: Iterable[Mapping[s
     client.hset(Keys(prefix).health, mapping=mapping)
 
 
-def redis_heartbeat(client: redis.Redis, prefix: str, heartbeat_ms: int, sources: Sequence[str] = ("live",)) -> None:
+def redis_heartbeat(client: redis.Redis, prefix: str, heartbeat_ms: int, source: str = "live") -> None:
+    """The collector's state hash as collector/pipeline.py writes it (sources: exchange -> source)."""
     state = {
         "heartbeat_ms": heartbeat_ms,
         "started_ms": heartbeat_ms - 3_600_000,
         "pid": 4242,
-        "sources": list(sources),
+        "sources": {"binance": source, "bybit": source},
         "queue": 0,
         "spool": {"pending_events": 0, "bytes": 0, "state": "idle"},
         "redis_rebuilt_ms": None,
@@ -418,7 +435,6 @@ def app_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, **extra: str) -
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     close_all()  # pools of earlier tests: closed, not left to the garbage collector
-    clear_candle_memo()  # settled bars remembered from another test's rows
     st.cache_data.clear()
     st.cache_resource.clear()  # settings are cached per process
 

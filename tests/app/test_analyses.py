@@ -10,8 +10,9 @@ from decimal import Decimal
 import pytest
 from psycopg_pool import ConnectionPool
 
-from app.data import analytics
+from app.data import analyses
 from app.data.connections import open_pool
+from app.data.scope import Scope
 from app.format import fmt_count, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
@@ -52,8 +53,8 @@ def test_volume_series_equals_raw_rows_for_any_interval(
     seeded: list[Liquidation], pool: ConnectionPool, interval: str
 ) -> None:
     start, end = APP2_START_MS + 86_400_000 + 59_999, END_MS - 3_600_001  # not aligned to anything
-    scope = analytics.Scope(start, end, None, ("binance", "bybit"), True)
-    series = analytics.volume_series(pool, scope, interval)
+    scope = Scope(start, end, None, ("binance", "bybit"), True)
+    series = analyses.volume_series(pool, scope, interval)
     chosen = app2_select(seeded, start, end, symbol=None, include_nonlive=True)
     step = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}[interval]
     expected: dict[tuple[int, str, str], Decimal] = defaultdict(Decimal)
@@ -65,8 +66,8 @@ def test_volume_series_equals_raw_rows_for_any_interval(
 
 
 def test_daily_summary(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
-    daily = analytics.daily_summary(analytics.volume_series(pool, scope, "1d")).set_index("day")
+    scope = Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    daily = analyses.daily_summary(analyses.volume_series(pool, scope, "1d")).set_index("day")
     chosen = app2_select(seeded)
     assert list(daily.index) == sorted({_day(e) for e in chosen})
     for day in ("20261101", "20261106", "20261120"):
@@ -81,9 +82,9 @@ def test_daily_summary(seeded: list[Liquidation], pool: ConnectionPool) -> None:
 
 
 def test_price_levels_and_exchange_comparison(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    scope = Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
     chosen = app2_select(seeded)
-    levels = analytics.price_levels(pool, scope, 40)
+    levels = analyses.price_levels(pool, scope, 40)
     assert sum(levels["value_usd"], Decimal(0)) == sum(e.value_usd for e in chosen)
     assert int(levels["events"].sum()) == len(chosen)
     assert levels["price_level"].nunique() <= 40
@@ -93,8 +94,8 @@ def test_price_levels_and_exchange_comparison(seeded: list[Liquidation], pool: C
             e.value_usd for e in chosen if e.side == side
         )
 
-    summary = analytics.exchange_summary(analytics.volume_series(pool, scope, "4h")).set_index("exchange")
-    timing = analytics.exchange_timing(pool, scope)
+    summary = analyses.exchange_summary(analyses.volume_series(pool, scope, "4h")).set_index("exchange")
+    timing = analyses.exchange_timing(pool, scope)
     for exchange in ("binance", "bybit"):
         rows = [e for e in chosen if e.exchange == exchange]
         total = sum((e.value_usd for e in rows), Decimal(0))
@@ -108,12 +109,12 @@ def test_price_levels_and_exchange_comparison(seeded: list[Liquidation], pool: C
 
 
 def test_empty_range_gives_empty_frames(pool: ConnectionPool, clean_db: str) -> None:
-    scope = analytics.Scope(APP2_START_MS, APP2_START_MS, None, ("binance", "bybit"), False)
-    assert analytics.volume_series(pool, scope, "1h").empty
-    assert analytics.daily_summary(analytics.volume_series(pool, scope, "1d")).empty
-    assert analytics.exchange_summary(analytics.volume_series(pool, scope, "1h")).empty
+    scope = Scope(APP2_START_MS, APP2_START_MS, None, ("binance", "bybit"), False)
+    assert analyses.volume_series(pool, scope, "1h").empty
+    assert analyses.daily_summary(analyses.volume_series(pool, scope, "1d")).empty
+    assert analyses.exchange_summary(analyses.volume_series(pool, scope, "1h")).empty
     with pytest.raises(ValueError, match="unknown interval"):
-        analytics.volume_series(pool, scope, "7m")
+        analyses.volume_series(pool, scope, "7m")
 
 
 def test_page_shows_seeded_totals(

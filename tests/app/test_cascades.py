@@ -8,8 +8,9 @@ from decimal import Decimal
 import pytest
 from psycopg_pool import ConnectionPool
 
-from app.data import analytics
+from app.data import cascades
 from app.data.connections import open_pool
+from app.data.scope import Scope
 from app.format import fmt_count, fmt_pct, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
@@ -52,8 +53,8 @@ def _close_at(exchange: str, minute_ms: int) -> Decimal:
 
 
 def test_cascades_with_price_moves_from_candles(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
-    frame = analytics.cascades(pool, scope)
+    scope = Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    frame = cascades.cascades(pool, scope)
     assert list(frame["id"]) == [APP2_CASCADE_SHORT, APP2_CASCADE_LONG]  # newest first
     expected = {c.id: c for c in app2_cascades(seeded)}
     for _, row in frame.iterrows():
@@ -72,18 +73,18 @@ def test_cascades_with_price_moves_from_candles(seeded: list[Liquidation], pool:
 
 
 def test_cascade_filters(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
-    assert list(analytics.cascades(pool, scope, side="LONG")["id"]) == [APP2_CASCADE_LONG]
-    assert list(analytics.cascades(pool, scope, exchange="binance")["id"]) == [APP2_CASCADE_LONG]
-    assert list(analytics.cascades(pool, scope, min_usd=Decimal(900_000))["id"]) == [APP2_CASCADE_SHORT]
-    assert analytics.cascades(pool, scope, min_usd=Decimal(10_000_000)).empty
-    assert list(analytics.cascades(pool, scope, limit=1)["id"]) == [APP2_CASCADE_SHORT]  # the newest
+    scope = Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    assert list(cascades.cascades(pool, scope, side="LONG")["id"]) == [APP2_CASCADE_LONG]
+    assert list(cascades.cascades(pool, scope, exchange="binance")["id"]) == [APP2_CASCADE_LONG]
+    assert list(cascades.cascades(pool, scope, min_usd=Decimal(900_000))["id"]) == [APP2_CASCADE_SHORT]
+    assert cascades.cascades(pool, scope, min_usd=Decimal(10_000_000)).empty
+    assert list(cascades.cascades(pool, scope, limit=1)["id"]) == [APP2_CASCADE_SHORT]  # the newest
     all_of_them = app2_cascades(seeded)
-    assert analytics.cascade_totals(pool, scope) == (2, sum(c.value_usd for c in all_of_them))
-    assert analytics.cascade_totals(pool, scope, side="SHORT") == (1, all_of_them[1].value_usd)
-    eth = analytics.Scope(APP2_START_MS, END_MS, "ETHUSDT", ("binance", "bybit"), False)
-    assert analytics.cascades(pool, eth).empty
-    members = analytics.cascade_members(pool, APP2_CASCADE_LONG, APP2_LONG_START_MS, APP2_LONG_START_MS + 45_000)
+    assert cascades.cascade_totals(pool, scope) == (2, sum(c.value_usd for c in all_of_them))
+    assert cascades.cascade_totals(pool, scope, side="SHORT") == (1, all_of_them[1].value_usd)
+    eth = Scope(APP2_START_MS, END_MS, "ETHUSDT", ("binance", "bybit"), False)
+    assert cascades.cascades(pool, eth).empty
+    members = cascades.cascade_members(pool, APP2_CASCADE_LONG, APP2_LONG_START_MS, APP2_LONG_START_MS + 45_000)
     assert list(members["event_key"]) == [e.key for e in seeded if e.cascade_id == APP2_CASCADE_LONG]
 
 

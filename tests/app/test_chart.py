@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 from streamlit.testing.v1 import AppTest
 
 from app.charts import chart_html, liquidation_chart
 from app.data.connections import open_pool
-from app.data.history import Filters, big_liquidations, candles, clear_candle_memo, coverage, liquidation_bars
+from app.data.history import Filters, big_liquidations, candles, coverage, liquidation_bars
 from app.format import LONG_COLOR, SHORT_COLOR
 from common.config import Settings
+from common.events import Candle
 from tests.app.seed import (
     Coverage,
     all_text,
@@ -72,7 +76,6 @@ def test_liquidation_bars_per_interval(settings: Settings, reader_pool: Connecti
 
 
 def test_candles_aggregate_to_the_bar(settings: Settings, reader_pool: ConnectionPool) -> None:
-    clear_candle_memo()
     minutes = make_candles("binance", "BTCUSDT", T0, 60, price="60000", step="10", volume="1.5")
     insert_candles(settings.database_url, minutes + make_candles("bybit", "BTCUSDT", T0, 60, price="1"))
     df = candles(reader_pool, "binance", "BTCUSDT", T0, T0 + HOUR, 900_000, live_only=True)
@@ -85,7 +88,6 @@ def test_candles_aggregate_to_the_bar(settings: Settings, reader_pool: Connectio
 
 
 def test_figure_directions_colours_gaps_and_markers(settings: Settings, reader_pool: ConnectionPool) -> None:
-    clear_candle_memo()
     insert_liquidations(settings.database_url, EVENTS)
     insert_candles(settings.database_url, make_candles("binance", "BTCUSDT", T0, 180))
     insert_coverage(settings.database_url, [Coverage(e, T0, T0 + HOUR, T0 + HOUR) for e in BOTH])
@@ -180,16 +182,69 @@ def test_chart_page_empty_and_gaps(monkeypatch: pytest.MonkeyPatch, settings: Se
     assert "no stream coverage (missing data)" in {t.get("name") for t in spec["data"]}
 
 
-def test_candle_memo_reuses_settled_bars_only(settings: Settings, reader_pool: ConnectionPool) -> None:
-    clear_candle_memo()
-    insert_candles(settings.database_url, make_candles("binance", "BTCUSDT", T0, 120))
-    first = candles(reader_pool, "binance", "BTCUSDT", T0, T0 + 90 * 60_000, 900_000, True)
-    assert len(first) == 6
-    # Newer minutes arrive; the second call reuses the settled bars and queries only the rest.
-    later = make_candles("binance", "BTCUSDT", T0 + 120 * 60_000, 30, price="70000")
-    insert_candles(settings.database_url, later)
-    second = candles(reader_pool, "binance", "BTCUSDT", T0 + 15 * 60_000, T0 + 150 * 60_000, 900_000, True)
-    clear_candle_memo()
-    cold = candles(reader_pool, "binance", "BTCUSDT", T0 + 15 * 60_000, T0 + 150 * 60_000, 900_000, True)
-    assert second.equals(cold)
-    assert len(second) == 9 and second.iloc[-1]["close"] == later[-1].close
+def _minutes(rng: random.Random, start_ms: int, count: int, source: str = "live") -> list[Candle]:
+    """Binance BTCUSDT minutes with random OHLCV, so first/last/max/min/sum all matter."""
+    out = []
+    for i in range(count):
+        o, c = (Decimal(rng.randrange(5_000_000, 6_000_000)) / 100 for _ in range(2))
+        v = Decimal(rng.randrange(1, 100_000)) / 1000
+        out.append(
+            Candle(
+                "binance", "BTCUSDT", start_ms + i * 60_000, o, max(o, c) + rng.randrange(50), min(o, c) - 1, c,
+                v, v * c, True, start_ms + i * 60_000 + 60_000, source,
+            )
+        )  # fmt: skip
+    return out
+
+
+def _expected_bars(minutes: list[Candle], start_ms: int, end_ms: int, interval_ms: int, live_only: bool) -> list[Any]:
+    """The bars computed in Python from the same minutes: what both SQL paths must return."""
+    lo = start_ms // interval_ms * interval_ms
+    bars: dict[int, list[Candle]] = {}
+    for m in sorted(minutes, key=lambda m: m.open_ms):
+        if lo <= m.open_ms < end_ms and (m.source == "live" or not live_only):
+            bars.setdefault(m.open_ms // interval_ms * interval_ms, []).append(m)
+    return [
+        (b, part[0].open, max(m.high for m in part), min(m.low for m in part), part[-1].close,
+         sum((m.volume for m in part), Decimal(0)))
+        for b, part in sorted(bars.items())
+    ]  # fmt: skip
+
+
+def _bars(frame: Any) -> list[Any]:
+    return [(int(r[0].timestamp() * 1000), *r[1:]) for r in frame.itertuples(index=False)]
+
+
+def test_hourly_and_minute_paths_give_the_same_bars(settings: Settings, reader_pool: ConnectionPool) -> None:
+    rng = random.Random(1)
+    # Three days of minutes with holes; one hour partly replayed (mixed sources), one all replayed.
+    minutes = [m for m in _minutes(rng, T0, 3 * 1440) if rng.random() > 0.02]
+    mixed, replayed = T0 + 26 * HOUR, T0 + 50 * HOUR
+    minutes = [
+        replace(m, source="replay")
+        if mixed + 10 * 60_000 <= m.open_ms < mixed + 20 * 60_000 or replayed <= m.open_ms < replayed + HOUR
+        else m
+        for m in minutes
+    ]
+    insert_candles(settings.database_url, minutes)
+    start, end = T0 + 5 * HOUR + 17 * 60_000, T0 + 70 * HOUR + 33 * 60_000  # the last hour is still open
+    for live_only in (True, False):
+        for interval in (900_000, HOUR, 4 * HOUR, 24 * HOUR):
+            got = _bars(candles(reader_pool, "binance", "BTCUSDT", start, end, interval, live_only))
+            assert got == _expected_bars(minutes, start, end, interval, live_only), (interval, live_only)
+        # Hourly bars built from 15-minute bars of the minute path equal the hourly path (hourly bars
+        # start at the hour holding `start`).
+        quarter = _bars(candles(reader_pool, "binance", "BTCUSDT", start // HOUR * HOUR, end, 900_000, live_only))
+        regrouped: dict[int, list[Any]] = {}
+        for bar in quarter:
+            regrouped.setdefault(bar[0] // HOUR * HOUR, []).append(bar)
+        assert _bars(candles(reader_pool, "binance", "BTCUSDT", start, end, HOUR, live_only)) == [
+            (h, p[0][1], max(b[2] for b in p), min(b[3] for b in p), p[-1][4], sum(b[5] for b in p))
+            for h, p in sorted(regrouped.items())
+        ]
+    # Hourly bars really come from candles_1h: without it only the open hour at the end remains.
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE candles_1h")
+    assert [b[0] for b in _bars(candles(reader_pool, "binance", "BTCUSDT", start, end, HOUR, True))] == [
+        end // HOUR * HOUR
+    ]

@@ -17,8 +17,9 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app import downloads
-from app.data import analytics
+from app.data import explorer
 from app.data.connections import open_pool
+from app.data.scope import Scope
 from common.config import Settings
 from common.events import Liquidation
 from tests.app.seed import (
@@ -48,9 +49,9 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
     p.close()
 
 
-def _filter() -> analytics.ExplorerFilter:
-    scope = analytics.Scope(APP2_START_MS + 3_600_000, END_MS - 3_600_000, "BTCUSDT", ("bybit",), False)
-    return analytics.ExplorerFilter(scope, side="SHORT", min_usd=Decimal(1000))
+def _filter() -> explorer.ExplorerFilter:
+    scope = Scope(APP2_START_MS + 3_600_000, END_MS - 3_600_000, "BTCUSDT", ("bybit",), False)
+    return explorer.ExplorerFilter(scope, side="SHORT", min_usd=Decimal(1000))
 
 
 def _expected(seeded: list[Liquidation]) -> list[Liquidation]:
@@ -73,7 +74,7 @@ def _iso(ms: int) -> str:
 def test_streamed_csv_holds_exactly_the_filtered_rows(
     seeded: list[Liquidation], pool: ConnectionPool, chunk_rows: int
 ) -> None:
-    query, params = analytics.explorer_export_query(_filter())
+    query, params = explorer.explorer_export_query(_filter())
     out = io.BytesIO()
     n = downloads.export_query(pool, query, params, out, "csv", filter_description=FILTER_TEXT, chunk_rows=chunk_rows)
     header, rows = _parse_csv(out.getvalue())
@@ -93,7 +94,7 @@ def test_streamed_csv_holds_exactly_the_filtered_rows(
 def test_streamed_parquet_holds_exactly_the_filtered_rows(
     seeded: list[Liquidation], pool: ConnectionPool, chunk_rows: int
 ) -> None:
-    query, params = analytics.explorer_export_query(_filter())
+    query, params = explorer.explorer_export_query(_filter())
     out = io.BytesIO()
     n = downloads.export_query(
         pool, query, params, out, "parquet", filter_description=FILTER_TEXT, chunk_rows=chunk_rows
@@ -113,14 +114,14 @@ def test_streamed_parquet_holds_exactly_the_filtered_rows(
 
 def test_the_deferred_download_spools_to_a_file(seeded: list[Liquidation], pool: ConnectionPool) -> None:
     # What st.download_button calls on click: the export streamed into a temporary file.
-    query, params = analytics.explorer_export_query(_filter())
+    query, params = explorer.explorer_export_query(_filter())
     with downloads._spooled_export(pool, query, params, "csv", FILTER_TEXT) as spooled:
         header, rows = _parse_csv(spooled.read())
     assert [int(r["event_key"]) for r in rows] == [e.key for e in _expected(seeded)]
 
 
 def test_export_to_path_and_empty_results(pool: ConnectionPool, clean_db: str, tmp_path: Path) -> None:
-    query, params = analytics.explorer_export_query(_filter())
+    query, params = explorer.explorer_export_query(_filter())
     assert downloads.export_to_path(pool, query, params, tmp_path / "x.csv", filter_description="nothing") == 0
     header, rows = _parse_csv((tmp_path / "x.csv").read_bytes())
     assert "filter: nothing" in header and rows == []

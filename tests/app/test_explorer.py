@@ -9,8 +9,9 @@ from decimal import Decimal
 import pytest
 from psycopg_pool import ConnectionPool
 
-from app.data import analytics
+from app.data import explorer
 from app.data.connections import open_pool
+from app.data.scope import Scope
 from app.format import fmt_count, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
@@ -49,38 +50,36 @@ def _newest_first(liqs: list[Liquidation]) -> list[int]:
 
 
 def test_keyset_pages_walk_every_row_once(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = analytics.Scope(APP2_START_MS, END_MS, None, ("binance", "bybit"), True)
-    f = analytics.ExplorerFilter(scope)
+    scope = Scope(APP2_START_MS, END_MS, None, ("binance", "bybit"), True)
+    f = explorer.ExplorerFilter(scope)
     keys: list[int] = []
     after: tuple[datetime, int] | None = None
     while True:
-        page = analytics.explorer_page(pool, f, after, limit=250)
+        page = explorer.explorer_page(pool, f, after, limit=250)
         keys += [int(k) for k in page["event_key"]]
         if len(page) < 250:
             break
         after = (page["time"].iloc[-1].to_pydatetime(), int(page["event_key"].iloc[-1]))
     expected = _newest_first(app2_select(seeded, symbol=None, include_nonlive=True))
     assert keys == expected
-    assert analytics.explorer_count(pool, f) == (len(expected), sum(e.value_usd for e in seeded))
+    assert explorer.explorer_count(pool, f) == (len(expected), sum(e.value_usd for e in seeded))
 
 
 def test_row_filters(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("bybit",), False)
-    big = analytics.ExplorerFilter(scope, side="SHORT", min_usd=Decimal(200_000))
+    scope = Scope(APP2_START_MS, END_MS, "BTCUSDT", ("bybit",), False)
+    big = explorer.ExplorerFilter(scope, side="SHORT", min_usd=Decimal(200_000))
     expected = [e for e in app2_select(seeded, exchanges=("bybit",), side="SHORT") if e.value_usd >= 200_000]
-    page = analytics.explorer_page(pool, big, limit=10_000)
+    page = explorer.explorer_page(pool, big, limit=10_000)
     assert [int(k) for k in page["event_key"]] == _newest_first(expected)
-    assert analytics.explorer_count(pool, big) == (len(expected), sum(e.value_usd for e in expected))
+    assert explorer.explorer_count(pool, big) == (len(expected), sum(e.value_usd for e in expected))
 
     # Row-level filters over more than a month are not counted (it would scan every raw row).
-    wide = analytics.Scope(END_MS - 40 * 86_400_000, END_MS, "BTCUSDT", ("bybit",), False)
-    assert analytics.explorer_count(pool, analytics.ExplorerFilter(wide, min_usd=Decimal(1))) is None
-    assert analytics.explorer_count(pool, analytics.ExplorerFilter(wide)) is not None
+    wide = Scope(END_MS - 40 * 86_400_000, END_MS, "BTCUSDT", ("bybit",), False)
+    assert explorer.explorer_count(pool, explorer.ExplorerFilter(wide, min_usd=Decimal(1))) is None
+    assert explorer.explorer_count(pool, explorer.ExplorerFilter(wide)) is not None
 
-    members = analytics.ExplorerFilter(
-        analytics.Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit")), cascade_only=True
-    )
-    rows = analytics.explorer_page(pool, members, limit=10_000)
+    members = explorer.ExplorerFilter(Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit")), cascade_only=True)
+    rows = explorer.explorer_page(pool, members, limit=10_000)
     assert set(rows["cascade_id"]) == {APP2_CASCADE_LONG, APP2_CASCADE_SHORT}
     assert len(rows) == len([e for e in seeded if e.cascade_id is not None])
 
@@ -96,7 +95,7 @@ def test_page_paginates_with_next_and_previous(
     assert metric(at, "Matching USD") == fmt_usd(sum(e.value_usd for e in chosen))
     ordered = sorted(chosen, key=lambda e: (e.time_ms, e.key), reverse=True)
     first_page = at.dataframe[0].value
-    assert len(first_page) == analytics.EXPLORER_PAGE_ROWS
+    assert len(first_page) == explorer.EXPLORER_PAGE_ROWS
     assert list(first_page["USD"][:3]) == [fmt_usd(e.value_usd) for e in ordered[:3]]
 
     at.button(key="x_next").click().run()

@@ -10,8 +10,9 @@ from decimal import Decimal
 import pytest
 from psycopg_pool import ConnectionPool
 
-from app.data import analytics
+from app.data import heatmap
 from app.data.connections import open_pool
+from app.data.scope import Scope
 from app.format import fmt_count, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
@@ -54,10 +55,10 @@ def _by_day_hour(liqs: list[Liquidation]) -> dict[tuple[str, int], Decimal]:
 def test_matrix_equals_seeded_rows_for_an_unaligned_range(seeded: list[Liquidation], pool: ConnectionPool) -> None:
     # Starts and ends mid-minute, so raw rows, minute and hour rollups are all used.
     start, end = APP2_START_MS + 3 * 86_400_000 + 1_234_567, END_MS - 7_654_321
-    scope = analytics.Scope(start, end, "BTCUSDT", ("binance", "bybit"), False)
-    hourly = analytics.hourly_by_side(pool, scope)
+    scope = Scope(start, end, "BTCUSDT", ("binance", "bybit"), False)
+    hourly = heatmap.hourly_by_side(pool, scope)
     for side in (None, "LONG", "SHORT"):
-        matrix = analytics.heatmap_matrix(hourly, side, "value_usd", scope)
+        matrix = heatmap.heatmap_matrix(hourly, side, "value_usd", scope)
         expected = _by_day_hour(app2_select(seeded, start, end, side=side))
         got = {(day, hour): matrix.loc[day, hour] for day in matrix.index for hour in matrix.columns}
         assert {k: v for k, v in got.items() if v} == dict(expected)
@@ -66,15 +67,15 @@ def test_matrix_equals_seeded_rows_for_an_unaligned_range(seeded: list[Liquidati
     assert matrix.loc["20261104", 0] is not None  # 00:20:34 .. 01:00 lies in the range
     assert matrix.loc["20261120", 21] is not None and matrix.loc["20261120", 22] is None
     assert matrix.loc["20261110", 5] == Decimal(0)  # no liquidation at 05h in the seeded pattern
-    counts = analytics.heatmap_matrix(hourly, "LONG", "events", scope)
+    counts = heatmap.heatmap_matrix(hourly, "LONG", "events", scope)
     total = sum(v for row in counts.itertuples(index=False) for v in row if v is not None)
     assert total == len(app2_select(seeded, start, end, side="LONG"))
 
 
 def test_seasonality_is_the_mean_per_weekday_hour(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = analytics.Scope(APP2_START_MS, END_MS, None, ("bybit",), True)
-    hourly = analytics.hourly_by_side(pool, scope)
-    season = analytics.seasonality_matrix(hourly, None, "events", scope)
+    scope = Scope(APP2_START_MS, END_MS, None, ("bybit",), True)
+    hourly = heatmap.hourly_by_side(pool, scope)
+    season = heatmap.seasonality_matrix(hourly, None, "events", scope)
     chosen = app2_select(seeded, symbol=None, exchanges=("bybit",), include_nonlive=True)
     # 20261101 is a Sunday; 20 days hold three of each weekday except Saturday (two).
     sundays_14h = [e for e in chosen if datetime.fromtimestamp(e.time_ms / 1000, tz=UTC).weekday() == 6]
@@ -92,10 +93,10 @@ def test_seasonality_is_the_mean_per_weekday_hour(seeded: list[Liquidation], poo
 
 
 def test_sample_warning_for_short_or_quiet_ranges(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    whole = analytics.Scope(APP2_START_MS, END_MS, None, ("binance", "bybit"), False)
-    assert analytics.sample_warning(analytics.hourly_by_side(pool, whole), whole) is None
-    short = analytics.Scope(APP2_START_MS, APP2_START_MS + 3 * 86_400_000, None, ("binance", "bybit"), False)
-    text = analytics.sample_warning(analytics.hourly_by_side(pool, short), short)
+    whole = Scope(APP2_START_MS, END_MS, None, ("binance", "bybit"), False)
+    assert heatmap.sample_warning(heatmap.hourly_by_side(pool, whole), whole) is None
+    short = Scope(APP2_START_MS, APP2_START_MS + 3 * 86_400_000, None, ("binance", "bybit"), False)
+    text = heatmap.sample_warning(heatmap.hourly_by_side(pool, short), short)
     assert text is not None and "3.0 days" in text and "fewer than 14" in text
 
 

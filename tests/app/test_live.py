@@ -188,12 +188,52 @@ def test_disconnected_stream_is_not_a_quiet_market(
     assert list(health["Connected"]) == ["yes", "no"]
 
 
+def test_no_stream_connected_is_missing_data_not_a_quiet_market(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    now = now_ms()
+    redis_heartbeat(sync_redis, settings.redis_prefix, now)
+    redis_health(
+        sync_redis,
+        settings.redis_prefix,
+        [
+            health_snapshot(e, now, connected=False, last_message_ms=None, last_error="gaierror")
+            for e in ("binance", "bybit")
+        ],
+    )
+    app_env(monkeypatch, settings)
+    at = open_app("live")
+    no_exceptions(at)
+    text = all_text(at)
+    assert "missing data, not a quiet market" in text
+    assert "simply been quiet" not in text
+    assert not any("not live" in e.value for e in at.error), "live sources must not get the replay banner"
+
+
+def test_stream_reconnected_inside_the_window_is_flagged(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    now = now_ms()
+    redis_heartbeat(sync_redis, settings.redis_prefix, now)
+    redis_health(
+        sync_redis,
+        settings.redis_prefix,
+        [health_snapshot("binance", now), health_snapshot("bybit", now, connected_since_ms=now - 600_000)],
+    )
+    app_env(monkeypatch, settings)
+    at = open_app("live")
+    no_exceptions(at)
+    infos = " ".join(i.value for i in at.info)
+    assert "Stream bybit connected since" in infos and "Stream binance connected since" not in infos
+    assert "simply been quiet" in infos
+
+
 def test_replay_data_gets_a_banner(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis
 ) -> None:
     now = now_ms()
     events = _seed_window(sync_redis, settings.redis_prefix, now, source="replay")
-    redis_heartbeat(sync_redis, settings.redis_prefix, now, sources=("replay",))
+    redis_heartbeat(sync_redis, settings.redis_prefix, now, source="replay")
     app_env(monkeypatch, settings)
     at = open_app("live")
     no_exceptions(at)

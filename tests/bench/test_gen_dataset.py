@@ -10,16 +10,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bench.gen_dataset import (
-    GenConfig,
-    GenerateError,
-    build_plan,
-    generate,
-    generate_symbol_day,
-    main,
-    make_config,
-    profile_for,
-)
+from bench.gen_dataset import GenerateError, generate, main, make_config
+from bench.synth import GenConfig, build_plan, generate_symbol_day, profile_for
 from collector.cascades import SAMPLED_WEIGHT, cascade_id, risk_score
 from common.events import Side, dedup_key
 from tests import services
@@ -36,6 +28,7 @@ _FINGERPRINT_ORDER = {
     "liquidations_1m": "bucket, exchange, symbol, side, source",
     "liquidations_1h": "bucket, exchange, symbol, side, source",
     "candles": "exchange, symbol, time",
+    "candles_1h": "exchange, symbol, time",
     "cascades": "id",
     "stream_coverage": "connection_id",
 }
@@ -58,6 +51,13 @@ def _fingerprint(url: str) -> dict[str, tuple[int, str]]:
     return out
 
 
+def _empty(url: str) -> None:
+    # tests.services.TABLES predates candles_1h: empty it here too.
+    services.truncate_all(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE candles_1h")
+
+
 def _ms(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
@@ -65,7 +65,7 @@ def _ms(moment: datetime) -> int:
 @pytest.fixture(scope="module")
 def generated(database_url: str) -> tuple[str, dict[str, float], dict[str, tuple[int, str]]]:
     """One generated dataset shared by the read-only checks below (two workers)."""
-    services.truncate_all(database_url)
+    _empty(database_url)
     totals = generate(database_url, _config(), workers=2)
     return database_url, totals, _fingerprint(database_url)
 
@@ -116,6 +116,30 @@ def test_rollups_equal_the_raw_rows(generated: tuple[str, dict[str, float], dict
             row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
             assert not extra and not missing, table
             assert row is not None and row[0] > 0
+
+
+def test_hourly_candles_equal_the_minute_candles(
+    generated: tuple[str, dict[str, float], dict[str, tuple[int, str]]],
+) -> None:
+    url = generated[0]
+    with psycopg.connect(url) as conn:
+        aggregate = """SELECT time_bucket('1 hour', time), exchange, symbol,
+                              (array_agg(open ORDER BY time))[1], max(high), min(low),
+                              (array_agg(close ORDER BY time DESC))[1], sum(volume), sum(quote_volume),
+                              count(*)::int, min(source)
+                       FROM candles GROUP BY 1, 2, 3"""
+        hourly = """SELECT time, exchange, symbol, open, high, low, close, volume, quote_volume, minutes, source
+                    FROM candles_1h"""
+        extra = conn.execute(sql.SQL("({}) EXCEPT ({})").format(sql.SQL(hourly), sql.SQL(aggregate))).fetchall()
+        missing = conn.execute(sql.SQL("({}) EXCEPT ({})").format(sql.SQL(aggregate), sql.SQL(hourly))).fetchall()
+        minutes = conn.execute("SELECT count(*), min(minutes), max(minutes), sum(minutes) FROM candles_1h").fetchone()
+        candles = conn.execute("SELECT count(*) FROM candles").fetchone()
+    assert not extra and not missing
+    assert minutes is not None and candles is not None
+    count, fewest, most, total = minutes
+    # Four days of two symbols on two venues; outages leave some hours short of 60 minutes.
+    assert 0.97 * DAYS * 24 * 4 <= count <= DAYS * 24 * 4
+    assert most == 60 and fewest < 60 and total == candles[0]
 
 
 def test_rows_follow_the_venue_conventions(generated: tuple[str, dict[str, float], dict[str, tuple[int, str]]]) -> None:
@@ -264,7 +288,7 @@ def test_same_seed_same_rows_whatever_the_workers(
     generated: tuple[str, dict[str, float], dict[str, tuple[int, str]]],
 ) -> None:
     url, _, first = generated
-    services.truncate_all(url)
+    _empty(url)
     generate(url, _config(), workers=1)
     assert _fingerprint(url) == first
 

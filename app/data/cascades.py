@@ -1,0 +1,190 @@
+"""Queries behind the cascades page: the cascades a filter selects (with the price move after
+each), their totals, one cascade's liquidations and the candles around it.
+
+Plain functions take a psycopg `ConnectionPool` and a `Scope`; amounts stay exact `Decimal`s.
+Errors reaching the database surface as `connections.DataUnavailable`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from app.data.connections import fetch_all, fetch_df, get_pool
+from app.data.scope import CACHE_TTL_S, MINUTE_MS, Scope, floor_ms, utc_datetime
+
+CASCADE_LIST_LIMIT = 500  # the newest ones; totals always cover every cascade
+
+
+def _cascade_where(
+    scope: Scope, side: str | None, min_usd: Decimal, exchange: str | None
+) -> tuple[sql.Composed, list[Any]]:
+    where = [sql.SQL("c.start_time < %s AND c.end_time >= %s"), sql.SQL("c.value_usd >= %s")]
+    params: list[Any] = [scope.end, scope.start, min_usd]
+    if scope.symbol is not None:
+        where.append(sql.SQL("c.symbol = %s"))
+        params.append(scope.symbol)
+    if not scope.include_nonlive:
+        where.append(sql.SQL("c.source = 'live'"))
+    if side is not None:
+        where.append(sql.SQL("c.side = %s"))
+        params.append(side)
+    where.append(sql.SQL("c.exchanges && %s::text[]"))
+    params.append(list(scope.exchanges))
+    if exchange is not None:
+        where.append(sql.SQL("%s = ANY(c.exchanges)"))
+        params.append(exchange)
+    return sql.SQL(" AND ").join(where), params
+
+
+def cascade_totals(
+    pool: ConnectionPool,
+    scope: Scope,
+    *,
+    side: str | None = None,
+    min_usd: Decimal = Decimal(0),
+    exchange: str | None = None,
+) -> tuple[int, Decimal]:
+    """How many cascades the filters select and their USD (all of them, not only the listed ones)."""
+    where, params = _cascade_where(scope, side, min_usd, exchange)
+    query = sql.SQL("SELECT count(*), coalesce(sum(c.value_usd), 0) FROM cascades c WHERE {}").format(where)
+    (count, usd), *_ = fetch_all(pool, query, params)
+    return int(count), Decimal(usd)
+
+
+def cascades(
+    pool: ConnectionPool,
+    scope: Scope,
+    *,
+    side: str | None = None,
+    min_usd: Decimal = Decimal(0),
+    exchange: str | None = None,
+    limit: int = CASCADE_LIST_LIMIT,
+) -> pd.DataFrame:
+    """The newest `limit` cascades overlapping the range, with the price move 15 and 60 minutes after.
+
+    The moves after are measured from the cascade's last price (price_end, else the close of its
+    last minute) to the close of the minute 15 / 60 minutes after it ends, on the first of its
+    exchanges that has that candle; a missing candle (gap, or not yet happened) gives None.
+    """
+    where, params = _cascade_where(scope, side, min_usd, exchange)
+    query = sql.SQL(
+        "SELECT c.id, c.symbol, c.side, c.start_time, c.end_time, c.events, c.quantity, c.value_usd, "
+        "c.exchanges, c.events_by_exchange, c.cross_exchange, c.peak_minute, c.price_start, c.price_end, "
+        "c.price_move_pct, c.risk_score, c.active, c.source "
+        "FROM cascades c WHERE {} ORDER BY c.start_time DESC, c.id LIMIT %s"
+    ).format(where)
+    params.append(limit)
+    frame = fetch_df(pool, query, params)
+    if frame.empty:
+        return frame
+    frame["duration_s"] = [(e - s).total_seconds() for s, e in zip(frame["start_time"], frame["end_time"], strict=True)]
+    closes = _closes_after(pool, frame, scope.include_nonlive)
+    base = [
+        p if isinstance(p, Decimal) else closes.get((cid, 0))
+        for cid, p in zip(frame["id"], frame["price_end"], strict=True)
+    ]
+    for minutes in (15, 60):
+        after = [closes.get((cid, minutes)) for cid in frame["id"]]
+        frame[f"close_{minutes}m"] = _objects(after, frame)
+        frame[f"move_{minutes}m_pct"] = _objects([_move(b, a) for b, a in zip(base, after, strict=True)], frame)
+    frame["base_price"] = _objects(base, frame)
+    return frame
+
+
+def _closes_after(pool: ConnectionPool, frame: pd.DataFrame, include_nonlive: bool) -> dict[tuple[int, int], Decimal]:
+    """(cascade id, minutes after its last minute) -> candle close, for 0, 15 and 60 minutes.
+
+    One query with constant arrays rather than a lookup per cascade: TimescaleDB then skips
+    every candle chunk that holds none of the wanted minutes."""
+    wanted: dict[tuple[str, datetime], list[tuple[int, int, list[str]]]] = {}
+    for cid, symbol, end, exchanges in zip(
+        frame["id"], frame["symbol"], frame["end_time"], frame["exchanges"], strict=True
+    ):
+        last_minute = utc_datetime(floor_ms(int(end.timestamp() * 1000), MINUTE_MS))
+        for minutes in (0, 15, 60):
+            key = (symbol, last_minute + timedelta(minutes=minutes))
+            wanted.setdefault(key, []).append((int(cid), minutes, sorted(exchanges)))
+    source = sql.SQL("") if include_nonlive else sql.SQL(" AND source = 'live'")
+    query = sql.SQL(
+        "SELECT symbol, time, exchange, close FROM candles WHERE symbol = ANY(%s) AND time = ANY(%s){}"
+    ).format(source)
+    symbols = sorted({s for s, _ in wanted})
+    times = sorted({t for _, t in wanted})
+    by_minute: dict[tuple[str, datetime], dict[str, Decimal]] = {}
+    for symbol, t, exchange, close in fetch_all(pool, query, [symbols, times]):
+        by_minute.setdefault((symbol, t), {})[exchange] = close
+    out: dict[tuple[int, int], Decimal] = {}
+    for key, asks in wanted.items():
+        found = by_minute.get(key, {})
+        for cid, minutes, exchanges in asks:
+            # The first of the cascade's exchanges (by name) that has the candle.
+            close = next((found[e] for e in exchanges if e in found), None)
+            if close is not None:
+                out[(cid, minutes)] = close
+    return out
+
+
+def _move(base: Decimal | None, after: Decimal | None) -> Decimal | None:
+    if not isinstance(base, Decimal) or not isinstance(after, Decimal) or not base:
+        return None
+    return (after - base) / base * 100
+
+
+def _objects(values: list[Any], like: pd.DataFrame) -> pd.Series:
+    """A column of Decimals (or None) that pandas must not turn into floats."""
+    return pd.Series(values, index=like.index, dtype=object)
+
+
+def cascade_members(pool: ConnectionPool, cascade_id: int, start_ms: int, end_ms: int) -> pd.DataFrame:
+    """The liquidations that make up one cascade (between its start and end), oldest first.
+    The time bounds let TimescaleDB open only the chunks of those days."""
+    query = sql.SQL(
+        "SELECT time, exchange, symbol, side, quantity, price, value_usd, source, sampled, event_key "
+        "FROM liquidations WHERE cascade_id = %s AND time >= %s AND time <= %s ORDER BY time, event_key"
+    )
+    return fetch_df(pool, query, [cascade_id, utc_datetime(start_ms), utc_datetime(end_ms)])
+
+
+def candles_between(
+    pool: ConnectionPool, symbol: str, start_ms: int, end_ms: int, include_nonlive: bool
+) -> pd.DataFrame:
+    """1-minute candles of one symbol (every exchange) in [start, end), for zoomed charts."""
+    source = sql.SQL("") if include_nonlive else sql.SQL(" AND source = 'live'")
+    query = sql.SQL(
+        "SELECT time, exchange, open, high, low, close, volume FROM candles "
+        "WHERE symbol = %s AND time >= %s AND time < %s{} ORDER BY exchange, time"
+    ).format(source)
+    return fetch_df(pool, query, [symbol, utc_datetime(start_ms), utc_datetime(end_ms)])
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def cached_cascades(
+    database_url: str, scope: Scope, side: str | None, min_usd: Decimal, exchange: str | None
+) -> pd.DataFrame:
+    return cascades(get_pool(database_url), scope, side=side, min_usd=min_usd, exchange=exchange)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def cached_cascade_totals(
+    database_url: str, scope: Scope, side: str | None, min_usd: Decimal, exchange: str | None
+) -> tuple[int, Decimal]:
+    return cascade_totals(get_pool(database_url), scope, side=side, min_usd=min_usd, exchange=exchange)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def cached_cascade_members(database_url: str, cascade_id: int, start_ms: int, end_ms: int) -> pd.DataFrame:
+    return cascade_members(get_pool(database_url), cascade_id, start_ms, end_ms)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def cached_candles_between(
+    database_url: str, symbol: str, start_ms: int, end_ms: int, include_nonlive: bool
+) -> pd.DataFrame:
+    return candles_between(get_pool(database_url), symbol, start_ms, end_ms, include_nonlive)
