@@ -41,7 +41,8 @@ _TICK_S = 0.01
 
 
 def _make_event(i: int, base_ms: int, received_ms: int) -> Liquidation:
-    """Unique, small (no cascades), both venues and sides, spread over the last 50 minutes."""
+    """Unique and small, both venues and sides, 1 ms apart over the last 50 minutes: dense enough that
+    every (symbol, side) turns into one long cascade, so the detector's per-member work is included."""
     exchange = "bybit" if i % 4 else "binance"
     qty = Decimal(f"0.00{i % 9 + 1}")
     price = Decimal(60_000 + i % 5_000) + Decimal(i % 100) / 100

@@ -35,9 +35,24 @@ def display_time(ms: int) -> str:
     return ms_to_datetime(ms).strftime("%H:%M:%S")
 
 
+def _canonical(amount: Decimal) -> str:
+    """`f"{amount.normalize():f}"` ("0.250" and "0.25" both give "0.25"), without normalize() when it can.
+
+    Plain text of at most 28 characters (so at most 28 digits: normalize() rounds nothing) only
+    loses its trailing fractional zeros; exponents ("E"), NaN and longer numbers take the general path.
+    """
+    text = str(amount)
+    if len(text) > 28 or "E" in text or "N" in text:
+        return f"{amount.normalize():f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def dedup_key(exchange: str, symbol: str, time_ms: int, side: str, price: Decimal, quantity: Decimal) -> int:
-    """A signed 63-bit key: the same liquidation re-delivered (reconnect, replay) gets the same key."""
-    text = f"{exchange}|{symbol}|{time_ms}|{side}|{price.normalize():f}|{quantity.normalize():f}"
+    """A signed 63-bit key: the same liquidation re-delivered (reconnect, replay) gets the same key.
+
+    blake2b-64 of "exchange|symbol|time|side|price|quantity" with amounts stripped of trailing zeros.
+    """
+    text = "|".join((exchange, symbol, str(time_ms), side, _canonical(price), _canonical(quantity)))
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True) >> 1
 

@@ -12,7 +12,6 @@ closes a short (SHORT liquidated). The opposite of Bybit's field of the same nam
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -29,6 +28,7 @@ from collector.validation import (
     int_field,
     object_field,
     optional_text,
+    parse_json,
     split_symbol,
     text_field,
     usd_value,
@@ -141,10 +141,7 @@ class BinanceKline:
 
 def decode(raw: str | bytes) -> tuple[str, dict[str, Any]]:
     """Parse a combined frame into (stream name, payload); a raw-stream payload gets stream ""."""
-    try:
-        msg = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise Rejected("bad_json") from None
+    msg = parse_json(raw)
     if type(msg) is not dict:
         raise Rejected("bad_json", "not an object")
     data = msg.get("data")

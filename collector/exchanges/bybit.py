@@ -26,6 +26,7 @@ from collector.validation import (
     bool_field,
     check_time,
     int_field,
+    parse_json,
     text_field,
     usd_value,
     volume,
@@ -114,10 +115,7 @@ class BybitKline:
 
 
 def decode(raw: str | bytes) -> dict[str, Any]:
-    try:
-        msg = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise Rejected("bad_json") from None
+    msg = parse_json(raw)
     if type(msg) is not dict:
         raise Rejected("bad_json", "not an object")
     return msg

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,6 +34,12 @@ _REBUILD_CHUNK = 10_000
 _PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:")
 
 
+def _fixed(amount: Decimal) -> str:
+    """`f"{amount:f}"`: str() is the same text, and cheaper, whenever it has no exponent."""
+    text = str(amount)
+    return f"{amount:f}" if "E" in text else text
+
+
 def fast_member(ev: Liquidation) -> str:
     """`encode_liquidation(ev)` byte for byte, without json.dumps when every text field is plain.
 
@@ -43,9 +50,14 @@ def fast_member(ev: Liquidation) -> str:
         return encode_liquidation(ev)
     sampled = "true" if ev.sampled else "false"
     return (
-        f'[{ev.key},"{ev.exchange}","{ev.symbol}","{ev.side.value}","{ev.quantity:f}","{ev.price:f}",'
-        f'"{ev.value_usd:f}",{ev.time_ms},"{ev.source}",{sampled}]'
+        f'[{ev.key},"{ev.exchange}","{ev.symbol}","{ev.side.value}","{_fixed(ev.quantity)}","{_fixed(ev.price)}",'
+        f'"{_fixed(ev.value_usd)}",{ev.time_ms},"{ev.source}",{sampled}]'
     )
+
+
+def _zadd_mapping(events: Iterable[Liquidation]) -> dict[str | bytes, bytes | float | int | str]:
+    """ZADD's member -> score, both already bytes: redis-py then skips its per-argument type checks."""
+    return {fast_member(e).encode(): b"%d" % e.time_ms for e in events}
 
 
 class RedisLive:
@@ -117,9 +129,7 @@ class RedisLive:
     async def _write(self, batch: Batch) -> bool:
         pipe = self.client.pipeline(transaction=False)
         if batch.liquidations:
-            members: dict[str | bytes, bytes | float | int | str] = {
-                fast_member(e): e.time_ms for e in batch.liquidations
-            }
+            members = _zadd_mapping(batch.liquidations)
             pipe.zadd(self.keys.liqs, members)
             if self._rebuilding:
                 pipe.zadd(self._scratch, members)
@@ -188,13 +198,13 @@ class RedisLive:
         try:
             for start in range(0, len(liquidations), _REBUILD_CHUNK):
                 chunk = liquidations[start : start + _REBUILD_CHUNK]
-                await self.client.zadd(self._scratch, {fast_member(e): e.time_ms for e in chunk})
+                await self.client.zadd(self._scratch, _zadd_mapping(chunk))
             stale = await self._stale_cascades()
             async with self._lock:
                 pipe = self.client.pipeline(transaction=True)
                 extra = pending()
                 if extra:
-                    pipe.zadd(self._scratch, {fast_member(e): e.time_ms for e in extra})
+                    pipe.zadd(self._scratch, _zadd_mapping(extra))
                 pipe.zunionstore(self.keys.liqs, [self._scratch])  # an absent scratch key empties the window
                 pipe.delete(self._scratch)
                 if stale:

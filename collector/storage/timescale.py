@@ -32,6 +32,7 @@ log = logging.getLogger("collector.timescale")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+_HOUR_MS = 3_600_000
 _PROBE_INTERVAL_S = 1.0
 # Rows per INSERT statement: a transaction holds several, so building one never blocks the event
 # loop for long (the router keeps feeding Redis meanwhile).
@@ -82,6 +83,26 @@ SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::numeric[], %
 ON CONFLICT (exchange, symbol, time) DO UPDATE
 SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
     volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume, closed = EXCLUDED.closed,
+    source = EXCLUDED.source
+"""
+
+# Every hour a candle batch touched, recomputed from all its minutes (after the minute upsert, in
+# the same transaction), so candles_1h always equals an aggregate of `candles`. `source` is 'live'
+# only when every minute is live: the app recomputes other hours from their live minutes.
+# The constant time bounds let the planner skip every chunk outside the batch.
+_UPSERT_CANDLES_1H = """
+INSERT INTO candles_1h (time, exchange, symbol, open, high, low, close, volume, quote_volume, minutes, source)
+SELECT u.hour, u.exchange, u.symbol, first(c.open, c.time), max(c.high), min(c.low), last(c.close, c.time),
+       sum(c.volume), sum(c.quote_volume), count(*),
+       CASE WHEN bool_and(c.source = 'live') THEN 'live' ELSE min(c.source) FILTER (WHERE c.source <> 'live') END
+FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS u(exchange, symbol, hour)
+JOIN candles AS c ON c.exchange = u.exchange AND c.symbol = u.symbol
+                 AND c.time >= u.hour AND c.time < u.hour + interval '1 hour'
+WHERE c.time >= %s AND c.time < %s
+GROUP BY u.hour, u.exchange, u.symbol
+ON CONFLICT (exchange, symbol, time) DO UPDATE
+SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+    volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume, minutes = EXCLUDED.minutes,
     source = EXCLUDED.source
 """
 
@@ -237,6 +258,7 @@ class TimescaleWriter:
                     await cur.execute(_FLAG_MEMBERS, (list(ids), list(keys), [ms_to_datetime(t) for t in times]))
                 if candles:
                     await cur.execute(_UPSERT_CANDLES, _candle_arrays(candles))
+                    await cur.execute(_UPSERT_CANDLES_1H, _candle_hours(candles))
                 if cascades:
                     await cur.executemany(_UPSERT_CASCADE, [_cascade_row(c) for c in cascades])
                 if coverage:
@@ -374,6 +396,19 @@ def _candle_arrays(candles: list[Candle]) -> tuple[list[Any], ...]:
         [c.quote_volume for c in candles],
         [c.closed for c in candles],
         [c.source for c in candles],
+    )
+
+
+def _candle_hours(candles: list[Candle]) -> tuple[Any, ...]:
+    """The (exchange, symbol, hour) keys a batch touched as arrays, plus the hours' overall bounds."""
+    keys = sorted({(c.exchange, c.symbol, c.open_ms // _HOUR_MS * _HOUR_MS) for c in candles}, key=lambda k: k[2])
+    hours = [ms_to_datetime(k[2]) for k in keys]
+    return (
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        hours,
+        hours[0],
+        ms_to_datetime(keys[-1][2] + _HOUR_MS),
     )
 
 

@@ -1,0 +1,110 @@
+"""The hot path's shortcuts give exactly what the plain code gives: dedup keys, JSON, Redis members."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from collector.storage.redis_live import fast_member
+from collector.validation import Rejected, parse_json
+from common.events import Liquidation, Side, dedup_key
+from common.live_view import encode_liquidation
+
+# Amounts as venues and replays write them: trailing zeros, exponents, integers, long fractions.
+_AMOUNT_TEXT = st.one_of(
+    st.decimals(min_value=Decimal("1e-18"), max_value=Decimal("1e15"), allow_nan=False, allow_infinity=False),
+    st.builds(
+        lambda digits, exp: Decimal(f"{digits}E{exp}"),
+        st.integers(min_value=1, max_value=10**12),
+        st.integers(min_value=-20, max_value=6),
+    ),
+    st.sampled_from(["0.250", "0.25", "100", "100.0", "1E+2", "1.50E-7", "97012.50", "0.000001000"]).map(Decimal),
+    st.integers(min_value=1, max_value=10**34).map(lambda n: Decimal(n).scaleb(-20)),  # > 28 digits
+)
+
+
+def _reference_key(exchange: str, symbol: str, time_ms: int, side: str, price: Decimal, quantity: Decimal) -> int:
+    """The key's definition, written the slow and obvious way (bench/synth.py relies on it too)."""
+    text = f"{exchange}|{symbol}|{time_ms}|{side}|{price.normalize():f}|{quantity.normalize():f}"
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True) >> 1
+
+
+@given(
+    price=_AMOUNT_TEXT,
+    quantity=_AMOUNT_TEXT,
+    time_ms=st.integers(min_value=0, max_value=2**42),
+    side=st.sampled_from(list(Side)),
+)
+def test_dedup_key_equals_its_definition(price: Decimal, quantity: Decimal, time_ms: int, side: Side) -> None:
+    key = dedup_key("bybit", "BTCUSDT", time_ms, side, price, quantity)
+    assert key == _reference_key("bybit", "BTCUSDT", time_ms, side, price, quantity)
+    assert -(2**62) <= key < 2**62
+    assert key == dedup_key("bybit", "BTCUSDT", time_ms, str(side), price, quantity)  # Side or its text
+
+
+def test_dedup_key_ignores_trailing_zeros_and_notation() -> None:
+    base = dedup_key("bybit", "BTCUSDT", 1732400000321, Side.LONG, Decimal("97012.50"), Decimal("0.250"))
+    for price, qty in [("97012.5", "0.25"), ("97012.500000", "0.2500"), ("9.70125E+4", "2.5E-1")]:
+        assert dedup_key("bybit", "BTCUSDT", 1732400000321, Side.LONG, Decimal(price), Decimal(qty)) == base
+    assert dedup_key("bybit", "BTCUSDT", 1732400000321, Side.SHORT, Decimal("97012.5"), Decimal("0.25")) != base
+    assert dedup_key("bybit", "BTCUSDT", 1732400000321, Side.LONG, Decimal("97012.5"), Decimal("0.26")) != base
+
+
+_FRAMES = [
+    '{"topic":"allLiquidation.BTCUSDT","data":[{"T":1732400000321,"s":"BTCUSDT","S":"Buy","v":"0.250","p":"97012.50"}]}',
+    '  {"a": 1}  ',
+    '{"a": 1}\n',
+    '{"a": NaN, "b": [1.5, -2e3, true, null, "\\u00fc"]}',
+    "[1, 2]",
+    '"text"',
+    "\ufeff{}",
+    "{",
+    '{"a": 1} {"b": 2}',
+    "",
+    "nul",
+    "[" * 100_000 + "]" * 100_000,
+]
+
+
+@pytest.mark.parametrize("raw", _FRAMES + [f.encode() for f in _FRAMES[:4]])
+def test_parse_json_is_json_loads(raw: str | bytes) -> None:
+    try:
+        expected = json.loads(raw)
+    except (ValueError, RecursionError):
+        with pytest.raises(Rejected) as rejected:
+            parse_json(raw)
+        assert rejected.value.reason == "bad_json"
+        return
+    got = parse_json(raw)
+    # NaN != NaN: compare the canonical dumps
+    assert json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
+@given(
+    quantity=_AMOUNT_TEXT,
+    price=_AMOUNT_TEXT,
+    time_ms=st.integers(min_value=0, max_value=2**42),
+    sampled=st.booleans(),
+)
+def test_fast_member_equals_the_codec_for_any_notation(
+    quantity: Decimal, price: Decimal, time_ms: int, sampled: bool
+) -> None:
+    ev = Liquidation(
+        exchange="binance",
+        symbol="ETHUSDT",
+        side=Side.SHORT,
+        quantity=quantity,
+        price=price,
+        value_usd=quantity * price,
+        time_ms=time_ms,
+        received_ms=time_ms,
+        raw_side="BUY",
+        source="test",
+        sampled=sampled,
+    )
+    assert fast_member(ev) == encode_liquidation(ev)
