@@ -149,6 +149,8 @@ class CascadeDetector:
         if active is not None and ev.time_ms - active.last_time_ms > self.window_ms:
             self._end(slot, active, changed)  # quiet for a window by exchange time: this one starts afresh
             active = None
+        if active is not None and ev.time_ms < active.first_time_ms - self.window_ms:
+            return  # from before this cascade's window, arriving late (another venue's socket lagged): not a member
         if active is not None:
             if ev.key in active.members:
                 return  # re-delivered event

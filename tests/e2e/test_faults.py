@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from itertools import zip_longest
 from pathlib import Path
 
 import psycopg
@@ -113,10 +114,13 @@ async def test_sigterm_then_restart_of_the_collector_process(clean_db: str, redi
             proc = _collector(env, log)
             await binance.wait_connected(2, within=60)
             await bybit.wait_connected(2, within=60)
-            for b in session.binance[30:]:  # 10 re-deliveries on each venue
-                await binance.push(b)
-            for y in session.bybit[30:]:
-                await bybit.push(y)
+            # 10 re-deliveries on each venue, then the rest, interleaved as the venues send them:
+            # the cascade detector sees events in arrival order, as in production.
+            for b, y in zip_longest(session.binance[30:], session.bybit[30:]):
+                if b is not None:
+                    await binance.push(b)
+                if y is not None:
+                    await bybit.push(y)
             unique = sum(n for n, _ in session.totals().values())
             await wait_until(lambda: db_count(clean_db) == unique, what="everything stored")
         finally:

@@ -150,3 +150,16 @@ def test_close_all_ends_active_cascades_at_shutdown() -> None:
     [c] = d.process([liq(time_ms=T0 + i, qty="1") for i in range(5)], WALL).cascades
     [ended] = d.close_all()
     assert ended.id == c.id and not ended.active and d.active == [] and d.close_all() == []
+
+
+def test_a_late_event_from_before_the_window_does_not_join() -> None:
+    """Two venues' sockets can deliver out of order; an old event must not join a newer cascade."""
+    d = detector()
+    burst = [liq(time_ms=T0 + 200_000 + i * 1_000, qty="1") for i in range(5)]
+    [c] = d.process(burst, WALL).cascades
+    late = liq(time_ms=T0 + 200_000 - 61_000, qty="0.01")  # from before the cascade's own window
+    assert d.process([late], WALL).cascades == []
+    assert late.cascade_id is None and c.count == 5
+    inside = liq(time_ms=T0 + 200_000 - 30_000, qty="0.01")  # late, but inside the qualifying window
+    [same] = d.process([inside], WALL).cascades
+    assert same.id == c.id and c.count == 6
