@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -11,7 +10,6 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from app.data import analyses
-from app.data.connections import open_pool
 from app.data.scope import Scope
 from app.format import fmt_count, fmt_usd
 from common.config import Settings
@@ -26,22 +24,9 @@ from tests.app.seed import (
     metric,
     no_exceptions,
     open_app,
-    seed_app2,
 )
 
 END_MS = APP2_START_MS + APP2_DAYS * 86_400_000
-
-
-@pytest.fixture
-def seeded(settings: Settings) -> list[Liquidation]:
-    return seed_app2(settings.database_url)
-
-
-@pytest.fixture
-def pool(settings: Settings) -> Iterator[ConnectionPool]:
-    p = open_pool(str(settings.app_database_url))
-    yield p
-    p.close()
 
 
 def _day(e: Liquidation) -> str:
