@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
 ALL = "ALL"
 MAX_HOURS = 10 * 8760  # ten years: anything beyond is hostile input, not a range
@@ -181,6 +182,29 @@ def param_int(params: Mapping[str, str], name: str, default: int, lo: int, hi: i
         warnings.append(f"Ignored {name}={_short(raw)!r}: expected a whole number from {lo} to {hi}.")
         return default
     return int(raw)
+
+
+MAX_MIN_USD = 10**12
+
+
+def url_min_usd(name: str) -> int:
+    """A minimum-USD URL parameter (0 .. MAX_MIN_USD, decimal text like 250000 or 2.5e5); a bad
+    value warns on the page, is removed from the URL, and gives 0. Not a bound widget on purpose:
+    Streamlit's bound number_input crashes on values like 1e400."""
+    import streamlit as st
+
+    raw = str(st.query_params.get(name) or "")[:40]
+    if not raw:
+        return 0
+    try:
+        value = Decimal(raw)
+        if value.is_finite() and 0 <= value <= MAX_MIN_USD:
+            return int(value)
+    except InvalidOperation:
+        pass
+    st.warning(f"Ignored {name}={raw!r}: expected a USD amount from 0 to {MAX_MIN_USD:,}.", icon=":material/warning:")
+    del st.query_params[name]
+    return 0
 
 
 def param_choice(

@@ -6,7 +6,7 @@ UI only: data from app.data.cascades. Page controls live in the URL (`c_side`, `
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -27,10 +27,9 @@ from app.format import (
     fmt_time,
     fmt_usd,
 )
-from app.state import current_view, param_choice
+from app.state import MAX_MIN_USD, current_view, param_choice, url_min_usd
 
 SIDE_CHOICES = ("ALL", "LONG", "SHORT")
-MAX_MIN_USD = 10**12
 
 
 def _warn_bad_params(exchanges: tuple[str, ...]) -> None:
@@ -40,22 +39,6 @@ def _warn_bad_params(exchanges: tuple[str, ...]) -> None:
     param_choice(st.query_params, "c_exchange", ("ALL", *exchanges), "ALL", warnings)
     for warning in warnings:
         st.warning(warning, icon=":material/warning:")
-
-
-def _url_min_usd() -> int:
-    # Not a bound widget: Streamlit's bound number_input crashes on values like 1e400.
-    raw = str(st.query_params.get("c_min") or "")[:40]
-    if not raw:
-        return 0
-    try:
-        value = Decimal(raw)
-        if value.is_finite() and 0 <= value <= MAX_MIN_USD:
-            return int(value)
-    except InvalidOperation:
-        pass
-    st.warning(f"Ignored c_min={raw!r}: expected a USD amount from 0 to {MAX_MIN_USD:,}.", icon=":material/warning:")
-    del st.query_params["c_min"]
-    return 0
 
 
 def _timeline(frame: pd.DataFrame) -> go.Figure:
@@ -230,7 +213,7 @@ def main() -> None:
         side = st.radio("Side", SIDE_CHOICES, key="c_side", bind="query-params", horizontal=True) or "ALL"
     with b:
         min_usd = st.number_input(
-            "Minimum USD", min_value=0, max_value=MAX_MIN_USD, value=_url_min_usd(), step=100_000, key="c_min"
+            "Minimum USD", min_value=0, max_value=MAX_MIN_USD, value=url_min_usd("c_min"), step=100_000, key="c_min"
         )
         if min_usd:
             st.query_params["c_min"] = str(int(min_usd))

@@ -9,7 +9,7 @@ Page controls live in the URL (`min_usd`, `cascade_only`).
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import pandas as pd
 import streamlit as st
@@ -19,26 +19,10 @@ from app.data.connections import DataUnavailable, get_pool, get_settings
 from app.data.scope import scope_for
 from app.downloads import download_buttons, stream_download_buttons
 from app.format import BINANCE_LOWER_BOUND, fmt_count, fmt_datetime, fmt_qty, fmt_usd
-from app.state import current_view
+from app.state import MAX_MIN_USD, current_view, url_min_usd
 
-MAX_MIN_USD = 10**12
 Cursor = tuple[datetime, int]  # (time, event_key) of the last row of the previous page
 _CURSORS = "explorer_cursors"  # session key: (filter, [page start cursors]) for Previous/Next
-
-
-def _url_min_usd() -> int:
-    raw = str(st.query_params.get("min_usd") or "")[:40]
-    if not raw:
-        return 0
-    try:
-        value = Decimal(raw)
-        if value.is_finite() and 0 <= value <= MAX_MIN_USD:
-            return int(value)
-    except InvalidOperation:
-        pass
-    st.warning(f"Ignored min_usd={raw!r}: expected a USD amount from 0 to {MAX_MIN_USD:,}.", icon=":material/warning:")
-    del st.query_params["min_usd"]
-    return 0
 
 
 def _url_flag(name: str) -> bool:
@@ -94,7 +78,7 @@ def main() -> None:
     a, b = st.columns(2)
     with a:
         min_usd = st.number_input(
-            "Minimum USD", min_value=0, max_value=MAX_MIN_USD, value=_url_min_usd(), step=10_000, key="x_min"
+            "Minimum USD", min_value=0, max_value=MAX_MIN_USD, value=url_min_usd("min_usd"), step=10_000, key="x_min"
         )
     with b:
         cascade_only = st.checkbox("Cascade members only", value=_url_flag("cascade_only"), key="x_cascade")
