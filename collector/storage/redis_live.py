@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from collector.health import now_ms
 from collector.storage.spool import Batch
@@ -78,6 +78,9 @@ class RedisLive:
         self._rebuilding = False
         # Scratch key of a rebuild (lives for seconds): a new window is assembled here, then swapped in.
         self._scratch = f"{self.keys.liqs}:rebuild"
+        # Set when a rebuild starts and WATCHed by its swap: a FLUSH meanwhile (which also empties the
+        # scratch key) aborts the swap instead of stamping `built` on an empty window.
+        self._token = f"{self.keys.liqs}:rebuild:token"
         self.errors = 0
 
     async def open(self) -> None:
@@ -176,7 +179,7 @@ class RedisLive:
     async def begin_rebuild(self) -> bool:
         """Start a rebuild: from now on every write also goes to the scratch key."""
         try:
-            await self.client.delete(self._scratch)
+            await self.client.pipeline(transaction=True).delete(self._scratch).set(self._token, now_ms()).execute()
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return False
@@ -200,13 +203,16 @@ class RedisLive:
                 chunk = liquidations[start : start + _REBUILD_CHUNK]
                 await self.client.zadd(self._scratch, _zadd_mapping(chunk))
             stale = await self._stale_cascades()
-            async with self._lock:
-                pipe = self.client.pipeline(transaction=True)
+            async with self._lock, self.client.pipeline(transaction=True) as pipe:
+                await pipe.watch(self._token)
+                if not await pipe.exists(self._token):
+                    raise WatchError("rebuild token gone")
+                pipe.multi()
                 extra = pending()
                 if extra:
                     pipe.zadd(self._scratch, _zadd_mapping(extra))
                 pipe.zunionstore(self.keys.liqs, [self._scratch])  # an absent scratch key empties the window
-                pipe.delete(self._scratch)
+                pipe.delete(self._scratch, self._token)
                 if stale:
                     pipe.hdel(self.keys.cascades, *stale)
                 mapping: dict[str | bytes, bytes | float | int | str] = {
@@ -217,6 +223,12 @@ class RedisLive:
                 pipe.set(self.keys.built, str(now_ms()))
                 await pipe.execute()
                 self._rebuilding = False
+        except WatchError:
+            # Redis was flushed while we assembled the window: start over on the next round.
+            log.warning("Redis was flushed during the live-view rebuild: rebuilding again")
+            self._rebuilding = False
+            self.needs_rebuild = True
+            return False
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return False

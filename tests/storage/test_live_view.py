@@ -175,3 +175,24 @@ async def test_restart_after_a_clean_stop_keeps_the_view_without_rebuilding(
         await service.queue.put(liq(time_ms=now - 2_000))
         await wait_until(lambda: sync_redis.zcard(keys.liqs) == 2, what="second run")
         assert service.live.rebuilt_ms is None and not service.live.needs_rebuild
+
+
+async def test_a_flush_during_a_rebuild_aborts_the_swap(redis_prefix: str, sync_redis: redis.Redis) -> None:
+    """A rebuild must not stamp `built` on a window that a FLUSH emptied while it was assembled."""
+    from collector.storage.redis_live import RedisLive
+
+    live = RedisLive(services.service_env()["REDIS_URL"], redis_prefix)
+    await live.open()
+    keys = Keys(redis_prefix)
+    try:
+        events = [liq(time_ms=now_ms() - 1_000 * i) for i in range(3)]
+        assert await live.begin_rebuild()
+        for k in sync_redis.scan_iter(match=f"{redis_prefix}*"):  # FLUSH of this test's keys only
+            sync_redis.delete(k)
+        assert not await live.rebuild(events, list, list)
+        assert not sync_redis.exists(keys.built) and live.needs_rebuild
+        assert await live.begin_rebuild()
+        assert await live.rebuild(events, list, list)
+        assert sync_redis.exists(keys.built) and sync_redis.zcard(keys.liqs) == 3
+    finally:
+        await live.close()
