@@ -4,7 +4,7 @@ Users asked for dates as YYYYMMDD and times as HH:MM:SS UTC everywhere, USD with
 separators and cents, base quantities with 4 decimals and percentages with 1 decimal. LONG
 liquidations are red and SHORT ones green in every chart and table.
 
-Public API (stable, also used by app2's pages and app/cli.py):
+Public API (stable, also used by the pages and app/cli.py):
     fmt_usd(x) -> "$1,234,567.89"          fmt_qty(x) -> "1,234.5678"
     fmt_pct(x) -> "12.3%"                  fmt_count(n) -> "12,345"
     fmt_date(t) -> "20260125"              fmt_time(t) -> "13:05:09"
@@ -14,10 +14,15 @@ Public API (stable, also used by app2's pages and app/cli.py):
     LONG_COLOR, SHORT_COLOR, SIDE_COLORS, LONG_SHORT_LABEL, BINANCE_LOWER_BOUND
     agg_table(groups, label) -> display rows     exchange_label('binance') -> 'binance (lower bound)'
     side_style(value) -> CSS for Styler.map on a Side column
+    plain_md(text) -> venue text escaped for st.markdown / captions / titles (data, never markup)
+    plain_html(text) -> venue text escaped for HTML (Plotly titles, the chart's HTML export)
 `t` may be epoch milliseconds (int), a datetime (naive = UTC) or a pandas Timestamp.
 """
 
 from __future__ import annotations
+
+import html
+import re
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -32,6 +37,26 @@ BINANCE_LOWER_BOUND = "Binance figures are a lower bound: Binance sends at most 
 MISSING = "–"
 
 Number = Decimal | int | float
+
+# Everything Streamlit's Markdown gives a meaning to: CommonMark punctuation, its own `:color[...]`
+# and `:material/...:` directives (the colon), and `$` (LaTeX). A backslash before any ASCII
+# punctuation is always a literal in CommonMark, so escaping too much is harmless.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|:<>~$&=\"'])")
+
+
+def plain_md(text: object) -> str:
+    """Venue text (symbols, refusal messages, errors) as Markdown that shows exactly that text.
+
+    Newlines and other control characters become spaces: a message is one line, never a heading
+    or a list.
+    """
+    flat = "".join(" " if (ord(c) < 32 or ord(c) == 127) else c for c in str(text))
+    return _MD_SPECIAL.sub(r"\\\1", flat)
+
+
+def plain_html(text: object) -> str:
+    """Venue text for HTML contexts (Plotly titles and hover text, the HTML export)."""
+    return html.escape(str(text), quote=True)
 
 
 def _dec(x: Number) -> Decimal:

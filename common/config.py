@@ -15,13 +15,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from common.symbols import valid_symbol
+
 # The real exchange endpoints. Anything else (replay, fake servers) is never labelled `live`.
 BINANCE_WS_URL = "wss://fstream.binance.com/market"
 BYBIT_WS_URL = "wss://stream.bybit.com/v5/public/linear"
 REAL_HOSTS = frozenset({"fstream.binance.com", "stream.bybit.com"})
 
 SUPPORTED_EXCHANGES = ("binance", "bybit")
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,24}$")
 _SOURCE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
@@ -63,6 +64,11 @@ class Settings:
     silence_timeout_s: float
     max_event_age_s: int
     log_level: str
+    # Deadlines: a service that hangs is an outage (logged, spooled, shown), never a silent stall.
+    db_connect_timeout_s: float  # opening a TimescaleDB connection
+    db_statement_timeout_s: float  # one statement (server side, statement_timeout)
+    db_batch_timeout_s: float  # one whole batch transaction, client side
+    redis_timeout_s: float  # connect and every Redis command
 
     def source_for(self, ws_url: str) -> str:
         """`live` only for the real exchange hosts; anything else gets the non-live label."""
@@ -136,6 +142,16 @@ class _Reader:
             raise ConfigError(f"{name}: must be a finite number >= {lo}, got {raw!r}")
         return value
 
+    def seconds(self, name: str, default: str, lo: float, hi: float) -> float:
+        raw = self.text(name, default)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+        if not lo <= value <= hi:  # also refuses NaN
+            raise ConfigError(f"{name}: must be between {lo:g} and {hi:g} seconds, got {raw!r}")
+        return value
+
     def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
         value = self.text(name, default)
         parts = urlsplit(value)
@@ -182,8 +198,8 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
             )
     symbols = tuple(s.upper() for s in r.csv("LIQ_SYMBOLS", "BTCUSDT"))
     for symbol in symbols:
-        if not _SYMBOL_RE.match(symbol):
-            raise ConfigError(f"LIQ_SYMBOLS: {symbol!r} is not a symbol like BTCUSDT")
+        if not valid_symbol(symbol):
+            raise ConfigError(f"LIQ_SYMBOLS: {symbol!r} is not a venue symbol like BTCUSDT")
 
     nonlive = r.text("LIQ_NONLIVE_SOURCE", "replay").lower()
     if not _SOURCE_RE.match(nonlive) or nonlive == "live":
@@ -223,4 +239,8 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
         silence_timeout_s=float(r.whole("LIQ_SILENCE_TIMEOUT_S", 30, 2, 3600)),
         max_event_age_s=r.whole("LIQ_MAX_EVENT_AGE_S", 3600, 10, 10 * 365 * 86400),
         log_level=log_level,
+        db_connect_timeout_s=r.seconds("LIQ_DB_CONNECT_TIMEOUT_S", "5", 1, 600),
+        db_statement_timeout_s=r.seconds("LIQ_DB_STATEMENT_TIMEOUT_S", "30", 1, 3600),
+        db_batch_timeout_s=r.seconds("LIQ_DB_BATCH_TIMEOUT_S", "60", 1, 3600),
+        redis_timeout_s=r.seconds("LIQ_REDIS_TIMEOUT_S", "5", 0.1, 600),
     )
