@@ -35,7 +35,7 @@ def display_time(ms: int) -> str:
     return ms_to_datetime(ms).strftime("%H:%M:%S")
 
 
-def _canonical(amount: Decimal) -> str:
+def canonical_text(amount: Decimal) -> str:
     """`f"{amount.normalize():f}"` ("0.250" and "0.25" both give "0.25"), without normalize() when it can.
 
     Plain text of at most 28 characters (so at most 28 digits: normalize() rounds nothing) only
@@ -52,7 +52,7 @@ def dedup_key(exchange: str, symbol: str, time_ms: int, side: str, price: Decima
 
     blake2b-64 of "exchange|symbol|time|side|price|quantity" with amounts stripped of trailing zeros.
     """
-    text = "|".join((exchange, symbol, str(time_ms), side, _canonical(price), _canonical(quantity)))
+    text = "|".join((exchange, symbol, str(time_ms), side, canonical_text(price), canonical_text(quantity)))
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True) >> 1
 
