@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import html
 import re
-
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
