@@ -51,3 +51,5 @@ bench: venv-dev services
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_pipeline
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_pages
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_export
+	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_cascades
+	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_live

@@ -5,6 +5,9 @@ Figure; it touches no data source, so the app page, the CLI (app/cli.py) and tes
 Liquidation bars follow the traders' convention: LONG liquidations red and pointing down
 (negative), SHORT liquidations green and pointing up. Hover texts carry exact, formatted values.
 Stretches without stream coverage are shaded grey: missing data, not a quiet market.
+Text that reaches the figure from outside (the title, the price label, exchange names in hover
+text) is plain text: escaped here with `plain_html`, since Plotly renders tags such as <a> and
+<img> in titles and hover labels, in the app and in the HTML export alike.
 """
 
 from __future__ import annotations
@@ -17,7 +20,17 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from app.format import LONG_COLOR, LONG_SHORT_LABEL, SHORT_COLOR, fmt_count, fmt_datetime, fmt_qty, fmt_usd, to_utc
+from app.format import (
+    LONG_COLOR,
+    LONG_SHORT_LABEL,
+    SHORT_COLOR,
+    fmt_count,
+    fmt_datetime,
+    fmt_qty,
+    fmt_usd,
+    plain_html,
+    to_utc,
+)
 
 GAP_COLOR = "#8b8d98"
 _MAX_SHADED_GAPS = 400  # beyond this the browser slows down; the longest gaps are kept
@@ -104,7 +117,7 @@ def _add_markers(fig: go.Figure, markers: pd.DataFrame, min_usd: Decimal) -> Non
                 name=f"{side} ≥ {fmt_usd(min_usd)}",
                 marker={"symbol": symbol, "size": 11, "color": colour, "line": {"width": 1, "color": "#111"}},
                 hovertext=[
-                    f"{fmt_datetime(t)}<br>{side} {ex} {fmt_usd(u)}<br>{fmt_qty(q)} @ {fmt_usd(p)}"
+                    f"{fmt_datetime(t)}<br>{side} {plain_html(ex)} {fmt_usd(u)}<br>{fmt_qty(q)} @ {fmt_usd(p)}"
                     for t, ex, u, q, p in zip(
                         x, part["exchange"], part["value_usd"], part["quantity"], part["price"], strict=True
                     )
@@ -128,7 +141,8 @@ def liquidation_chart(
 ) -> go.Figure:
     """Candles (bar, open, high, low, close, volume), liquidation bars (bar, side, events, quantity,
     value_usd), coverage gaps as (start_ms, end_ms), optional big-liquidation markers
-    (time, exchange, side, quantity, price, value_usd)."""
+    (time, exchange, side, quantity, price, value_usd). `title` and `price_label` are plain text."""
+    title, price_label = plain_html(title), plain_html(price_label)
     fig = make_subplots(
         rows=3,
         cols=1,

@@ -5,7 +5,7 @@
     chart   --hours N --out FILE.html           the TradingView-style chart as a standalone page
     export  --out FILE.csv|FILE.parquet [filters]   every selected liquidation, streamed
 
-Every command takes --symbol (BTCUSDT, ..., ALL), --exchanges, --include-nonlive and --json. Dates
+Every command takes --symbol (BTCUSDT, 币安人生USDT, ..., ALL), --exchanges, --include-nonlive and --json. Dates
 are YYYYMMDD (UTC days, --until inclusive), times HH:MM:SS UTC. Exit codes: 0 done, 1 a service
 is unreachable, 2 bad arguments or configuration (with a message saying which).
 It reads the same settings as the app (environment, then .env) and calls the same data functions,
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from common.config import Settings
 
 MAX_HOURS = 10 * 8760
-_SYMBOL_RE = re.compile(r"^(ALL|[A-Z0-9]{2,24})$")
 
 
 class UsageError(ValueError):
@@ -63,9 +62,11 @@ def _hours(text: str) -> int:
 
 
 def _symbol(text: str) -> str:
+    from common.symbols import valid_symbol
+
     value = text.strip().upper()
-    if not _SYMBOL_RE.match(value):
-        raise argparse.ArgumentTypeError(f"expected a symbol like BTCUSDT or ALL, got {text[:40]!r}")
+    if value != "ALL" and not valid_symbol(value):
+        raise argparse.ArgumentTypeError(f"expected a symbol like BTCUSDT, 币安人生USDT or ALL, got {text[:40]!r}")
     return value
 
 
@@ -209,12 +210,78 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> N
 # ---------------------------------------------------------------- commands
 
 
+_COLLECTOR_KEYS = (
+    "database",
+    "database_error",
+    "spool",
+    "backpressure",
+    "backpressure_s",
+    "quarantined_rows",
+    "quarantine_file",
+    "last_quarantine_reason",
+    "invalid_events",
+)
+
+
+def _one_line(text: object) -> str:
+    """Venue or error text for the terminal: control characters (newlines, escapes) become spaces."""
+    return "".join(" " if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in str(text))
+
+
+def _health_json(
+    collector: dict[str, Any] | None, health: dict[str, dict[str, Any]], exchanges: Sequence[str]
+) -> dict[str, Any]:
+    streams = {}
+    for exchange in exchanges:
+        h = health.get(exchange) or {}
+        streams[exchange] = {
+            "connected": bool(h.get("connected")),
+            "reconnects": h.get("reconnects", 0),
+            "last_error": h.get("last_error") or "",
+            "drops": h.get("drops") or {},
+        }
+    state = collector or {}
+    return {"collector": {k: state[k] for k in _COLLECTOR_KEYS if k in state}, "streams": streams}
+
+
+def _health_lines(health: dict[str, Any]) -> list[str]:
+    c = health["collector"]
+    parts = []
+    if "database" in c:
+        error = f" ({_one_line(c['database_error'])})" if c.get("database_error") else ""
+        parts.append(f"TimescaleDB {_one_line(c['database'])}{error}")
+    spool = c.get("spool")
+    if isinstance(spool, dict):
+        text = f"spool {_one_line(spool.get('state', '?'))}, {spool.get('pending_events', 0)} events"
+        if spool.get("error"):
+            text += f" (error: {_one_line(spool['error'])})"
+        parts.append(text)
+    if "backpressure" in c:
+        parts.append(f"backpressure {'yes' if c['backpressure'] else 'no'}")
+    if "quarantined_rows" in c:
+        reason = c.get("last_quarantine_reason")
+        parts.append(f"quarantined rows {c['quarantined_rows']}" + (f" (last: {_one_line(reason)})" if reason else ""))
+    if "invalid_events" in c:
+        parts.append(f"invalid events {c['invalid_events']}")
+    lines = [f"  storage: {'; '.join(parts)}"] if parts else []
+    for exchange, h in health["streams"].items():
+        drops = h["drops"]
+        text = f"  stream {_one_line(exchange)}: {'connected' if h['connected'] else 'DISCONNECTED'}"
+        text += f", reconnects {h['reconnects']}, drops {sum(drops.values())}"
+        if drops:
+            text += " (" + ", ".join(f"{_one_line(k)}: {v}" for k, v in drops.items()) + ")"
+        if h["last_error"]:
+            text += f", last error: {_one_line(h['last_error'])}"
+        lines.append(text)
+    return lines
+
+
 def _snapshot(args: argparse.Namespace, settings: Settings, symbol: str | None, exchanges: tuple[str, ...]) -> None:
     from app.data.connections import open_redis
     from app.data.live import snapshot
     from common.live_view import COLLECTOR_STALE_MS, WINDOW_MS, Keys
 
-    client = open_redis(str(settings.redis_url))
+    client = open_redis(str(settings.redis_url), settings.redis_timeout_s)
     try:
         snap = snapshot(client, Keys(settings.redis_prefix), symbol, exchanges)
     finally:
@@ -223,6 +290,7 @@ def _snapshot(args: argparse.Namespace, settings: Settings, symbol: str | None, 
     collector = "not running" if age is None or age > COLLECTOR_STALE_MS else "running"
     nonlive = sorted(s for s in snap.sources if s != "live")
     start = snap.now_ms - WINDOW_MS
+    health = _health_json(snap.collector, snap.health, exchanges)
     data = {
         "command": "snapshot",
         "symbol": symbol or "ALL",
@@ -231,6 +299,7 @@ def _snapshot(args: argparse.Namespace, settings: Settings, symbol: str | None, 
         "window_end": _stamp(snap.now_ms),
         "collector": collector,
         "sources": sorted(snap.sources),
+        "health": health,
         "cascades": [
             {
                 "id": c.id,
@@ -245,14 +314,18 @@ def _snapshot(args: argparse.Namespace, settings: Settings, symbol: str | None, 
         ],
         **_breakdown_json(snap.totals),
     }
-    lines = [f"{symbol or 'ALL'} · last 60 minutes · {_stamp(start)} .. {_stamp(snap.now_ms)} · collector {collector}"]
+    lines = [
+        f"{_one_line(symbol or 'ALL')} · last 60 minutes · {_stamp(start)} .. {_stamp(snap.now_ms)} · collector {collector}"
+    ]
     if nonlive:
-        lines.append(f"  WARNING: includes {', '.join(n.upper() for n in nonlive)} data — not live")
+        lines.append(f"  WARNING: includes {', '.join(_one_line(n.upper()) for n in nonlive)} data — not live")
     lines += _breakdown_lines(snap.totals, exchanges)
     for c in data["cascades"]:
         lines.append(
-            f"  cascade {c['start']} {c['symbol']} {c['side']} {c['events']} liquidations ${Decimal(c['usd']):,.2f}"
+            f"  cascade {c['start']} {_one_line(c['symbol'])} {c['side']} {c['events']} liquidations "
+            f"${Decimal(c['usd']):,.2f}"
         )
+    lines += _health_lines(health)
     _emit(args, data, lines)
 
 

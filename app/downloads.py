@@ -6,13 +6,15 @@ Two paths, one file layout:
   The bytes are built only when the user clicks (Streamlit runs the callable we pass as `data`).
 - `export_query(...)` runs a query through a server-side cursor and writes it to a file in chunks
   (`csv` rows appended per chunk, one Parquet row group per chunk), so the query's memory stays
-  bounded by one chunk however many rows it selects. `stream_download_buttons(...)` wires that
-  into deferred download buttons through a temporary file.
+  bounded by one chunk however many rows it selects. app/exports.py builds Explorer's
+  "Prepare" and "Download all" buttons on it.
 
-Streamlit 1.67 keeps every download in memory: `st.download_button` accepts str, bytes, a
-file-like object or a callable returning one, and in every case reads it into one `bytes` object
-(`MemoryMediaFileStorage`). So the finished file's bytes are held once while it is served; the
-rows themselves never are.
+Streamlit 1.67 keeps every download in memory: `st.download_button` accepts str, bytes,
+`BytesIO`, `BufferedReader` or `RawIOBase` (not a `tempfile.TemporaryFile`, a `BufferedRandom`:
+that is refused with MediaFileStorageError), or a callable returning one, run on click; it reads
+any of them into one `bytes` object (`MemoryMediaFileStorage`) and serves it under /media/. So a
+finished export is held once, while it is served; its rows never are. No button exists for a
+session that has not passed the gate (app/gate.py), so nothing is generated for one.
 
 Layout: CSV starts with one `# ` header line naming the filter and the generation time, then a
 normal header row; timestamps are ISO 8601 UTC with a `Z`. Parquet carries the same text in the
@@ -26,7 +28,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -172,8 +173,11 @@ def download_buttons(df: pd.DataFrame, *, name: str, filter_description: str, ke
     """CSV and Parquet download buttons for a table; the bytes are built only on click."""
     import streamlit as st  # the data-only callers (CLI, benchmarks) never need Streamlit
 
+    from app.format import plain_md
+
     frame = df.copy()
-    stem = _safe_stem(name)
+    stem = safe_stem(name)
+    tooltip = f"{len(frame):,} rows · {plain_md(filter_description)}"  # tooltips render Markdown
     left, right, _ = st.columns([1, 1, 3])
     with left:
         st.download_button(
@@ -183,7 +187,7 @@ def download_buttons(df: pd.DataFrame, *, name: str, filter_description: str, ke
             mime="text/csv",
             key=f"{key}-csv",
             on_click="ignore",
-            help=f"{len(frame):,} rows · {filter_description}",
+            help=tooltip,
         )
     with right:
         st.download_button(
@@ -193,11 +197,11 @@ def download_buttons(df: pd.DataFrame, *, name: str, filter_description: str, ke
             mime="application/vnd.apache.parquet",
             key=f"{key}-parquet",
             on_click="ignore",
-            help=f"{len(frame):,} rows · {filter_description}",
+            help=tooltip,
         )
 
 
-def _safe_stem(name: str) -> str:
+def safe_stem(name: str) -> str:
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name.strip())
     return stem.strip("_") or "export"
 
@@ -365,58 +369,3 @@ def format_for_path(path: Path) -> Format:
     if suffix in (".parquet", ".pq"):
         return "parquet"
     raise ValueError(f"{path.name}: the file name must end in .csv or .parquet")
-
-
-def _spooled_export(
-    pool: ConnectionPool,
-    query: sql.Composed | sql.SQL,
-    params: dict[str, Any] | Sequence[Any] | None,
-    fmt: Format,
-    filter_description: str,
-) -> IO[bytes]:
-    # An anonymous temporary file: the rows go to disk in chunks; Streamlit then reads the file.
-    tmp = tempfile.TemporaryFile(prefix="liq-export-")
-    export_query(pool, query, params, tmp, fmt, filter_description=filter_description)
-    tmp.seek(0)
-    return tmp
-
-
-def stream_download_buttons(
-    pool: ConnectionPool,
-    query: sql.Composed | sql.SQL,
-    params: dict[str, Any] | Sequence[Any] | None,
-    *,
-    name: str,
-    filter_description: str,
-    key: str,
-) -> None:
-    """Download buttons that run `query` only on click, streaming it to a temp file in chunks."""
-    import streamlit as st
-
-    stem = _safe_stem(name)
-    left, right, _ = st.columns([1, 1, 3])
-    choices: tuple[tuple[Any, Format, str, str], ...] = (
-        (left, "csv", "CSV", "text/csv"),
-        (right, "parquet", "Parquet", "application/vnd.apache.parquet"),
-    )
-    for column, fmt, label, mime in choices:
-        with column:
-            st.download_button(
-                f"Download all as {label}",
-                data=_deferred(pool, query, params, fmt, filter_description),  # type: ignore[arg-type]
-                file_name=f"{stem}.{fmt}",
-                mime=mime,
-                key=f"{key}-{fmt}",
-                on_click="ignore",
-                help=f"every row the filter selects · {filter_description}",
-            )
-
-
-def _deferred(
-    pool: ConnectionPool,
-    query: sql.Composed | sql.SQL,
-    params: dict[str, Any] | Sequence[Any] | None,
-    fmt: Format,
-    filter_description: str,
-) -> Callable[[], IO[bytes]]:
-    return lambda: _spooled_export(pool, query, params, fmt, filter_description)

@@ -41,16 +41,21 @@ Number = Decimal | int | float
 # and `:material/...:` directives (the colon), and `$` (LaTeX). A backslash before any ASCII
 # punctuation is always a literal in CommonMark, so escaping too much is harmless.
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|:<>~$&=\"'])")
+# GFM turns bare URLs (http://, https://, www.) and e-mail addresses into links after escapes are
+# resolved, so no backslash stops it: an invisible WORD JOINER (U+2060) inside "://", after "www"
+# and after "@" does. The reader sees the same text.
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
 
 
 def plain_md(text: object) -> str:
     """Venue text (symbols, refusal messages, errors) as Markdown that shows exactly that text.
 
     Newlines and other control characters become spaces: a message is one line, never a heading
-    or a list.
+    or a list. Bare URLs and e-mail addresses stay text, not links (see _AUTOLINK).
     """
     flat = "".join(" " if (ord(c) < 32 or ord(c) == 127) else c for c in str(text))
-    return _MD_SPECIAL.sub(r"\\\1", flat)
+    return _MD_SPECIAL.sub(r"\\\1", _AUTOLINK.sub(WORD_JOINER, flat))
 
 
 def plain_html(text: object) -> str:

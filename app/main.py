@@ -1,8 +1,13 @@
-"""The app's entry file, a frame: page config, access gate, sidebar filters, navigation.
+"""The app's entry file, a frame: page config, navigation, access gate, sidebar filters, the page.
 
 Run: `PYTHONPATH=. streamlit run app/main.py --server.address 0.0.0.0 --server.port 8501
---server.headless true`. Pages in app/pages/ are UI only; they read the view chosen here with
-`app.state.current_view()` and their data through app/data/.
+--server.headless true`. Pages in app/pages/ are UI only; each starts with
+`app.gate.require_access()`, reads the view chosen here with `app.state.current_view()` and its
+data through app/data/.
+
+Order matters: the navigation is registered first, so the page a link names is resolved (and
+stays in the address bar) before anything else; then the gate, per session (app/gate.py); only a
+session that passed it gets the sidebar and its page, run inside `app.gate.in_frame()`.
 
 The view lives in the URL (see app/state.py). On a session's first run the URL is parsed (bad
 values warn and fall back to defaults); afterwards the widgets are the source of truth and every
@@ -15,10 +20,12 @@ from datetime import date, datetime
 from pathlib import Path
 
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
 
 from app.data.connections import DataUnavailable, get_settings
 from app.data.history import cached_known_symbols
-from app.gate import check_access
+from app.format import plain_md
+from app.gate import check_access, has_access, in_frame
 from app.state import (
     ALL,
     HOURS_CHOICES,
@@ -32,10 +39,13 @@ from app.state import (
     set_view,
 )
 from common.config import ConfigError, Settings
+from common.symbols import valid_symbol
 
 _HERE = Path(__file__).resolve().parent
 _WARNINGS_KEY = "url_warnings"
-# (file, title, url path, icon): all seven pages; app2 owns the last four.
+_STARTED_KEY = "frame_started"
+# (file, title, url path, icon): all seven pages. The url path is the file's stem, the name
+# Streamlit's legacy multipage mode gives the same file, so a link means one page in both modes.
 PAGES = (
     ("pages/live.py", "Live", "live", ":material/bolt:"),
     ("pages/accumulated.py", "Accumulated", "accumulated", ":material/functions:"),
@@ -50,7 +60,8 @@ PAGES = (
 def _known_symbols(settings: Settings) -> list[str]:
     symbols = list(settings.symbols)
     try:
-        symbols += [s for s in cached_known_symbols(str(settings.app_database_url)) if s not in symbols]
+        stored = cached_known_symbols(str(settings.app_database_url))
+        symbols += [s for s in stored if s not in symbols and valid_symbol(s)]  # odd stored names are not offered
     except DataUnavailable:
         pass  # the pages say the database is down; the filters still work with the configured symbols
     return symbols
@@ -70,7 +81,7 @@ def _show_url_warnings(state: ViewState) -> None:
         st.session_state[_WARNINGS_KEY] = (None, [])
         return
     for warning in warnings:
-        st.warning(warning, icon=":material/warning:")
+        st.warning(plain_md(warning), icon=":material/warning:")
 
 
 def _init_widget(key: str, value: object) -> None:
@@ -136,25 +147,9 @@ def _sidebar(settings: Settings, symbols: list[str], state: ViewState) -> ViewSt
     )
 
 
-def main() -> None:
-    st.set_page_config(page_title="Liquidation aggregator", page_icon=":material/bolt:", layout="wide")
-    try:
-        settings = get_settings()
-    except ConfigError as exc:
-        st.error(f"Configuration error: {exc}")
-        st.stop()
-    if not check_access(settings):
-        st.stop()
-
-    symbols = _known_symbols(settings)
-    remember_defaults(settings.symbols[0], settings.exchanges)
-    first_run = SESSION_KEY not in st.session_state
-    state = _first_run_state(settings, symbols) if first_run else current_view()
-    set_view(_sidebar(settings, symbols, state))
-    _show_url_warnings(current_view())
-
-    if current_view().include_nonlive:
-        st.warning(f"This view includes {settings.nonlive_source.upper()} data — not live.", icon=":material/science:")
+def register_navigation(visible: bool) -> StreamlitPage:
+    """Register the app's pages for this session (top bar, or hidden at the gate); return the
+    page the URL names. Also called by `app.gate.require_access` from a legacy standalone run."""
     pages = [
         st.Page(_HERE / file, title=title, url_path=url, icon=icon)
         for file, title, url, icon in PAGES
@@ -167,7 +162,42 @@ def main() -> None:
         st.switch_page(pages[0], query_params=st.query_params.to_dict())
 
     home = st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden")
-    st.navigation([home, *pages]).run()
+    # The legacy page list is hidden by client.showSidebarNavigation = false (.streamlit/config.toml),
+    # which hides "sidebar" navigation too: ours is in the top bar.
+    return st.navigation([home, *pages], position="top" if visible else "hidden")
+
+
+def main() -> None:
+    st.set_page_config(page_title="Liquidation aggregator", page_icon=":material/bolt:", layout="wide")
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        st.error(f"Configuration error: {plain_md(exc)}")
+        st.stop()
+    page = register_navigation(visible=has_access(settings))
+    if not st.session_state.get(_STARTED_KEY):
+        # A session's first run may be the legacy multipage mode running this file as its main
+        # page (see app/gate.py), where widgets get other ids than in every later run: start over
+        # now that the navigation is registered, so the gate's form and the filters keep their state.
+        st.session_state[_STARTED_KEY] = True
+        st.rerun()
+    if not check_access(settings):
+        st.stop()
+
+    symbols = _known_symbols(settings)
+    remember_defaults(settings.symbols[0], settings.exchanges)
+    first_run = SESSION_KEY not in st.session_state
+    state = _first_run_state(settings, symbols) if first_run else current_view()
+    set_view(_sidebar(settings, symbols, state))
+    _show_url_warnings(current_view())
+
+    if current_view().include_nonlive:
+        st.warning(
+            f"This view includes {plain_md(settings.nonlive_source.upper())} data — not live.",
+            icon=":material/science:",
+        )
+    with in_frame():
+        page.run()
 
 
 if __name__ == "__main__":  # streamlit (and AppTest) run the entry file as __main__

@@ -6,7 +6,8 @@ back to its default, never to a traceback. `ViewState.to_params()` is the invers
 left out so links stay short). No Streamlit import here: the CLI and tests use it directly.
 
 URL parameters (shared by every page):
-    symbol      BTCUSDT | ... | ALL (ALL sums USD over symbols)       default: BTCUSDT
+    symbol      BTCUSDT | 币安人生USDT | ... | ALL (ALL sums USD)     default: BTCUSDT
+                (a known symbol that passes common.symbols.valid_symbol; URL-encoded in links)
     exchanges   comma list of binance,bybit                          default: all configured
     hours       1 .. MAX_HOURS, or "all" (whole history)             default: all
     since/until YYYYMMDD (UTC days, until inclusive); override hours
@@ -25,6 +26,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
+from common.symbols import valid_symbol
+
 ALL = "ALL"
 MAX_HOURS = 10 * 8760  # ten years: anything beyond is hostile input, not a range
 HOUR_MS = 3_600_000
@@ -40,7 +43,6 @@ INTERVAL_MS: dict[str, int] = {
 }
 INTERVALS: tuple[str, ...] = ("auto", *INTERVAL_MS)
 SIDES: tuple[str, ...] = (ALL, "LONG", "SHORT")
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,24}$")
 _DATE_RE = re.compile(r"^\d{8}$")
 _MAX_PARAM_CHARS = 200
 
@@ -202,7 +204,12 @@ def url_min_usd(name: str) -> int:
             return int(value)
     except InvalidOperation:
         pass
-    st.warning(f"Ignored {name}={raw!r}: expected a USD amount from 0 to {MAX_MIN_USD:,}.", icon=":material/warning:")
+    from app.format import plain_md
+
+    st.warning(
+        f"Ignored {name}={plain_md(repr(raw))}: expected a USD amount from 0 to {MAX_MIN_USD:,}.",
+        icon=":material/warning:",
+    )
     del st.query_params[name]
     return 0
 
@@ -252,7 +259,7 @@ def parse_state(
     symbol = default_symbol
     raw_symbol = str(params.get("symbol") or "")[:_MAX_PARAM_CHARS].strip().upper()
     if raw_symbol:
-        if raw_symbol == ALL or (_SYMBOL_RE.match(raw_symbol) and raw_symbol in known):
+        if raw_symbol == ALL or (valid_symbol(raw_symbol) and raw_symbol in known):
             symbol = raw_symbol
         else:
             warnings.append(f"Unknown symbol {_short(raw_symbol)!r}; showing {default_symbol}.")
@@ -305,29 +312,17 @@ SESSION_KEY = "view_state"
 _DEFAULTS_KEY = "view_defaults"
 
 
-def ensure_frame() -> None:
-    """Make sure the entry file (access gate, filters) runs around the page being shown.
+def current_view() -> ViewState:
+    """The view the sidebar (app/main.py) settled on for this run.
 
-    Our pages live in app/pages/, the folder Streamlit's older multipage mode serves by itself:
-    until some session has run st.navigation, a server fresh from a restart answers /chart by
-    running app/pages/chart.py alone, around the access gate. Switching that mode off (what
-    st.navigation does) and rerunning puts the entry file back in charge. `current_view()` calls
-    this, so every page that reads the view is covered.
+    Checks this session's access first (app.gate.require_session_access): fragments rerun
+    without the frame, and a page that forgot `require_access()` still shows nothing ungated.
     """
     import streamlit as st
-    from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    from app.gate import require_session_access
 
-
-def current_view() -> ViewState:
-    """The view the sidebar (app/main.py) settled on for this run (see ensure_frame)."""
-    import streamlit as st
-
-    ensure_frame()
-
+    require_session_access()
     state = st.session_state.get(SESSION_KEY)
     return state if isinstance(state, ViewState) else ViewState()
 

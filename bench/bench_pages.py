@@ -45,7 +45,8 @@ from app.data.scope import Scope, first_event_ms
 from app.state import HOUR_MS, INTERVAL_MS, auto_interval
 from common.config import load_settings, reader_url
 from common.events import Liquidation, Side
-from common.live_view import Keys, encode_liquidation
+from common.live_scripts import add_liquidations
+from common.live_view import Keys
 
 BENCH_DB = "liq_bench"
 PAGE_TARGET_MS = 500.0
@@ -149,17 +150,23 @@ def _fill_live_view(url: str, client: redis.Redis, keys: Keys, now_ms: int) -> i
             "FROM liquidations WHERE time >= %s AND time < %s",
             (history.ts(now_ms - HOUR_MS - 120_000), history.ts(now_ms + 1)),
         ).fetchall()
-    mapping: dict[str | bytes, bytes | float | int | str] = {}
-    for exchange, symbol, side, qty, price, usd, at, received, raw_side, source, sampled in rows:
-        ms = history.to_ms(at)
-        ev = Liquidation(
-            exchange, symbol, Side(side), qty, price, usd, ms, history.to_ms(received), raw_side, source, sampled
+    events = [
+        Liquidation(
+            exchange,
+            symbol,
+            Side(side),
+            qty,
+            price,
+            usd,
+            history.to_ms(at),
+            history.to_ms(received),
+            raw_side,
+            source,
+            sampled,
         )
-        mapping[encode_liquidation(ev)] = ms
-    for start in range(0, len(mapping), 5000):
-        chunk = dict(list(mapping.items())[start : start + 5000])
-        client.zadd(keys.liqs, chunk)
-    return len(mapping)
+        for exchange, symbol, side, qty, price, usd, at, received, raw_side, source, sampled in rows
+    ]
+    return add_liquidations(client, keys, events)  # members and their bucket sums, as the collector writes them
 
 
 def _fresh_pool(ctx: BenchContext) -> None:
@@ -259,7 +266,7 @@ def _cascades(ctx: BenchContext, hours: int | None) -> object:
     start, end = history.to_ms(newest["start_time"]), history.to_ms(newest["end_time"])
     return (
         cascades.cascade_members(ctx.pool, int(newest["id"]), start, end),
-        cascades.candles_between(ctx.pool, str(newest["symbol"]), start - 15 * 60_000, end + 61 * 60_000, False),
+        cascades.candles_between(ctx.pool, (str(newest["symbol"]),), start - 15 * 60_000, end + 61 * 60_000, False),
     )
 
 

@@ -1,24 +1,59 @@
-"""Cascade detection: same-side liquidations of one symbol in quick succession. Pure logic, no I/O.
+"""Cascade detection: same-side liquidations of one instrument in quick succession. Pure logic, no I/O.
 
-Rule. For each (symbol, side) the detector keeps the liquidations of the last `window_s` seconds
-(exchange time). The window qualifies when its *weighted* event count reaches `min_events` AND its
-USD value reaches `min_usd`. Every event in the window then becomes a member of a new cascade, and
-every later same-side event of that symbol joins it, until the stream has been quiet for
-`window_s` (no same-side event for that long, by exchange time or by wall clock), which ends it.
+Join. Events are grouped by (canonical instrument, side): a resolver maps each event to its
+`common.instruments.Instrument` (by default `guess_instrument(exchange, symbol)`; the service may
+pass the venues' own lists), so Binance `BTCUSDT`, Bybit `BTCUSDT` and OKX `BTC-USDT-SWAP` form one
+cascade of `BTC-USDT-PERP`. A cascade's `symbol` is that canonical name, its `quantity` the sum of
+the members' sizes in the canonical base asset (`Instrument.base_quantity`: the 1000 of
+`1000PEPEUSDT` and contract sizes applied, so different multipliers are never summed raw) and its
+prices are per canonical base unit (`Instrument.base_price`).
+
+Rule `relative` (the default; LIQ_CASCADE_RULE). For each (instrument, side) the detector keeps
+the events of the last `window_s` seconds (exchange time) that belong to no cascade. The window
+qualifies when
+- its *weighted* event count reaches `min_events` (5), and
+- its USD reaches T = max(`min_usd`, `relative_x` x B): the floor ($20,000) or 10 times B,
+  whichever is higher. B, the instrument's baseline, is its USD per window over the trailing 24 h:
+  every venue and both sides of the 1,440 whole minutes before the current one, divided by the
+  minutes of history the detector holds (at least `warmup_minutes`, 30; at most 1,440), scaled to
+  `window_s`. Both sides, because a one-sided burst is judged against all of the coin's normal
+  flow: a steadier figure than one side's (twice the sample) for half the memory, and in a
+  trending market the side of the move is most of it anyway.
+Every event of the window then becomes a member of a new cascade, and every later same-side event
+joins it, until the first of:
+- quiet: no same-side event for `window_s` (by exchange time, or by wall clock for a feed that
+  stopped);
+- back to normal: the same-side USD of the last `window_s` is below `end_x` x B (3 x B; checked
+  just before each new event, and at every batch and tick);
+- the cap: an event more than `max_s` (900 s) after the first member, or the data clock past it.
+  That event starts a fresh window: a burst that goes on is recorded as consecutive cascades,
+  none longer than `max_s`.
+An event from another venue's lagging socket, up to `window_s` older than the first member, still
+joins, unless it would stretch the cascade past `max_s`.
+The baseline is learnt from the events the detector sees (per instrument a ring of 1,441 per-minute
+cent counters, 11.5 KB, whatever the flow) and can be seeded at start from stored per-minute
+totals (`seed_baseline`). Without a seed, B divides what was seen by at least `warmup_minutes`, so
+thresholds start lower than they will be (at worst the floor alone) during the first minutes.
+Re-deliveries count once while they are in the window (or the cascade) they belong to.
+
+Rule `fixed` (the original). T = `min_usd` ($100,000 unless set); a cascade ends only when quiet;
+no cap, no baseline.
 
 Binance weighting. Binance pushes at most one liquidation per symbol per second (the latest of
 that second), so one Binance event stands for one or more liquidations, while Bybit's tape is
-complete. A Binance (`sampled`) event therefore counts `SAMPLED_WEIGHT` = 2 towards `min_events`
-(with the default 5, three Binance events in a minute qualify: three distinct busy seconds); a
-Bybit event counts 1. USD always counts at face value. Stored counts are real event counts.
+complete. A `sampled` event therefore counts `SAMPLED_WEIGHT` = 2 towards `min_events` (with the
+default 5, three Binance events in a window qualify: three distinct busy seconds); a complete-tape
+event counts 1. USD always counts at face value, in the thresholds and in the baseline. Stored
+counts are real event counts.
 
-Risk score, 0-100, the sum of four parts, each clamped:
-    size      0-40  40 * log10(usd / min_usd) / 2          (the threshold gives 0, 100x gives 40)
+Risk score, 0-100, the sum of four parts, each clamped (T is the threshold the cascade started at):
+    size      0-40  40 * log10(usd / T) / 2                 (the threshold gives 0, 100x gives 40)
     speed     0-30  30 * weighted events per second / 2     (2 weighted events/s or more gives 30)
-    one-sided 0-20  20 * (2 * share - 1), share = this side's USD / both sides' USD of the symbol
+    one-sided 0-20  20 * (2 * share - 1), share = this side's USD / both sides' USD of the instrument
                     during the cascade (an equal mix gives 0, one side only gives 20)
     cross     0-10  10 when two or more exchanges took part
-Ids are stable (a hash of symbol, side and first member key), so a replay rewrites the same row.
+Ids are stable (a hash of the first member's venue symbol, side and key), so a replay of the same
+events with the same history rewrites the same row.
 """
 
 from __future__ import annotations
@@ -26,19 +61,40 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from array import array
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from common.events import Cascade, Liquidation, Side
+from common.instruments import Instrument, guess_instrument
+
+if TYPE_CHECKING:
+    from common.config import Settings
 
 log = logging.getLogger("collector.cascades")
 
 SAMPLED_WEIGHT = 2
+FIXED = "fixed"
+RELATIVE = "relative"
+RULES = (RELATIVE, FIXED)
+WARMUP_MINUTES = 30
+DAY_MINUTES = 1_440
+_SPAN = DAY_MINUTES + 1  # ring slots: the 1,440 whole minutes of the baseline and the current one
+_ZEROS = array("q", bytes(8 * _SPAN))
 _MINUTE_MS = 60_000
-# The ring per (symbol, side) before a cascade: a window holding this many events has long qualified
+# The pending window per (instrument, side): a window holding this many events has long qualified
 # on count, so older ones only matter for USD; the bound keeps memory small under floods.
 _RING_MAX = 5_000
+
+InstrumentResolver = Callable[[Liquidation], Instrument]
+
+
+def guess_resolver(ev: Liquidation) -> Instrument:
+    """The default resolver: the instrument the venue symbol spells (`common.instruments`)."""
+    return guess_instrument(ev.exchange, ev.symbol)
 
 
 def cascade_id(symbol: str, side: Side | str, first_key: int) -> int:
@@ -59,7 +115,7 @@ def risk_score(
     opposite_usd: Decimal,
     exchanges: int,
 ) -> int:
-    """The documented 0-100 score (see the module docstring)."""
+    """The documented 0-100 score (see the module docstring); `min_usd` is the threshold T."""
     ratio = float(value_usd / max(min_usd, Decimal(1)))
     size = 40.0 * min(1.0, max(0.0, math.log10(ratio) / 2)) if ratio > 0 else 0.0
     rate = weighted_events / max(duration_ms / 1000, 1.0)
@@ -71,17 +127,76 @@ def risk_score(
     return max(0, min(100, round(size + speed + one_sided + cross)))
 
 
-@dataclass
+class _Baseline:
+    """One instrument's USD per minute (cents, both sides, every venue): the current minute and the
+    1,440 before it in a fixed ring of 64-bit counters, so memory never grows with time or flow."""
+
+    __slots__ = ("cents", "head", "total", "cached_minute", "cached")
+
+    def __init__(self) -> None:
+        self.cents = array("q", bytes(8 * _SPAN))
+        self.head = -1  # the newest minute (since the epoch) the ring holds; -1 while empty
+        self.total = 0  # cents in the ring
+        self.cached_minute = -1  # the per-window baseline computed for this minute
+        self.cached = Decimal(0)
+
+    def _advance(self, minute: int) -> None:
+        head = self.head
+        if minute <= head:
+            return
+        if head < 0 or minute - head >= _SPAN:
+            self.cents = array("q", bytes(8 * _SPAN))
+            self.total = 0
+        else:  # clear the slots of minutes head+1 .. minute: one or two slices of the ring
+            cents, lo, hi = self.cents, (head + 1) % _SPAN, minute % _SPAN + 1
+            for a, b in ((lo, hi),) if lo < hi else ((lo, _SPAN), (0, hi)):
+                self.total -= sum(cents[a:b])
+                cents[a:b] = _ZEROS[: b - a]
+        self.head = minute
+
+    def add(self, minute: int, cents: int) -> None:
+        if minute > self.head:
+            self._advance(minute)
+        elif minute <= self.head - _SPAN:
+            return  # older than the day the ring holds
+        elif minute < self.head:
+            self.cached_minute = -1  # a late event (or a seed) changed a whole minute already counted
+        self.cents[minute % _SPAN] += cents
+        self.total += cents
+
+    def completed(self, minute: int) -> int:
+        """Cents in the 1,440 whole minutes before `minute` (a late minute reads the newest day)."""
+        self._advance(minute)
+        return self.total - self.cents[self.head % _SPAN]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Same-side events of the last window that belong to no cascade, with their running sums."""
+
+    events: deque[Liquidation] = field(default_factory=deque)
+    keys: set[int] = field(default_factory=set)
+    weighted: int = 0
+    usd: Decimal = Decimal(0)
+    latest_ms: int = 0
+
+
+@dataclass(slots=True)
 class _Active:
     cascade: Cascade
-    members: set[int]
-    weighted: int
-    minute_usd: dict[int, Decimal]
-    first_time_ms: int
-    last_time_ms: int
-    last_received_ms: int
+    instrument: str  # canonical name
+    venue_symbol: str  # the first member's own symbol, for the console line
+    threshold: Decimal  # T when it started: the risk score's size reference
+    members: set[int] = field(default_factory=set)
+    weighted: int = 0
+    minute_usd: dict[int, Decimal] = field(default_factory=dict)
+    first_time_ms: int = 0
+    last_time_ms: int = 0
+    last_received_ms: int = 0
     opposite_usd: Decimal = Decimal(0)
     announced_cross: bool = False
+    recent: deque[tuple[int, Decimal]] = field(default_factory=deque)  # members of the last window
+    recent_usd: Decimal = Decimal(0)
 
 
 @dataclass
@@ -94,21 +209,83 @@ class CascadeUpdate:
 
 
 class CascadeDetector:
-    def __init__(self, window_s: int, min_events: int, min_usd: Decimal) -> None:
+    def __init__(
+        self,
+        window_s: int,
+        min_events: int,
+        min_usd: Decimal,
+        *,
+        rule: str = RELATIVE,
+        relative_x: Decimal = Decimal(10),
+        end_x: Decimal = Decimal(3),
+        max_s: int = 900,
+        warmup_minutes: int = WARMUP_MINUTES,
+        resolver: InstrumentResolver | None = None,
+    ) -> None:
+        if rule not in RULES:
+            raise ValueError(f"cascade rule must be one of {', '.join(RULES)}, got {rule!r}")
         self.window_ms = window_s * 1000
         self.min_events = min_events
         self.min_usd = min_usd
-        self._recent: dict[tuple[str, Side], deque[Liquidation]] = {}
-        self._recent_keys: dict[tuple[str, Side], set[int]] = {}
+        self.rule = rule
+        self.relative = rule == RELATIVE
+        self.relative_x = relative_x
+        self.end_x = end_x
+        self.max_ms = max_s * 1000
+        self.warmup_minutes = max(1, min(warmup_minutes, DAY_MINUTES))
+        self._resolve = resolver or guess_resolver
+        self._pending: dict[tuple[str, Side], _Pending] = {}
         self._active: dict[tuple[str, Side], _Active] = {}
-        self._sums: dict[tuple[str, Side], tuple[int, Decimal]] = {}  # weighted count, USD of _recent
+        self._baselines: dict[str, _Baseline] = {}
+        self._history_minute: int | None = None  # the first minute the baselines know
         self._clock_ms = 0  # latest exchange time seen
         self._batch_keys: set[int] = set()
-        self._announce: dict[int, Cascade] = {}
+        self._announce: dict[int, _Active] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, resolver: InstrumentResolver | None = None) -> CascadeDetector:
+        return cls(
+            settings.cascade_window_s,
+            settings.cascade_min_events,
+            settings.cascade_min_usd,
+            rule=settings.cascade_rule,
+            relative_x=settings.cascade_relative_x,
+            end_x=settings.cascade_end_x,
+            max_s=settings.cascade_max_s,
+            resolver=resolver,
+        )
 
     @property
     def active(self) -> list[Cascade]:
         return [a.cascade for a in self._active.values()]
+
+    def seed_baseline(self, instrument: str, minute_usd: Iterable[tuple[int, Decimal | int | float]]) -> None:
+        """Add stored history to one canonical instrument's baseline (e.g. the 1-minute rollups of the
+        last 24 h at start): (minute start ms, USD of that minute, both sides, every venue). The
+        detector's history then starts at the earliest minute seeded, if that is earlier."""
+        ring = self._baselines.setdefault(instrument, _Baseline())
+        for minute_ms, usd in minute_usd:
+            minute = minute_ms // _MINUTE_MS
+            ring.add(minute, round(Decimal(usd) * 100))
+            if self._history_minute is None or minute < self._history_minute:
+                self._history_minute = minute
+                for other in self._baselines.values():
+                    other.cached_minute = -1
+        ring.cached_minute = -1
+
+    def baseline_usd(self, instrument: str, at_ms: int) -> Decimal:
+        """B: the instrument's trailing-24-h USD per window at `at_ms` (see the module docstring)."""
+        ring = self._baselines.get(instrument)
+        if ring is None or self._history_minute is None:
+            return Decimal(0)
+        minute = at_ms // _MINUTE_MS
+        if minute != ring.cached_minute:
+            cents = ring.completed(minute)
+            newest = max(minute, ring.head)
+            covered = min(max(newest - self._history_minute, self.warmup_minutes), DAY_MINUTES)
+            ring.cached = Decimal(cents * self.window_ms) / (covered * _MINUTE_MS * 100) if cents > 0 else Decimal(0)
+            ring.cached_minute = minute
+        return ring.cached
 
     def process(self, events: list[Liquidation], now_ms: int) -> CascadeUpdate:
         """Feed one batch (any order within it); members get `cascade_id` set in place."""
@@ -116,16 +293,16 @@ class CascadeDetector:
         changed: dict[int, Cascade] = {}
         self._batch_keys = {e.key for e in events}
         self._announce = {}
-        self._end_quiet(changed, now_ms)
+        self._end_finished(changed, now_ms)
         for ev in sorted(events, key=lambda e: e.time_ms):
             self._clock_ms = max(self._clock_ms, ev.time_ms)
             self._feed(ev, update, changed)
-        self._end_quiet(changed, now_ms)
+        self._end_finished(changed, now_ms)
         for active in self._active.values():
             if active.cascade.id in changed:
                 self._score(active)
         # one console line per cascade and batch, with its state at the end of the batch
-        update.lines.extend(_detected_line(c) for c in self._announce.values())
+        update.lines.extend(_detected_line(a) for a in self._announce.values())
         update.cascades.extend(changed.values())
         return update
 
@@ -140,101 +317,157 @@ class CascadeDetector:
             self._end(slot, active, changed)
         return list(changed.values())
 
+    # --- per event --------------------------------------------------------------------------
     def _feed(self, ev: Liquidation, update: CascadeUpdate, changed: dict[int, Cascade]) -> None:
-        slot = (ev.symbol, ev.side)
-        other = self._active.get((ev.symbol, Side.SHORT if ev.side == Side.LONG else Side.LONG))
+        instrument = self._resolve(ev)
+        name = instrument.canonical
+        slot = (name, ev.side)
+        pending = self._pending.get(slot)
+        if pending is None:
+            pending = self._pending[slot] = _Pending()
+        if ev.key in pending.keys:
+            return  # re-delivered event
+        active = self._active.get(slot)
+        if active is not None and ev.key in active.members:
+            return
+        if self.relative:
+            self._count(name, ev)
+        other = self._active.get((name, Side.SHORT if ev.side == Side.LONG else Side.LONG))
         if other is not None and ev.time_ms >= other.first_time_ms:
             other.opposite_usd += ev.value_usd
-        active = self._active.get(slot)
-        if active is not None and ev.time_ms - active.last_time_ms > self.window_ms:
-            self._end(slot, active, changed)  # quiet for a window by exchange time: this one starts afresh
+        if active is not None and self._finished(active, max(ev.time_ms, active.last_time_ms)):
+            self._end(slot, active, changed)  # this event starts afresh
             active = None
-        if active is not None and ev.time_ms < active.first_time_ms - self.window_ms:
-            return  # from before this cascade's window, arriving late (another venue's socket lagged): not a member
         if active is not None:
-            if ev.key in active.members:
-                return  # re-delivered event
-            self._join(active, ev, update)
+            if ev.time_ms < active.first_time_ms - self.window_ms or (
+                self.relative and active.last_time_ms - ev.time_ms > self.max_ms
+            ):
+                return  # from before this cascade's window, arriving late (another venue's socket lagged): not a member
+            self._join(active, ev, instrument, update)
             changed[active.cascade.id] = active.cascade
             return
-        recent = self._recent.setdefault(slot, deque())
-        keys = self._recent_keys.setdefault(slot, set())
-        if ev.key in keys:
-            return
-        weighted, usd = self._sums.get(slot, (0, Decimal(0)))
-        recent.append(ev)
+        self._add_pending(slot, pending, ev, instrument, update, changed)
+
+    def _count(self, name: str, ev: Liquidation) -> None:
+        """The baseline learns every new event, both sides (cents, so sums stay exact)."""
+        minute = ev.time_ms // _MINUTE_MS
+        ring = self._baselines.get(name)
+        if ring is None:
+            ring = self._baselines[name] = _Baseline()
+        ring.add(minute, round(ev.value_usd * 100))
+        if self._history_minute is None:
+            self._history_minute = minute
+
+    def _add_pending(
+        self,
+        slot: tuple[str, Side],
+        pending: _Pending,
+        ev: Liquidation,
+        instrument: Instrument,
+        update: CascadeUpdate,
+        changed: dict[int, Cascade],
+    ) -> None:
+        latest = max(pending.latest_ms, ev.time_ms)
+        if ev.time_ms < latest - self.window_ms:
+            return  # older than the window: it can no longer start anything
+        pending.latest_ms = latest
+        events, keys = pending.events, pending.keys
+        events.append(ev)
         keys.add(ev.key)
-        weighted, usd = weighted + event_weight(ev), usd + ev.value_usd
-        while recent and (recent[0].time_ms < ev.time_ms - self.window_ms or len(recent) > _RING_MAX):
-            old = recent.popleft()
+        weighted, usd = pending.weighted + event_weight(ev), pending.usd + ev.value_usd
+        while events and (events[0].time_ms < latest - self.window_ms or len(events) > _RING_MAX):
+            old = events.popleft()
             keys.discard(old.key)
             weighted, usd = weighted - event_weight(old), usd - old.value_usd
-        self._sums[slot] = (weighted, usd)
+        pending.weighted, pending.usd = weighted, usd
         if weighted < self.min_events or usd < self.min_usd:
             return
-        members = sorted(recent, key=lambda e: (e.time_ms, e.key))
-        recent.clear()
+        threshold = self.min_usd
+        if self.relative:
+            threshold = max(threshold, self.relative_x * self.baseline_usd(slot[0], latest))
+            if usd < threshold:
+                return
+        members = sorted(events, key=lambda e: (e.time_ms, e.key))
+        events.clear()
         keys.clear()
-        self._sums[slot] = (0, Decimal(0))
+        pending.weighted, pending.usd = 0, Decimal(0)
         first = members[0]
         cascade = Cascade(
-            id=cascade_id(ev.symbol, ev.side, first.key),
-            symbol=ev.symbol,
+            id=cascade_id(first.symbol, ev.side, first.key),
+            symbol=slot[0],
             side=ev.side,
             start_ms=first.time_ms,
             end_ms=first.time_ms,
             count=0,
             quantity=Decimal(0),
             value_usd=Decimal(0),
-            price_start=first.price,
             source=first.source,
         )
-        active = _Active(cascade, set(), 0, {}, first.time_ms, first.time_ms, first.received_ms)
+        active = _Active(cascade, slot[0], first.symbol, threshold)
+        active.first_time_ms = active.last_time_ms = first.time_ms
+        active.last_received_ms = first.received_ms
         self._active[slot] = active
         for member in members:
-            self._join(active, member, update)
+            self._join(active, member, instrument if member is ev else self._resolve(member), update)
         changed[cascade.id] = cascade
-        self._announce[cascade.id] = cascade
+        self._announce[cascade.id] = active
 
-    def _join(self, active: _Active, ev: Liquidation, update: CascadeUpdate) -> None:
+    def _join(self, active: _Active, ev: Liquidation, instrument: Instrument, update: CascadeUpdate) -> None:
         c = active.cascade
         active.members.add(ev.key)
         ev.cascade_id = c.id
         if ev.key not in self._batch_keys:  # handed to the writers with an earlier batch
             update.flags.append((c.id, ev.key, ev.time_ms))
         c.count += 1
-        c.quantity += ev.quantity
+        c.quantity += instrument.base_quantity(ev.quantity)
         c.value_usd += ev.value_usd
         c.counts[ev.exchange] = c.counts.get(ev.exchange, 0) + 1
         active.weighted += event_weight(ev)
+        if self.relative:  # the fixed rule never trims it
+            active.recent.append((ev.time_ms, ev.value_usd))
+            active.recent_usd += ev.value_usd
         minute = ev.time_ms - ev.time_ms % _MINUTE_MS
         usd = active.minute_usd[minute] = active.minute_usd.get(minute, Decimal(0)) + ev.value_usd
         peak = active.minute_usd.get(c.peak_minute_ms)
         if peak is None or usd > peak or (usd == peak and minute < c.peak_minute_ms):
             c.peak_minute_ms = minute
-        if ev.time_ms < active.first_time_ms:
-            active.first_time_ms = ev.time_ms
-            c.price_start = ev.price
+        price = instrument.base_price(ev.price)
+        if ev.time_ms < active.first_time_ms or c.price_start is None:
+            active.first_time_ms = min(active.first_time_ms, ev.time_ms)
+            c.price_start = price
         if ev.time_ms >= active.last_time_ms:
             active.last_time_ms = ev.time_ms
-            c.price_end = ev.price
+            c.price_end = price
         active.last_received_ms = max(active.last_received_ms, ev.received_ms)
         c.start_ms, c.end_ms = active.first_time_ms, active.last_time_ms
         if c.cross_exchange and not active.announced_cross:
             active.announced_cross = True
-            self._announce[c.id] = c
+            self._announce[c.id] = active
+
+    # --- ending -----------------------------------------------------------------------------
+    def _finished(self, active: _Active, at_ms: int) -> bool:
+        """Quiet for a window, or (relative) past the cap or back to the instrument's normal rate."""
+        if at_ms - active.last_time_ms > self.window_ms:
+            return True
+        if not self.relative:
+            return False
+        if at_ms - active.first_time_ms > self.max_ms:
+            return True
+        recent, edge = active.recent, at_ms - self.window_ms
+        while recent and recent[0][0] <= edge:
+            active.recent_usd -= recent.popleft()[1]
+        return active.recent_usd < self.end_x * self.baseline_usd(active.instrument, at_ms)
 
     def _score(self, active: _Active) -> None:
         c = active.cascade
         c.risk_score = risk_score(
-            c.value_usd, self.min_usd, active.weighted, c.end_ms - c.start_ms, active.opposite_usd, len(c.counts)
+            c.value_usd, active.threshold, active.weighted, c.end_ms - c.start_ms, active.opposite_usd, len(c.counts)
         )
 
-    def _end_quiet(self, changed: dict[int, Cascade], now_ms: int) -> None:
+    def _end_finished(self, changed: dict[int, Cascade], now_ms: int) -> None:
         for slot, active in list(self._active.items()):
-            quiet_by_data = self._clock_ms - active.last_time_ms > self.window_ms
             quiet_by_clock = now_ms - active.last_received_ms > self.window_ms
-            if quiet_by_data or quiet_by_clock:
+            if quiet_by_clock or self._finished(active, max(self._clock_ms, active.last_time_ms)):
                 self._end(slot, active, changed)
 
     def _end(self, slot: tuple[str, Side], active: _Active, changed: dict[int, Cascade]) -> None:
@@ -248,8 +481,9 @@ def _usd(value: Decimal) -> str:
     return f"${value:,.0f}"
 
 
-def _detected_line(c: Cascade) -> str:
+def _detected_line(active: _Active) -> str:
+    c = active.cascade
     if c.cross_exchange:
         return f"CROSS-EXCHANGE CASCADE DETECTED: {c.count} liquidations | {_usd(c.value_usd)}"
     exchange = next(iter(c.counts), "").upper()
-    return f"CASCADE DETECTED: {exchange} {c.symbol} {c.side} {c.count} liquidations | {_usd(c.value_usd)}"
+    return f"CASCADE DETECTED: {exchange} {active.venue_symbol} {c.side} {c.count} liquidations | {_usd(c.value_usd)}"

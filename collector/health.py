@@ -3,6 +3,10 @@
 Adapters update a `StreamHealth` on every message (cheap attribute writes); the Redis writer takes
 `snapshot()` about once a second. Drops are counted by reason and logged with the raw frame at a
 bounded rate, so bad input is visible without flooding the log.
+
+Venue text reaches the log only through `one_line()`: control characters, line breaks, lone
+surrogates and backslashes are escaped as in `repr()` (`\\n`, `\\x00`, `\\ud800`, `\\\\`), so a
+record is always one line, and its length is bounded.
 """
 
 from __future__ import annotations
@@ -14,10 +18,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _RAW_LOG_CHARS = 500
+_ERROR_CHARS = 300
+_DETAIL_CHARS = 2000
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def one_line(text: str, limit: int = _RAW_LOG_CHARS) -> str:
+    """`text` fit for one log line: unprintable characters escaped, at most about `limit` characters.
+
+    Printable text (any script: `币安人生USDT` stays as it is) passes unchanged; everything else
+    (control characters, line and paragraph separators, lone surrogates, format characters such
+    as a right-to-left override) and the backslash itself are written as `repr()` writes them.
+    Longer text is cut and ends with "... (N chars)".
+    """
+    cut = text[:limit]
+    if not cut.isprintable() or "\\" in cut:
+        cut = "".join(ch if ch.isprintable() and ch != "\\" else _escaped(ch) for ch in cut)
+    if len(text) <= limit and len(cut) <= limit:
+        return cut
+    return f"{cut[:limit]}... ({len(text)} chars)"
+
+
+def _escaped(ch: str) -> str:
+    return "\\\\" if ch == "\\" else repr(ch)[1:-1]
 
 
 @dataclass
@@ -37,8 +63,12 @@ class StreamHealth:
     _last_drop_log: dict[str, float] = field(default_factory=dict, repr=False)
     _suppressed: Counter[str] = field(default_factory=Counter, repr=False)
 
-    def drop(self, reason: str, raw: str | bytes | None, log: logging.Logger) -> None:
-        """Count a dropped frame or event; log it with its raw text at most once per interval per reason."""
+    def drop(self, reason: str, raw: str | bytes | None, log: logging.Logger, detail: str = "") -> None:
+        """Count a dropped frame or event; log it with its raw text at most once per interval per reason.
+
+        The log line is one line whatever the frame holds (`one_line`); `detail` (a traceback, say)
+        is appended the same way.
+        """
         self.drops[reason] += 1
         now = time.monotonic()
         last = self._last_drop_log.get(reason)
@@ -49,15 +79,18 @@ class StreamHealth:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else (raw or "")
         more = self._suppressed.pop(reason, 0)
         log.warning(
-            "%s: dropped (%s)%s: %s",
+            "%s: dropped (%s)%s: %s%s",
             self.exchange,
-            reason,
+            one_line(reason, 40),
             f" (+{more} more since last log)" if more else "",
-            text[:_RAW_LOG_CHARS],
+            one_line(text),
+            f" [{one_line(detail, _DETAIL_CHARS)}]" if detail else "",
         )
 
     def error(self, message: str) -> None:
-        self.last_error = message[:300]
+        """The last connection error, as shown on the live page: one line, bounded (reasons arrive
+        escaped already: printable text is kept as it is, not escaped twice)."""
+        self.last_error = message[:_ERROR_CHARS] if message.isprintable() else one_line(message, _ERROR_CHARS)
         self.last_error_ms = now_ms()
 
     def snapshot(self) -> dict[str, Any]:

@@ -7,10 +7,15 @@ task merges what waits in its inbox into one transaction. Keeping Redis out of t
 round trip keeps frame-to-Redis latency low.
 
 Nothing lost, nothing doubled:
-- TimescaleDB down: batches are appended to the spool (fsynced) and replayed in order before any
-  newer batch once it answers; while the spool holds anything, new batches go behind it.
-- Spool full: the batch stays in memory and is retried every second; the inbox fills, the router
-  waits, the queue fills, adapters wait on `put`: backpressure, logged and counted, never a drop.
+- TimescaleDB down or not answering within its deadlines: batches are appended to the spool
+  (fsynced) and replayed in order before any newer batch once it answers; while the spool holds
+  anything, new batches go behind it. A write that hangs while the router waits for inbox room
+  is not waited for: its batch is spooled at once, so the live view keeps moving.
+- A batch TimescaleDB refuses for its data: the writer isolates the rows at fault, everything
+  else is committed, those rows go to the quarantine file (counted, shown); same on replay.
+- Spool full or its disk failing (ENOSPC, EIO...): the batch stays in memory and is retried every
+  second; the inbox fills, the router waits, the queue fills, adapters wait on `put`:
+  backpressure, logged, counted and published, never a drop and never a crash.
 - Redis down or flushed: TimescaleDB keeps everything; when Redis answers again the database task
   rebuilds the window from TimescaleDB plus its own inbox (events not committed yet), at a point
   where the spool is empty, so no event is missing from the rebuilt view.
@@ -22,25 +27,36 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from collector.cascades import CascadeDetector
 from collector.health import now_ms
+from collector.storage.quarantine import Quarantine, Refused
 from collector.storage.redis_live import RedisLive
-from collector.storage.spool import Batch, Spool, SpoolFull, encode_batch
-from collector.storage.timescale import DatabaseUnavailable, TimescaleWriter
+from collector.storage.spool import Batch, Spool, SpoolError, SpoolFull, disk_error_text
+from collector.storage.timescale import DatabaseUnavailable, TimescaleWriter, WriteResult, one_line
 from common.config import Settings
 from common.events import Candle, Cascade, Event, Liquidation, StreamStatus
 from common.live_view import TRIM_MARGIN_MS, WINDOW_MS
 
 log = logging.getLogger("collector.pipeline")
 
+T = TypeVar("T")
+
 _RETRY_S = 1.0
+# A batch write this slow, while the router waits for inbox room, is not waited for (spooled).
+_SLOW_WRITE_S = 5.0
+_SLOW_STOPPING_S = 1.0  # the same while shutting down: the spool is quicker than a stuck server
+_RECHECK_S = 0.25
+# Quarantined liquidations are in Redis (the router wrote them first): the live view is rebuilt
+# from TimescaleDB, at most this often.
+_QUARANTINE_REBUILD_S = 60.0
 
 
 def institutional_line(ev: Liquidation) -> str:
-    return f"INSTITUTIONAL: {ev.exchange.upper()} {ev.symbol} {ev.side} ${ev.value_usd:,.2f} @ ${ev.price:,.2f}"
+    symbol = one_line(ev.symbol)
+    return f"INSTITUTIONAL: {ev.exchange.upper()} {symbol} {ev.side} ${ev.value_usd:,.2f} @ ${ev.price:,.2f}"
 
 
 class Pipeline:
@@ -61,9 +77,7 @@ class Pipeline:
         self.spool = spool
         if not spool.empty:
             live.needs_rebuild = True  # spooled events may never have reached Redis
-        self.detector = CascadeDetector(
-            settings.cascade_window_s, settings.cascade_min_events, settings.cascade_min_usd
-        )
+        self.detector = CascadeDetector.from_settings(settings)
         self._inbox: deque[Batch] = deque()
         self._inbox_events = 0
         self._inbox_max = max(settings.batch_max * 4, 1000)
@@ -73,6 +87,16 @@ class Pipeline:
         self._stale_closed = False
         self._on_redis_batch = on_redis_batch
         self._current: Batch | None = None  # taken from the inbox, not yet committed or spooled
+        # Set while the router waits for inbox room, and for good once it is done (shutting down):
+        # then a slow write is not waited for (its batch is spooled instead).
+        self._hurry = asyncio.Event()
+        self._detached: asyncio.Task[WriteResult] | None = None  # a slow write whose batch was spooled
+        self._started_ms = now_ms()
+        self.quarantine = Quarantine(spool.path.parent)
+        self._quarantined_live = False
+        self._next_quarantine_rebuild = 0.0
+        self._blocked_since: float | None = None  # the spool cannot take batches since then
+        self._next_block_log = 0.0
         self.routed_events = 0
         self.committed_events = 0
         self.spooled_batches = 0
@@ -94,6 +118,7 @@ class Pipeline:
                 await self._dispatch(Batch(cascades=ended))
         finally:
             self._router_done = True
+            self._hurry.set()
             self._inbox_changed.set()
 
     async def _take(self, stop: asyncio.Event) -> list[Event] | None:
@@ -143,7 +168,7 @@ class Pipeline:
                 batch.statuses.append(ev)
                 self._own_connections.add(ev.connection_id)
                 if ev.state != "heartbeat":
-                    log.info("%s %s %s %s", ev.exchange, ev.state, ev.connection_id, ev.reason)
+                    log.info("%s %s %s %s", ev.exchange, ev.state, ev.connection_id, one_line(ev.reason))
             elif isinstance(ev, Cascade):
                 batch.cascades.append(ev)
         update = self.detector.process(batch.liquidations, now_ms())
@@ -159,8 +184,10 @@ class Pipeline:
         # a Redis rebuild always finds every batch in Redis either committed or in the inbox.
         waited = time.monotonic()
         while self._inbox_events >= self._inbox_max:
+            self._hurry.set()
             self._inbox_changed.clear()
             await self._inbox_changed.wait()
+        self._hurry.clear()
         self.backpressure_s += time.monotonic() - waited
         await self.live.write(batch)
         if self._on_redis_batch is not None:
@@ -187,6 +214,8 @@ class Pipeline:
             self._current = None
             await self._housekeeping()
         await self._housekeeping(final=True)
+        if self._detached is not None and not self._detached.done():
+            self._detached.cancel()  # its batch is in the spool: the next start writes it
 
     def _merge_inbox(self) -> Batch:
         merged = Batch()
@@ -199,43 +228,168 @@ class Pipeline:
         self._inbox_changed.set()
 
     async def _store(self, batch: Batch) -> None:
-        """Commit, or spool; with a full spool, keep retrying (backpressure) unless shutting down."""
+        """Commit, or spool; while the spool cannot take it either (full, disk error), keep the
+        batch and retry every second: backpressure, never a drop."""
+        pending = batch
         while True:
             if self.spool.empty and await self._ready():
-                try:
-                    await self.db.write(batch)
-                    self.committed_events += len(batch)
+                outcome = await self._write_watching(pending)
+                if outcome is None:  # spooled while the write went on
                     self._release(batch)
                     return
-                except DatabaseUnavailable as exc:
-                    log.warning("TimescaleDB unavailable (%s): spooling", exc)
-                except Exception:
-                    # A batch the database refuses as data is set aside, never retried forever.
-                    log.exception("TimescaleDB refused a batch of %d events; kept in the rejects file", len(batch))
-                    self.rejected_batches += 1
-                    await asyncio.to_thread(_reject, self.spool, batch)
+                if isinstance(outcome, WriteResult):
+                    self.committed_events += len(pending) - len(outcome.refused)
+                    await self._quarantine(outcome.refused)
+                    self._unblock()
                     self._release(batch)
                     return
-            try:
-                await asyncio.to_thread(self.spool.append, batch)
-                self.spooled_batches += 1
+                pending = outcome  # the part not written yet
+            if await self._spool(pending):
                 self._release(batch)
                 await self._drain_spool()
                 return
-            except SpoolFull as exc:
-                # Keep the batch: the inbox fills, the router waits, adapters wait on the queue.
-                log.error("SPOOL FULL: %s; backpressure until TimescaleDB answers", exc)
-                await asyncio.sleep(_RETRY_S)
-                await self._drain_spool()
+            await asyncio.sleep(_RETRY_S)
+            await self._drain_spool()
+
+    async def _write_watching(self, batch: Batch) -> WriteResult | Batch | None:
+        """Write `batch`; the result, or the part still to store when the database failed.
+
+        A write that takes long while the router waits for inbox room (the live view would stall)
+        or while shutting down is not waited for: the batch goes to the spool (None is returned)
+        and the write goes on, detached; the spool is replayed only after it ended, so nothing is
+        written out of order.
+        """
+        write = asyncio.create_task(self.db.write(batch))
+        try:
+            return await self._watch(write, batch)
+        except asyncio.CancelledError:
+            write.cancel()
+            raise
+
+    def _slow_after(self) -> float:
+        """How long a database call may take before it stops holding up the router or a shutdown."""
+        return min(_SLOW_STOPPING_S if self._router_done else _SLOW_WRITE_S, self.settings.db_batch_timeout_s / 2)
+
+    async def _patient(self, call: Coroutine[Any, Any, T]) -> T | None:
+        """A housekeeping call (migrations, stale coverage, the live-view window): None when it is
+        slow while the router waits for room or while stopping; it is tried again later."""
+        task = asyncio.ensure_future(call)
+        started = time.monotonic()
+        while not task.done():
+            now = time.monotonic()
+            slow_at = started + self._slow_after()  # shorter once stopping
+            if now < slow_at:
+                await asyncio.wait({task}, timeout=min(slow_at - now, _RECHECK_S))
+            elif not self._hurry.is_set():
+                waiter = asyncio.ensure_future(self._hurry.wait())
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+            else:
+                task.cancel()  # the writer's deadline machinery drops the connection
+                await asyncio.wait({task})
+                log.warning("TimescaleDB is slow to answer (%.1f s): housekeeping postponed", now - started)
+                return None
+        return task.result()
+
+    async def _watch(self, write: asyncio.Task[WriteResult], batch: Batch) -> WriteResult | Batch | None:
+        started = time.monotonic()
+        detachable = True
+        while not write.done():
+            now = time.monotonic()
+            slow_at = started + self._slow_after()  # shorter once stopping
+            if now < slow_at:
+                await asyncio.wait({write}, timeout=min(slow_at - now, _RECHECK_S))
+            elif not detachable:
+                await asyncio.wait({write})  # the spool refuses too: the write's own deadline ends it
+            elif not self._hurry.is_set():
+                waiter = asyncio.ensure_future(self._hurry.wait())
+                await asyncio.wait({write, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+            elif await self._spool(batch):
+                log.warning(
+                    "TimescaleDB has not finished a batch for %.1f s: spooled meanwhile, so the live view goes on",
+                    now - started,
+                )
+                self._detached = write
+                write.add_done_callback(_consume)
+                return None
+            else:
+                detachable = False
+        try:
+            return write.result()
+        except DatabaseUnavailable as exc:
+            if exc.refused:
+                await self._quarantine(exc.refused)
+            if exc.remaining is None:
+                return batch
+            self.committed_events += len(batch) - len(exc.remaining) - len(exc.refused)
+            return exc.remaining
+
+    async def _spool(self, batch: Batch) -> bool:
+        """Append to the spool; False (and backpressure) when it is full or the disk refuses."""
+        try:
+            await asyncio.to_thread(self.spool.append, batch)
+        except (SpoolFull, SpoolError) as exc:
+            self._block(exc)
+            return False
+        self.spooled_batches += 1
+        self._unblock()
+        return True
+
+    def _block(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._blocked_since is None or now >= self._next_block_log:
+            what = "SPOOL FULL" if isinstance(exc, SpoolFull) else "SPOOL DISK ERROR"
+            log.error(
+                "%s: %s; the batch stays in memory, backpressure until the spool or TimescaleDB takes it",
+                what,
+                exc,
+            )
+            self._next_block_log = now + 60.0
+        if self._blocked_since is None:
+            self._blocked_since = now
+
+    def _unblock(self) -> None:
+        if self._blocked_since is not None:
+            log.info("backpressure over after %.1f s: batches flow again", time.monotonic() - self._blocked_since)
+            self._blocked_since = None
 
     async def _ready(self) -> bool:
+        if self._detached is not None:
+            if not self._detached.done():
+                return False
+            self._detached = None
         if not await self.db.available():
             return False
-        try:
+        if self.db.migrated:
+            return True
+
+        async def migrate() -> bool:
             await self.db.ensure_schema()
+            return True
+
+        try:
+            return await self._patient(migrate()) is not None
         except DatabaseUnavailable:
             return False
-        return True
+
+    async def _quarantine(self, refused: list[Refused]) -> None:
+        """Set refused rows aside (once each) and count them."""
+        if not refused:
+            return
+        fresh = await asyncio.to_thread(self.quarantine.add, refused)
+        if not fresh:
+            return
+        self.rejected_batches += 1
+        log.error(
+            "QUARANTINED %d rows TimescaleDB refused as data (%s: %s) in %s; everything else is stored",
+            len(fresh),
+            fresh[-1].sqlstate or "client",
+            one_line(fresh[-1].reason),
+            self.quarantine.path,
+        )
+        if any(r.batch.liquidations for r in fresh):
+            self._quarantined_live = True  # Redis shows them: rebuild it from TimescaleDB soon
 
     async def _drain_spool(self) -> bool:
         """Replay the spool in order; True when it is empty afterwards."""
@@ -244,25 +398,40 @@ class Pipeline:
         if not await self._ready():
             return False
         offset = 0
+        replayed = 0
         try:
             while offset < self.spool.bytes:
-                chunk, offset = await asyncio.to_thread(self.spool.read_chunk, offset, self.settings.batch_max)
+                chunk, offset, undecodable = await asyncio.to_thread(
+                    self.spool.read_chunk, offset, self.settings.batch_max
+                )
+                if undecodable:
+                    log.error("%d spool lines do not decode: set aside in %s", len(undecodable), self.quarantine.path)
+                    await asyncio.to_thread(self.quarantine.add_lines, undecodable, "spool line does not decode")
                 try:
-                    await self.db.write(chunk)
-                except DatabaseUnavailable:
-                    raise
-                except Exception:
-                    # never block the spool on data the database refuses: set it aside, go on
-                    log.exception("TimescaleDB refused %d spooled events; kept in the rejects file", len(chunk))
-                    self.rejected_batches += 1
-                    await asyncio.to_thread(_reject, self.spool, chunk)
-        except DatabaseUnavailable:
+                    result = await self.db.write(chunk)
+                except DatabaseUnavailable as exc:
+                    await self._quarantine(exc.refused)
+                    return False
+                await self._quarantine(result.refused)
+                replayed += len(chunk) - len(result.refused)
+                await self._spill_inbox()
+            await asyncio.to_thread(self.spool.clear)
+        except OSError as exc:
+            log.error("spool replay stopped by the disk (%s); retrying", disk_error_text(exc))
             return False
-        replayed = self.spool.pending_events
-        await asyncio.to_thread(self.spool.clear)
         self.committed_events += replayed
         log.info("spool replayed: %d events written to TimescaleDB", replayed)
         return True
+
+    async def _spill_inbox(self) -> None:
+        """During a long replay, batches the router cannot hand over go behind the spool (replayed
+        in this same pass), so the router, and with it the live view, never waits for the replay."""
+        while self._inbox and self._hurry.is_set():
+            batch = self._inbox[0]
+            if not await self._spool(batch):
+                return
+            self._inbox.popleft()
+            self._release(batch)
 
     async def _housekeeping(self, final: bool = False) -> None:
         """Spool replay, stale coverage at start, Redis rebuild: each only when the database answers."""
@@ -271,7 +440,10 @@ class Pipeline:
         if not self._stale_closed:
             try:
                 own_cascades = [c.id for c in self.detector.active]
-                closed, ended = await self.db.close_stale(self._own_connections, own_cascades)
+                done = await self._patient(self.db.close_stale(self._own_connections, own_cascades, self._started_ms))
+                if done is None:
+                    return
+                closed, ended = done
                 self._stale_closed = True
                 if closed or ended:
                     log.info("a previous run left %d streams and %d cascades open: closed them", closed, ended)
@@ -279,6 +451,10 @@ class Pipeline:
                     self.live.needs_rebuild = True  # its Redis copy still shows them active
             except DatabaseUnavailable:
                 return
+        if self._quarantined_live and time.monotonic() >= self._next_quarantine_rebuild:
+            self._quarantined_live = False
+            self._next_quarantine_rebuild = time.monotonic() + _QUARANTINE_REBUILD_S
+            self.live.needs_rebuild = True
         if self.live.needs_rebuild and self.live.available and not final:
             await self._rebuild_live()
 
@@ -288,10 +464,13 @@ class Pipeline:
         if not await self.live.begin_rebuild():
             return
         try:
-            liqs, cascades = await self.db.fetch_window(now_ms() - WINDOW_MS - TRIM_MARGIN_MS)
+            window = await self._patient(self.db.fetch_window(now_ms() - WINDOW_MS - TRIM_MARGIN_MS))
         except DatabaseUnavailable:
+            window = None
+        if window is None:
             self.live.abort_rebuild()
             return
+        liqs, cascades = window
 
         def current_cascades() -> list[Cascade]:
             merged = {c.id: c for c in cascades}
@@ -305,6 +484,8 @@ class Pipeline:
 
     async def emergency_spool(self) -> int:
         """Shutdown ran out of time: spool what is still in memory (idempotent if it was committed)."""
+        if self._detached is not None:
+            self._detached.cancel()  # its batch is in the spool already
         batches = ([self._current] if self._current is not None else []) + list(self._inbox)
         self._inbox.clear()
         self._current = None
@@ -312,10 +493,12 @@ class Pipeline:
         for batch in batches:
             try:
                 await asyncio.to_thread(self.spool.append, batch)
-            except SpoolFull:
+            except (SpoolFull, SpoolError):
                 lost += len(batch)
         if lost:
-            log.error("shutdown with a full spool: %d events not stored", lost)
+            log.error(
+                "shutdown while the spool takes nothing (%s): %d events not stored", self.spool.error or "full", lost
+            )
         return lost
 
     def state(self) -> dict[str, Any]:
@@ -325,12 +508,18 @@ class Pipeline:
             "routed_events": self.routed_events,
             "committed_events": self.committed_events,
             "spool": self.spool.state(),
+            "backpressure": self._blocked_since is not None,
             "backpressure_s": round(self.backpressure_s, 1),
+            "database": self.db.status,
+            "database_error": self.db.error,
+            "quarantined_rows": self.quarantine.rows,
+            "quarantine_file": str(self.quarantine.path),
+            "last_quarantine_reason": one_line(self.quarantine.last_reason)[:300],
             "rejected_batches": self.rejected_batches,
             "invalid_events": self.invalid_events,
         }
 
 
-def _reject(spool: Spool, batch: Batch) -> None:
-    with (spool.path.parent / "rejected.ndjson").open("a") as f:
-        f.write(encode_batch(batch) + "\n")
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # a detached write: its batch is in the spool whatever happened

@@ -22,9 +22,9 @@ from collector.health import StreamHealth, now_ms
 from collector.pipeline import Pipeline
 from collector.storage.maintenance import run_maintenance
 from collector.storage.redis_live import RedisLive
-from collector.storage.spool import Batch, Spool
+from collector.storage.spool import Batch, Spool, disk_error_text
 from collector.storage.timescale import DatabaseUnavailable, TimescaleWriter
-from common.config import Settings
+from common.config import ConfigError, Settings
 from common.events import Event
 
 log = logging.getLogger("collector.service")
@@ -38,9 +38,20 @@ class CollectorService:
     def __init__(self, settings: Settings, *, on_redis_batch: Callable[[Batch], None] | None = None) -> None:
         self.settings = settings
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=settings.queue_size)
-        self.db = TimescaleWriter(settings.database_url, settings.reader_password)
-        self.live = RedisLive(settings.redis_url, settings.redis_prefix)
-        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+        self.db = TimescaleWriter(
+            settings.database_url,
+            settings.reader_password,
+            connect_timeout=settings.db_connect_timeout_s,
+            statement_timeout=settings.db_statement_timeout_s,
+            batch_timeout=settings.db_batch_timeout_s,
+        )
+        self.live = RedisLive(settings.redis_url, settings.redis_prefix, timeout=settings.redis_timeout_s)
+        try:
+            self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+        except OSError as exc:
+            raise ConfigError(
+                f"LIQ_SPOOL_DIR: cannot use {str(settings.spool_dir)!r} as the spool directory: {disk_error_text(exc)}"
+            ) from None
         self.pipeline = Pipeline(settings, self.queue, self.db, self.live, self.spool, on_redis_batch=on_redis_batch)
         self.health: dict[str, StreamHealth] = {}
         self.sources: dict[str, str] = {}
@@ -48,7 +59,7 @@ class CollectorService:
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event, *, with_adapters: bool = True) -> None:
-        await self.db.open(wait=5.0)
+        await self.db.open()
         try:
             await self.db.ensure_schema()
         except DatabaseUnavailable as exc:

@@ -1,25 +1,55 @@
 """Sanity rules for exchange input, shared by the adapters' parse and normalise steps.
 
 Every check raises `Rejected(reason)` with a short slug; the adapter's dispatcher catches it per
-frame (or per item of a multi-event frame), counts it with `StreamHealth.drop` and goes on.
-Reasons: `bad_json` (not JSON / not an object), `unknown_message` (unknown type or topic),
-`missing_field`, `bad_field` (wrong JSON type), `bad_value` (not a positive finite number, out of
-range), `future_time` (more than 5 minutes ahead of our receive time), `stale_time` (older than
+frame (or per item of a multi-event frame), counts it with `StreamHealth.drop` and goes on: one
+bad item never costs the good items of its frame. Reasons: `bad_json` (not JSON / not an object),
+`unknown_message` (unknown type or topic), `missing_field`, `bad_field` (wrong JSON type),
+`bad_text` (a text field holding a control character, a lone surrogate or another unprintable
+character), `bad_symbol` (not a venue symbol by `common.symbols.valid_symbol`), `bad_number` (not a
+plain decimal, see below), `bad_value` (a plain number out of range, an unknown side),
+`future_time` (more than 5 minutes ahead of our receive time), `stale_time` (older than
 LIQ_MAX_EVENT_AGE_S, checked only on live streams: replays are old on purpose), `not_filled`
 (Binance order status that is not a fill).
 
-The helpers are on the hot path: plain functions, no allocations beyond the Decimal they return.
+Numbers. Both venues write every amount as a JSON string holding a plain decimal ("0.2139000",
+"97210.10", "100"), so that is the only form accepted (`_PLAIN_NUMBER`): ASCII digits without a
+sign, exponent, spaces, underscores or leading zeros, at most one dot with digits on both sides,
+at most 28 characters. Everything else Python's `Decimal()` would take is `bad_number`: " 1",
+"1_000", "+1", "-1", "1e5", "5E-1", ".5", "5.", "Infinity", "NaN", Arabic-Indic or full-width
+digits. Exponents are refused rather than converted: no venue sends them, and a re-send written
+"5E-1" is better dropped (and counted) than trusted. An accepted number loses its trailing
+fractional zeros before it becomes a `Decimal`, so "0.5", "0.50" and "0.500" give the same
+`Decimal` with the same `str()` ("0.5"; "5916.0" gives "5916", "100" stays "100", never "1E+2";
+only values below 1e-6 print in E notation, which is how `str(Decimal)` writes them). The
+canonical text `amount_text()` returns is exactly `common.events.canonical_text` of the value:
+the adapters build the dedup key from it. The 28-character bound keeps every amount, and so the
+key, exact in Decimal's default context. `value_usd` is the exact product of two canonical
+amounts: a re-send gives the same product, the same `str()`.
+
+Text. Symbols follow `common.symbols.valid_symbol` (`bad_symbol`): letters of any script, so
+`币安人生USDT` is a symbol like any other, but no control characters, surrogates, spaces, markup
+or hundreds of characters. Every other text field of an item, read or not, must be printable
+(`bad_text`). A frame whose raw text is ASCII without a backslash or DEL cannot decode to a string
+holding a control character or a surrogate (JSON forbids raw control characters in strings), so
+`clean_frame()` clears the usual frame in one pass; the others (non-ASCII symbols, JSON escapes)
+have each item's text fields checked by `check_texts()`.
+
+The helpers are on the hot path (bench/bench_parse.py): plain functions, Decimal's C parser doing
+most of the checking, caches where the stream repeats itself (symbols, candle prices).
 """
 
 from __future__ import annotations
 
 import json
 import json.scanner
+import re
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
 import orjson
+
+from common.symbols import valid_symbol
 
 FUTURE_TOLERANCE_MS = 300_000
 # Nothing here predates crypto perpetual futures; an older time is a broken field, not history.
@@ -29,6 +59,13 @@ MAX_VALUE_USD = Decimal("1e10")
 _MAX_AMOUNT = Decimal("1e15")
 _MIN_AMOUNT = Decimal("1e-18")
 _ZERO = Decimal(0)
+# A plain decimal as the venues write it: the rule `number()` applies.
+_PLAIN_NUMBER = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?").fullmatch
+# Decimal's default context keeps 28 digits: no longer number is exact in every sum and key.
+_MAX_NUMBER_CHARS = 28
+# Candle prices seen lately (about 4 MB at most): the whole market's klines repeat them.
+_CANDLE_PRICES: dict[str, Decimal] = {}
+_CANDLE_PRICES_MAX = 16384
 LINEAR_QUOTES = ("USDT", "USDC", "BUSD", "USD")
 # COIN-M contract face values in USD (Binance: 100 for BTC, 10 for the others).
 _COIN_M_CONTRACT_USD = {"BTC": Decimal(100)}
@@ -108,37 +145,143 @@ def object_field(obj: dict[str, Any], key: str) -> dict[str, Any]:
     raise Rejected("missing_field" if value is None else "bad_field", key)
 
 
-def amount(text: str) -> Decimal:
-    """A strictly positive, finite, plausibly sized number from the venue's string."""
+def clean_frame(raw: str | bytes) -> bool:
+    """True when no string decoded from `raw` can hold a control character or a surrogate.
+
+    Raw control characters are invalid JSON inside strings, so only an escape (a backslash), DEL
+    or a non-ASCII character can bring one in. About 50 ns for a usual frame; False is no verdict,
+    it only means the items' text fields must be checked one by one (`check_texts`).
+    """
+    if type(raw) is str:
+        return raw.isascii() and "\\" not in raw and "\x7f" not in raw
+    return raw.isascii() and b"\\" not in raw and b"\x7f" not in raw
+
+
+def check_texts(obj: dict[str, Any], skip: str = "") -> None:
+    """`bad_text` unless every string value of `obj` (one level, the key `skip` aside) is printable.
+
+    Printable is `str.isprintable()`: letters and digits of any script, punctuation, symbols and the
+    ASCII space; not control or format characters, surrogates, line separators or other spaces.
+    The symbol is skipped by the callers: `check_symbol()` refuses it with its own reason.
+    """
+    for key, value in obj.items():
+        if type(value) is str and key != skip and not value.isprintable():
+            raise Rejected("bad_text", repr(key)[:40])
+
+
+@lru_cache(maxsize=8192)
+def check_symbol(text: str) -> str:
+    """A venue symbol (`common.symbols.valid_symbol`), or `Rejected("bad_symbol")`.
+
+    Cached (the whole market is about 1,000 names); a refusal raises, so no long or bad text is
+    ever kept in the cache.
+    """
+    if valid_symbol(text):
+        return text
+    raise Rejected("bad_symbol", repr(text[:40]))
+
+
+def _number(text: str) -> tuple[str, Decimal]:
+    """(canonical text, Decimal) of a decimal as `str(Decimal)` writes it, or `Rejected("bad_number")`.
+
+    Trailing fractional zeros are cut first ("0.2139000" -> "0.2139", "5916.0" -> "5916"). Then
+    Decimal's own C parser does most of the work: a text that `str()` of its Decimal writes back
+    unchanged and without an exponent has no spaces, underscores, "+", leading zeros or other
+    scripts' digits. A sign, NaN and Infinity pass this step: the callers' bounds refuse them and
+    `_refused` names them `bad_number`. What fails the round trip goes to `_PLAIN_NUMBER`, the
+    rule itself, on the text as sent: values below 1e-6, which `str()` writes as "1E-7", pass it;
+    nothing else does.
+    """
+    if len(text) > _MAX_NUMBER_CHARS:  # first: Decimal would read megabytes of digits
+        raise Rejected("bad_number", f"{len(text)} characters")
+    canonical = text
+    if text[-1:] == "0" and "." in text:
+        canonical = text.rstrip("0")
+        if canonical[-1] == ".":
+            canonical = canonical[:-1]  # one dot only: "5..0" stays "5." and is refused below
     try:
-        value = Decimal(text)
+        value = Decimal(canonical)
     except InvalidOperation:
-        raise Rejected("bad_value", text[:40]) from None
-    if not value.is_finite() or not _MIN_AMOUNT <= value <= _MAX_AMOUNT:
-        raise Rejected("bad_value", text[:40])
+        raise Rejected("bad_number", repr(text)) from None
+    if (str(value) != canonical or "E" in canonical) and _PLAIN_NUMBER(text) is None:
+        raise Rejected("bad_number", repr(text))
+    return canonical, value
+
+
+def _refused(text: str) -> Rejected:
+    """Why a number `_number()` read is refused: not plain (a sign, NaN, Infinity), or out of range."""
+    plain = len(text) <= _MAX_NUMBER_CHARS and _PLAIN_NUMBER(text) is not None
+    return Rejected("bad_value" if plain else "bad_number", repr(text[:40]))
+
+
+def amount_text(text: str) -> tuple[str, Decimal]:
+    """(canonical text, Decimal) of a strictly positive, plausibly sized amount: the key needs both.
+
+    `_number()` and the bounds written out in one function: this runs twice per liquidation.
+    """
+    if len(text) > _MAX_NUMBER_CHARS:
+        raise Rejected("bad_number", f"{len(text)} characters")
+    canonical = text
+    if text[-1:] == "0" and "." in text:
+        canonical = text.rstrip("0")
+        if canonical[-1] == ".":
+            canonical = canonical[:-1]
+    try:
+        value = Decimal(canonical)
+        if (str(value) == canonical and "E" not in canonical or _PLAIN_NUMBER(text) is not None) and (
+            _MIN_AMOUNT <= value <= _MAX_AMOUNT
+        ):
+            return canonical, value
+    except InvalidOperation:  # not a number, or NaN in the bounds
+        pass
+    raise _refused(text)
+
+
+def amount(text: str) -> Decimal:
+    """A strictly positive, plausibly sized amount from the venue's plain decimal string."""
+    value = _number(text)[1]
+    try:
+        if _MIN_AMOUNT <= value <= _MAX_AMOUNT:
+            return value
+    except InvalidOperation:  # NaN
+        pass
+    raise _refused(text)
+
+
+def candle_price(text: str) -> Decimal:
+    """`amount(text)` for a candle's open, high, low and close, remembered: a kline stream repeats
+    them from one update to the next (the open all minute long, high and low most of it). The
+    memo holds checked texts only and starts over when full."""
+    value = _CANDLE_PRICES.get(text)
+    if value is None:
+        value = amount(text)
+        if len(_CANDLE_PRICES) >= _CANDLE_PRICES_MAX:
+            _CANDLE_PRICES.clear()
+        _CANDLE_PRICES[text] = value
     return value
+
+
+def optional_amount_text(text: str | None) -> tuple[str, Decimal] | None:
+    """`amount_text` of an optional field; None when it is absent, empty or zero (Binance's "0")."""
+    if not text:
+        return None
+    try:
+        return amount_text(text)
+    except Rejected as refused:  # rare: orders without fills
+        if refused.reason == "bad_value" and _number(text)[0] == "0":
+            return None
+        raise
 
 
 def volume(text: str) -> Decimal:
     """Like `amount` but zero is fine (a minute without trades)."""
+    canonical, value = _number(text)
     try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise Rejected("bad_value", text[:40]) from None
-    if not value.is_finite() or value < _ZERO or value > _MAX_AMOUNT:
-        raise Rejected("bad_value", text[:40])
-    return value
-
-
-def amount_or_none(text: str | None) -> Decimal | None:
-    """Like `amount`, but None instead of a rejection: for optional fields with a fallback."""
-    if not text:
-        return None
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() and _MIN_AMOUNT <= value <= _MAX_AMOUNT else None
+        if _ZERO <= value <= _MAX_AMOUNT and canonical[0] != "-":  # "-0" is not below zero
+            return value
+    except InvalidOperation:  # NaN
+        pass
+    raise _refused(text)
 
 
 def check_time(time_ms: int, received_ms: int, max_age_ms: int | None) -> int:

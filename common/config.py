@@ -20,9 +20,14 @@ from common.symbols import valid_symbol
 # The real exchange endpoints. Anything else (replay, fake servers) is never labelled `live`.
 BINANCE_WS_URL = "wss://fstream.binance.com/market"
 BYBIT_WS_URL = "wss://stream.bybit.com/v5/public/linear"
-REAL_HOSTS = frozenset({"fstream.binance.com", "stream.bybit.com"})
+REAL_HOSTS = frozenset({"fstream.binance.com", "stream.bybit.com"})  # WebSocket hosts only: they label events
+# The venues' public REST APIs (instrument lists). They never label events, so they are not in REAL_HOSTS.
+BINANCE_REST_URL = "https://fapi.binance.com"
+BYBIT_REST_URL = "https://api.bybit.com"
+ALL = "ALL"  # LIQ_SYMBOLS / LIQ_CANDLE_SYMBOLS: every contract the venues list
 
 SUPPORTED_EXCHANGES = ("binance", "bybit")
+CASCADE_RULES = ("relative", "fixed")  # collector.cascades.RELATIVE, FIXED
 _SOURCE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
@@ -52,7 +57,11 @@ class Settings:
     institutional_usd: Decimal
     cascade_window_s: int
     cascade_min_events: int
-    cascade_min_usd: Decimal
+    cascade_min_usd: Decimal  # the absolute floor (relative rule) or the threshold (fixed rule)
+    cascade_rule: str  # "relative" | "fixed" (collector/cascades.py states both)
+    cascade_relative_x: Decimal  # relative: T = max(min_usd, x * the instrument's 24 h USD per window)
+    cascade_end_x: Decimal  # relative: a cascade ends below end_x * that baseline per window
+    cascade_max_s: int  # relative: no cascade lasts longer
     retention_raw_days: int
     retention_rollup_days: int
     app_password: Secret
@@ -69,6 +78,21 @@ class Settings:
     db_statement_timeout_s: float  # one statement (server side, statement_timeout)
     db_batch_timeout_s: float  # one whole batch transaction, client side
     redis_timeout_s: float  # connect and every Redis command
+    # Instrument discovery (collector/instruments): the venues' REST base URLs and the refresh period.
+    binance_rest_url: str
+    bybit_rest_url: str
+    instruments_refresh_s: int
+    candle_symbols: tuple[str, ...]  # ("ALL",) or the symbols whose candles are kept
+
+    @property
+    def all_symbols(self) -> bool:
+        """LIQ_SYMBOLS=ALL: follow every linear USDT and USDC contract the venues list."""
+        return self.symbols == (ALL,)
+
+    @property
+    def all_candle_symbols(self) -> bool:
+        """LIQ_CANDLE_SYMBOLS=ALL: candles for every tracked symbol."""
+        return self.candle_symbols == (ALL,)
 
     def source_for(self, ws_url: str) -> str:
         """`live` only for the real exchange hosts; anything else gets the non-live label."""
@@ -166,6 +190,18 @@ class _Reader:
             raise ConfigError(f"{name}: must list at least one value")
         return tuple(dict.fromkeys(items))
 
+    def symbols(self, name: str, default: str) -> tuple[str, ...]:
+        """`ALL` (alone) or a list of venue symbols, upper case."""
+        symbols = tuple(s.upper() for s in self.csv(name, default))
+        if ALL in symbols:
+            if len(symbols) > 1:
+                raise ConfigError(f"{name}: ALL follows every listed symbol and cannot be combined with others")
+            return (ALL,)
+        for symbol in symbols:
+            if not valid_symbol(symbol):
+                raise ConfigError(f"{name}: {symbol!r} is not a venue symbol like BTCUSDT")
+        return symbols
+
 
 def reader_url(database_url: str, password: str) -> str:
     """The app's URL: same server and database as DATABASE_URL, as the read-only role."""
@@ -196,10 +232,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
             raise ConfigError(
                 f"LIQ_EXCHANGES: unknown exchange {exchange!r}; supported: {', '.join(SUPPORTED_EXCHANGES)}"
             )
-    symbols = tuple(s.upper() for s in r.csv("LIQ_SYMBOLS", "BTCUSDT"))
-    for symbol in symbols:
-        if not valid_symbol(symbol):
-            raise ConfigError(f"LIQ_SYMBOLS: {symbol!r} is not a venue symbol like BTCUSDT")
+    symbols = r.symbols("LIQ_SYMBOLS", "BTCUSDT")
 
     nonlive = r.text("LIQ_NONLIVE_SOURCE", "replay").lower()
     if not _SOURCE_RE.match(nonlive) or nonlive == "live":
@@ -208,6 +241,22 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
     prefix = r.text("LIQ_REDIS_PREFIX", "liq:")
     if not re.match(r"^[A-Za-z0-9_:.-]{1,64}$", prefix):
         raise ConfigError(f"LIQ_REDIS_PREFIX: letters, digits and _:.- only, got {prefix!r}")
+
+    cascade_rule = r.text("LIQ_CASCADE_RULE", "relative").lower()
+    if cascade_rule not in CASCADE_RULES:
+        raise ConfigError(f"LIQ_CASCADE_RULE: one of {', '.join(CASCADE_RULES)}, got {cascade_rule!r}")
+    cascade_window_s = r.whole("LIQ_CASCADE_WINDOW_S", 60, 1, 3600)
+    cascade_relative_x = r.decimal("LIQ_CASCADE_RELATIVE_X", "10", Decimal(1))
+    cascade_end_x = r.decimal("LIQ_CASCADE_END_X", "3", Decimal(0))
+    if cascade_end_x >= cascade_relative_x:
+        raise ConfigError(
+            f"LIQ_CASCADE_END_X: must be below LIQ_CASCADE_RELATIVE_X ({cascade_relative_x}), got {cascade_end_x}"
+        )
+    cascade_max_s = r.whole("LIQ_CASCADE_MAX_S", 900, 60, 86_400)
+    if cascade_max_s < cascade_window_s:
+        raise ConfigError(
+            f"LIQ_CASCADE_MAX_S: must be at least LIQ_CASCADE_WINDOW_S ({cascade_window_s}), got {cascade_max_s}"
+        )
 
     log_level = r.text("LIQ_LOG_LEVEL", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -225,9 +274,15 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
         bybit_ws_url=r.url("LIQ_BYBIT_WS_URL", BYBIT_WS_URL, ("ws", "wss")),
         nonlive_source=nonlive,
         institutional_usd=r.decimal("LIQ_INSTITUTIONAL_USD", "100000", Decimal(0)),
-        cascade_window_s=r.whole("LIQ_CASCADE_WINDOW_S", 60, 1, 3600),
+        cascade_window_s=cascade_window_s,
         cascade_min_events=r.whole("LIQ_CASCADE_MIN_EVENTS", 5, 2, 10_000),
-        cascade_min_usd=r.decimal("LIQ_CASCADE_MIN_USD", "100000", Decimal(0)),
+        cascade_min_usd=r.decimal(
+            "LIQ_CASCADE_MIN_USD", "20000" if cascade_rule == "relative" else "100000", Decimal(0)
+        ),
+        cascade_rule=cascade_rule,
+        cascade_relative_x=cascade_relative_x,
+        cascade_end_x=cascade_end_x,
+        cascade_max_s=cascade_max_s,
         retention_raw_days=r.whole("LIQ_RETENTION_RAW_DAYS", 90, 1, 36500),
         retention_rollup_days=r.whole("LIQ_RETENTION_ROLLUP_DAYS", 730, 1, 36500),
         app_password=Secret(r.text("LIQ_APP_PASSWORD", "")),
@@ -243,4 +298,8 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
         db_statement_timeout_s=r.seconds("LIQ_DB_STATEMENT_TIMEOUT_S", "30", 1, 3600),
         db_batch_timeout_s=r.seconds("LIQ_DB_BATCH_TIMEOUT_S", "60", 1, 3600),
         redis_timeout_s=r.seconds("LIQ_REDIS_TIMEOUT_S", "5", 0.1, 600),
+        binance_rest_url=r.url("LIQ_BINANCE_REST_URL", BINANCE_REST_URL, ("http", "https")).rstrip("/"),
+        bybit_rest_url=r.url("LIQ_BYBIT_REST_URL", BYBIT_REST_URL, ("http", "https")).rstrip("/"),
+        instruments_refresh_s=r.whole("LIQ_INSTRUMENTS_REFRESH_S", 3600, 60, 86400),
+        candle_symbols=r.symbols("LIQ_CANDLE_SYMBOLS", ALL),
     )

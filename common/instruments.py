@@ -123,3 +123,22 @@ def guess_instrument(exchange: str, symbol: str) -> Instrument:
         expiry=expiry_day(expiry),
         listed=False,
     )
+
+
+def cascade_names(symbol: str, exchanges: tuple[str, ...] | list[str]) -> list[str]:
+    """The `cascades.symbol` values a venue symbol's filter matches: its canonical instrument on
+    every given venue (cascades join venues under that name) and the venue symbol itself (rows
+    written before cascades were canonical)."""
+    return sorted({symbol, *(guess_instrument(ex, symbol).canonical for ex in exchanges)})
+
+
+def venue_symbols(canonical: str, known: dict[str, list[str]]) -> dict[str, tuple[str, Decimal]]:
+    """exchange -> (venue symbol, multiplier) of a canonical instrument among `known` venue symbols
+    (exchange -> symbols): how a cascade's canonical name finds its venues' candles."""
+    out: dict[str, tuple[str, Decimal]] = {}
+    for exchange, symbols in known.items():
+        for symbol in symbols:
+            inst = guess_instrument(exchange, symbol)
+            if symbol == canonical or inst.canonical == canonical:
+                out.setdefault(exchange, (symbol, inst.multiplier))
+    return out

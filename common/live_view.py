@@ -5,18 +5,36 @@ share one Redis. The collector is the only writer; the app and CLI only read.
 
     {p}live:liqs        ZSET  score = exchange time (ms), member = encode_liquidation(...)
                               every liquidation of the last 60 minutes (+ a small margin), all
-                              symbols; members are deterministic, so a re-delivered event is a no-op
+                              symbols; members are deterministic (numbers in canonical text), so a
+                              re-delivered event is a no-op however the venue wrote its numbers
+    {p}live:agg:<b>     HASH  sums of the liquidations of the 10-second bucket starting at <b> (ms),
+                              all symbols, per group [exchange, side, source]
+    {p}live:agg:<b>:<symbol>  the same for one symbol (symbol_text(symbol))
+    {p}live:aggkeys     ZSET  the aggregate keys' suffixes ("<b>" and "<b>:<symbol>"), score <b>
+    {p}live:sources     ZSET  source ("live", "replay", ...) -> time (ms) of its newest liquidation
     {p}live:cascades    HASH  cascade id -> encode_cascade(...): active ones and those that ended
                               within the last 60 minutes
     {p}live:health      HASH  exchange -> JSON of StreamHealth.snapshot() (connected, last message
                               age, reconnects, last error, drops by reason)
-    {p}live:collector   HASH  "state" -> JSON {heartbeat_ms, started_ms, pid, sources, queue,
-                              spool: {pending_events, bytes, state}, redis_rebuilt_ms}
-    {p}live:built       STRING set once the view was rebuilt from TimescaleDB after Redis came
-                              back empty; absent means "rebuild before trusting the window"
+    {p}live:collector   HASH  "state" -> JSON of the collector's state: heartbeat_ms, started_ms,
+                              pid, sources, queue, spool {pending_events, bytes, state, error},
+                              database, database_error, backpressure, backpressure_s,
+                              quarantined_rows, last_quarantine_reason, invalid_events,
+                              redis_rebuilt_ms (readers show what is there, nothing for a missing key)
+    {p}live:built:v2    STRING set once the view (members and aggregates) was rebuilt from
+                              TimescaleDB; absent means "rebuild before trusting the window"
 
-The 60-minute window is exact: readers take ZRANGEBYSCORE [now - 3_600_000, now] and sum, so the
-figures equal the same query over TimescaleDB. Writers trim older members at most every second.
+Aggregate fields are `<group><kind>`, group = group_text(exchange, side, source) (a JSON array),
+kind `n` (count), `x` (largest USD, canonical text), `q<k>` and `u<k>` (quantity and USD). Amounts
+are kept exactly as integer limbs: `q<k>` is the sum of the 9-digit groups of digits at 10^(9k)
+(k = 0 units, k = -1 the first nine decimals, ...), so quantity = sum of q<k> * 10^(9k), exact for
+any decimal and any count (each limb adds < 10^9; 64-bit HINCRBY overflows after 9 * 10^9 events).
+A member and its sums are written by one Lua script call (common/live_scripts.py) that counts only
+members the ZSET did not hold, so the sums equal the members at every moment.
+
+The 60-minute window [now - 3_600_000, now] stays exact and bounded: readers sum the aggregates of
+the buckets inside it and decode only the raw members of the two partial buckets at its edges.
+Aggregate keys expire an hour after their bucket; members are trimmed at most every second.
 """
 
 from __future__ import annotations
@@ -25,14 +43,20 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from common.events import Cascade, Liquidation, Side
+from common.events import Cascade, Liquidation, Side, canonical_text
 
 WINDOW_MS = 3_600_000
 # Members older than the window are kept this much longer so that a reader's clock that runs a
 # little behind the writer's still sees a full window.
 TRIM_MARGIN_MS = 120_000
+# Width of an aggregate bucket: a reader decodes at most two of them as raw members.
+BUCKET_MS = 10_000
 # The collector's heartbeat is refreshed every second; older than this means "not running".
 COLLECTOR_STALE_MS = 15_000
+# The writer's "no cutoff" (seeding tests and tools write events of any age).
+NO_CUTOFF_MS = -(2**53)
+
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:")
 
 
 class Keys:
@@ -41,31 +65,70 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.liqs = f"{prefix}live:liqs"
+        self.agg = f"{prefix}live:agg:"  # + "<bucket ms>" or "<bucket ms>:<symbol text>"
+        self.agg_keys = f"{prefix}live:aggkeys"
+        self.sources = f"{prefix}live:sources"
         self.cascades = f"{prefix}live:cascades"
         self.health = f"{prefix}live:health"
         self.collector = f"{prefix}live:collector"
-        self.built = f"{prefix}live:built"
+        self.built = f"{prefix}live:built:v2"  # v2: with aggregates (a v1 view is rebuilt once)
+        # The rebuild assembles a new window here, then swaps it in (collector/storage/redis_live.py).
+        self.scratch_liqs = f"{self.liqs}:rebuild"
+        self.scratch_agg = f"{prefix}live:rebuild:agg:"
+        self.scratch_agg_keys = f"{prefix}live:rebuild:aggkeys"
+        self.scratch_sources = f"{prefix}live:rebuild:sources"
+        self.rebuild_token = f"{self.liqs}:rebuild:token"
+
+    def agg_key(self, bucket_ms: int, symbol: str | None = None) -> str:
+        """The aggregate of one bucket: all symbols, or one."""
+        return f"{self.agg}{bucket_ms}" if symbol is None else f"{self.agg}{bucket_ms}:{symbol_text(symbol)}"
 
     def all(self) -> list[str]:
-        return [self.liqs, self.cascades, self.health, self.collector, self.built]
+        return [self.liqs, self.agg_keys, self.sources, self.cascades, self.health, self.collector, self.built]
+
+
+def bucket_of(time_ms: int) -> int:
+    return time_ms - time_ms % BUCKET_MS
+
+
+def symbol_text(symbol: str) -> str:
+    """The symbol as it appears in a key name: itself when plain, else JSON-escaped ASCII."""
+    return symbol if _PLAIN.issuperset(symbol) else json.dumps(symbol)[1:-1]
+
+
+def group_text(exchange: str, side: str, source: str) -> str:
+    """An aggregate group: a compact JSON array, unambiguous whatever the names hold."""
+    return json.dumps([exchange, side, source], separators=(",", ":"))
 
 
 def encode_liquidation(ev: Liquidation) -> str:
-    """Compact, deterministic JSON: the same event always gives the same ZSET member."""
+    """Compact, deterministic JSON (ASCII, numbers in canonical text): one event, one ZSET member."""
     return json.dumps(
         [
             ev.key,
             ev.exchange,
             ev.symbol,
             str(ev.side),
-            f"{ev.quantity:f}",
-            f"{ev.price:f}",
-            f"{ev.value_usd:f}",
+            canonical_text(ev.quantity),
+            canonical_text(ev.price),
+            canonical_text(ev.value_usd),
             ev.time_ms,
             ev.source,
             ev.sampled,
         ],
         separators=(",", ":"),
+    )
+
+
+def member_text(ev: Liquidation, quantity: str, price: str, value_usd: str) -> str:
+    """`encode_liquidation(ev)` byte for byte, given the canonical texts, without json.dumps when
+    every text field is plain (several times faster; anything JSON would escape takes the codec)."""
+    if not (_PLAIN.issuperset(ev.exchange) and _PLAIN.issuperset(ev.symbol) and _PLAIN.issuperset(ev.source)):
+        return encode_liquidation(ev)
+    sampled = "true" if ev.sampled else "false"
+    return (
+        f'[{ev.key},"{ev.exchange}","{ev.symbol}","{ev.side.value}","{quantity}","{price}",'
+        f'"{value_usd}",{ev.time_ms},"{ev.source}",{sampled}]'
     )
 
 
@@ -84,6 +147,21 @@ def decode_liquidation(member: str | bytes) -> dict[str, Any]:
         "source": source,
         "sampled": bool(sampled),
     }
+
+
+def limbs_to_decimal(limbs: dict[int, int]) -> Decimal:
+    """sum(v * 10^(9k)) exactly, without trailing fractional zeros (no context rounding)."""
+    if not limbs:
+        return Decimal(0)
+    low = min(limbs)
+    total = sum(v * 10 ** (9 * (k - low)) for k, v in limbs.items())
+    exponent = 9 * low
+    if exponent >= 0:
+        return Decimal(total * 10**exponent)
+    while exponent < 0 and total % 10 == 0 and total:
+        total //= 10
+        exponent += 1
+    return Decimal(f"{total}E{exponent}") if exponent < 0 else Decimal(total)
 
 
 def encode_cascade(c: Cascade) -> str:

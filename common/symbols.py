@@ -16,13 +16,18 @@ from functools import lru_cache
 MAX_SYMBOL_CHARS = 40
 # \w is Unicode-aware (letters, digits of every script, underscore, some marks); the checks in
 # `valid_symbol` narrow it to letters, ASCII digits and the separators.
-_SHAPE = re.compile(r"^[\w][\w.\-]*$")
+_SHAPE = re.compile(r"[\w][\w.\-]*")  # fullmatch: "$" would let a trailing newline through
+
+
+def valid_symbol(text: str) -> bool:
+    """True when `text` could be a venue's instrument name (cached: the whole market is ~1,000 names)."""
+    # The length is checked before the cache, so that no long text is ever kept in it.
+    return 2 <= len(text) <= MAX_SYMBOL_CHARS and _valid_shape(text)
 
 
 @lru_cache(maxsize=8192)
-def valid_symbol(text: str) -> bool:
-    """True when `text` could be a venue's instrument name (cached: the whole market is ~1,000 names)."""
-    if not 2 <= len(text) <= MAX_SYMBOL_CHARS or not _SHAPE.match(text):
+def _valid_shape(text: str) -> bool:
+    if not _SHAPE.fullmatch(text):
         return False
     for ch in text:
         if ch.isascii():

@@ -30,6 +30,7 @@ TABLES = (
     "candles_1h",
     "cascades",
     "stream_coverage",
+    "instruments",
 )
 
 

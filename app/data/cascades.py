@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from app.data.connections import fetch_all, fetch_df, get_pool
 from app.data.scope import CACHE_TTL_S, MINUTE_MS, Scope, floor_ms, utc_datetime
+from common.instruments import cascade_names, venue_symbols
 
 CASCADE_LIST_LIMIT = 500  # the newest ones; totals always cover every cascade
 
@@ -28,8 +29,9 @@ def _cascade_where(
     where = [sql.SQL("c.start_time < %s AND c.end_time >= %s"), sql.SQL("c.value_usd >= %s")]
     params: list[Any] = [scope.end, scope.start, min_usd]
     if scope.symbol is not None:
-        where.append(sql.SQL("c.symbol = %s"))
-        params.append(scope.symbol)
+        # cascades are named after the canonical instrument (BTC-USDT-PERP), joined across venues
+        where.append(sql.SQL("c.symbol = ANY(%s)"))
+        params.append(cascade_names(scope.symbol, scope.exchanges))
     if not scope.include_nonlive:
         where.append(sql.SQL("c.source = 'live'"))
     if side is not None:
@@ -99,35 +101,62 @@ def cascades(
 
 
 def _closes_after(pool: ConnectionPool, frame: pd.DataFrame, include_nonlive: bool) -> dict[tuple[int, int], Decimal]:
-    """(cascade id, minutes after its last minute) -> candle close, for 0, 15 and 60 minutes.
+    """(cascade id, minutes after its last minute) -> candle close per canonical base unit, for 0,
+    15 and 60 minutes.
 
-    One query with constant arrays rather than a lookup per cascade: TimescaleDB then skips
-    every candle chunk that holds none of the wanted minutes."""
-    wanted: dict[tuple[str, datetime], list[tuple[int, int, list[str]]]] = {}
-    for cid, symbol, end, exchanges in zip(
-        frame["id"], frame["symbol"], frame["end_time"], frame["exchanges"], strict=True
-    ):
+    A cascade is named after its canonical instrument; its members tell which venue symbols
+    (and multipliers: a 1000PEPE close is divided by 1000) hold its candles. One query with
+    constant arrays rather than a lookup per cascade: TimescaleDB then skips every candle chunk
+    that holds none of the wanted minutes."""
+    members = _member_symbols(pool, frame)
+    wanted: dict[tuple[str, str, datetime], list[tuple[int, int, Decimal]]] = {}
+    order: dict[int, list[str]] = {}
+    for cid, end, exchanges in zip(frame["id"], frame["end_time"], frame["exchanges"], strict=True):
         last_minute = utc_datetime(floor_ms(int(end.timestamp() * 1000), MINUTE_MS))
-        for minutes in (0, 15, 60):
-            key = (symbol, last_minute + timedelta(minutes=minutes))
-            wanted.setdefault(key, []).append((int(cid), minutes, sorted(exchanges)))
+        venues = members.get(int(cid), {})
+        order[int(cid)] = [e for e in sorted(exchanges) if e in venues]
+        for exchange, (symbol, multiplier) in venues.items():
+            for minutes in (0, 15, 60):
+                key = (exchange, symbol, last_minute + timedelta(minutes=minutes))
+                wanted.setdefault(key, []).append((int(cid), minutes, multiplier))
+    if not wanted:
+        return {}
     source = sql.SQL("") if include_nonlive else sql.SQL(" AND source = 'live'")
     query = sql.SQL(
-        "SELECT symbol, time, exchange, close FROM candles WHERE symbol = ANY(%s) AND time = ANY(%s){}"
+        "SELECT exchange, symbol, time, close FROM candles WHERE symbol = ANY(%s) AND time = ANY(%s){}"
     ).format(source)
-    symbols = sorted({s for s, _ in wanted})
-    times = sorted({t for _, t in wanted})
-    by_minute: dict[tuple[str, datetime], dict[str, Decimal]] = {}
-    for symbol, t, exchange, close in fetch_all(pool, query, [symbols, times]):
-        by_minute.setdefault((symbol, t), {})[exchange] = close
+    symbols = sorted({s for _, s, _ in wanted})
+    times = sorted({t for _, _, t in wanted})
+    found: dict[tuple[int, int], dict[str, Decimal]] = {}
+    for exchange, symbol, t, close in fetch_all(pool, query, [symbols, times]):
+        for cid, minutes, multiplier in wanted.get((exchange, symbol, t), []):
+            found.setdefault((cid, minutes), {})[exchange] = close / multiplier
     out: dict[tuple[int, int], Decimal] = {}
-    for key, asks in wanted.items():
-        found = by_minute.get(key, {})
-        for cid, minutes, exchanges in asks:
-            # The first of the cascade's exchanges (by name) that has the candle.
-            close = next((found[e] for e in exchanges if e in found), None)
-            if close is not None:
-                out[(cid, minutes)] = close
+    for (cid, minutes), closes in found.items():
+        # The first of the cascade's exchanges (by name) that has the candle.
+        close = next((closes[e] for e in order[cid] if e in closes), None)
+        if close is not None:
+            out[(cid, minutes)] = close
+    return out
+
+
+def _member_symbols(pool: ConnectionPool, frame: pd.DataFrame) -> dict[int, dict[str, tuple[str, Decimal]]]:
+    """cascade id -> exchange -> (venue symbol, multiplier), from the cascades' own members."""
+    ids = [int(c) for c in frame["id"]]
+    lo = utc_datetime(int(min(frame["start_time"]).timestamp() * 1000))
+    hi = utc_datetime(int(max(frame["end_time"]).timestamp() * 1000) + 1)
+    rows = fetch_all(
+        pool,
+        "SELECT DISTINCT cascade_id, exchange, symbol FROM liquidations "
+        "WHERE cascade_id = ANY(%s) AND time >= %s AND time <= %s",
+        [ids, lo, hi],
+    )
+    names = dict(zip((int(c) for c in frame["id"]), frame["symbol"], strict=True))
+    out: dict[int, dict[str, tuple[str, Decimal]]] = {}
+    for cid, exchange, symbol in rows:
+        matched = venue_symbols(names[int(cid)], {exchange: [symbol]})
+        if exchange in matched:
+            out.setdefault(int(cid), {})[exchange] = matched[exchange]
     return out
 
 
@@ -153,15 +182,16 @@ def cascade_members(pool: ConnectionPool, cascade_id: int, start_ms: int, end_ms
 
 
 def candles_between(
-    pool: ConnectionPool, symbol: str, start_ms: int, end_ms: int, include_nonlive: bool
+    pool: ConnectionPool, symbols: tuple[str, ...], start_ms: int, end_ms: int, include_nonlive: bool
 ) -> pd.DataFrame:
-    """1-minute candles of one symbol (every exchange) in [start, end), for zoomed charts."""
+    """1-minute candles of venue symbols (a cascade's members', every exchange) in [start, end),
+    for zoomed charts."""
     source = sql.SQL("") if include_nonlive else sql.SQL(" AND source = 'live'")
     query = sql.SQL(
         "SELECT time, exchange, open, high, low, close, volume FROM candles "
-        "WHERE symbol = %s AND time >= %s AND time < %s{} ORDER BY exchange, time"
+        "WHERE symbol = ANY(%s) AND time >= %s AND time < %s{} ORDER BY exchange, time"
     ).format(source)
-    return fetch_df(pool, query, [symbol, utc_datetime(start_ms), utc_datetime(end_ms)])
+    return fetch_df(pool, query, [list(symbols), utc_datetime(start_ms), utc_datetime(end_ms)])
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
@@ -185,6 +215,6 @@ def cached_cascade_members(database_url: str, cascade_id: int, start_ms: int, en
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def cached_candles_between(
-    database_url: str, symbol: str, start_ms: int, end_ms: int, include_nonlive: bool
+    database_url: str, symbols: tuple[str, ...], start_ms: int, end_ms: int, include_nonlive: bool
 ) -> pd.DataFrame:
-    return candles_between(get_pool(database_url), symbol, start_ms, end_ms, include_nonlive)
+    return candles_between(get_pool(database_url), symbols, start_ms, end_ms, include_nonlive)

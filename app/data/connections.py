@@ -14,6 +14,7 @@ Public API (stable, also used by app2):
     get_settings() -> Settings
     get_pool(url) -> ConnectionPool          app_pool() -> pool on settings.app_database_url
     get_redis(url) -> redis.Redis            app_redis() -> client on settings.redis_url
+                                             (deadline settings.redis_timeout_s, LIQ_REDIS_TIMEOUT_S)
     app_keys() -> common.live_view.Keys (settings.redis_prefix)
     fetch_all(pool, query, params) -> list[tuple]
     fetch_df(pool, query, params) -> pandas.DataFrame (column names from the cursor)
@@ -33,6 +34,8 @@ import redis
 import streamlit as st
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from common.config import Settings, load_settings
 from common.live_view import Keys
@@ -77,9 +80,19 @@ def open_pool(url: str, max_size: int = 4) -> ConnectionPool:
     return pool
 
 
-def open_redis(url: str) -> redis.Redis:
-    """A Redis client with short timeouts (it connects lazily on first command)."""
-    return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30)
+def open_redis(url: str, timeout_s: float = 5.0) -> redis.Redis:
+    """A Redis client whose every call has a deadline (it connects lazily on first command).
+
+    `timeout_s` (LIQ_REDIS_TIMEOUT_S) bounds the connect and each socket operation, and nothing is
+    retried, so a Redis that hangs turns into DataUnavailable after about that long, never a hung page.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
 
 
 @contextmanager
@@ -88,7 +101,7 @@ def redis_errors() -> Iterator[None]:
     try:
         yield
     except redis.RedisError as exc:
-        raise DataUnavailable(f"Redis is not reachable: {exc}") from exc
+        raise DataUnavailable(f"Redis is not reachable: {str(exc) or type(exc).__name__}") from exc
 
 
 @contextmanager
@@ -133,8 +146,9 @@ def get_pool(url: str) -> ConnectionPool:
 
 
 @st.cache_resource(show_spinner=False)
-def get_redis(url: str) -> redis.Redis:
-    client = open_redis(url)
+def get_redis(url: str, timeout_s: float | None = None) -> redis.Redis:
+    """One client per Redis URL per process; the deadline defaults to settings.redis_timeout_s."""
+    client = open_redis(url, get_settings().redis_timeout_s if timeout_s is None else timeout_s)
     _OPENED.append(client)
     return client
 

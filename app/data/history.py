@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app.data.connections import db_errors, fetch_all, fetch_df, get_pool
+from common.instruments import cascade_names
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -262,8 +263,8 @@ def cascade_count(pool: ConnectionPool, f: Filters, start_ms: int, end_ms: int) 
     parts = [sql.SQL("start_time >= %s AND start_time < %s AND exchanges && %s")]
     params: list[Any] = [ts(start_ms), ts(end_ms), list(f.exchanges)]
     if f.symbol is not None:
-        parts.append(sql.SQL("symbol = %s"))
-        params.append(f.symbol)
+        parts.append(sql.SQL("symbol = ANY(%s)"))  # canonical cascade names, see cascade_names
+        params.append(cascade_names(f.symbol, f.exchanges))
     if f.live_only:
         parts.append(sql.SQL("source = 'live'"))
     if f.side is not None:

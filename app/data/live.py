@@ -1,9 +1,12 @@
 """The live 60-minute view from Redis, as written by the collector (common/live_view.py).
 
-The window is exact: ZRANGEBYSCORE [now - WINDOW_MS, now], decoded and summed here, so the figures
-equal the same query over TimescaleDB. `snapshot()` also reads the cascades, the per-stream health
-and the collector's heartbeat, and `collector_state()` tells "not running" (heartbeat missing or
-older than COLLECTOR_STALE_MS) apart from "running". Redis failures raise DataUnavailable.
+Bounded whatever the window holds: the totals are the sums the collector keeps per 10-second
+bucket (one small hash per bucket), plus the raw members of the two partial buckets at the edges
+of [now - WINDOW_MS, now], so the figures stay exact (equal to the same query over TimescaleDB);
+the table holds only the latest `latest` liquidations of the selection (ZREVRANGEBYSCORE pages,
+at most `MAX_SCAN` members). `snapshot()` also reads the cascades, the per-stream health and the
+collector's state, and `collector_state()` tells "not running" (heartbeat missing or older than
+COLLECTOR_STALE_MS) apart from "running". Redis failures and deadlines raise DataUnavailable.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
 from typing import Any
 
 import pandas as pd
@@ -20,20 +24,34 @@ import streamlit as st
 from app.data.connections import get_redis, redis_errors
 from app.data.history import Breakdown
 from common.events import Cascade
-from common.live_view import COLLECTOR_STALE_MS, WINDOW_MS, Keys, decode_cascade, decode_liquidation
+from common.live_view import (
+    BUCKET_MS,
+    COLLECTOR_STALE_MS,
+    WINDOW_MS,
+    Keys,
+    decode_cascade,
+    decode_liquidation,
+    limbs_to_decimal,
+)
 
 EVENT_COLUMNS = ["time_ms", "exchange", "symbol", "side", "quantity", "price", "value_usd", "source", "sampled"]
+LATEST_ROWS = 200
+MAX_SCAN = 10_000  # raw members read at most for the latest rows of a rare selection
+_PAGE = 500
+_PRECISION = 120  # sums of exact amounts: no rounding at Decimal's default 28 digits
 
 
 @dataclass
 class LiveSnapshot:
     now_ms: int
-    events: pd.DataFrame  # EVENT_COLUMNS, newest first, amounts as Decimal
+    events: pd.DataFrame  # EVENT_COLUMNS, the latest rows of the selection, newest first
     totals: Breakdown
     cascades: list[Cascade]  # active or ended within the window, matching the filters
     health: dict[str, dict[str, Any]]  # exchange -> StreamHealth.snapshot()
-    collector: dict[str, Any] | None  # the heartbeat JSON, None when missing
+    collector: dict[str, Any] | None  # the collector's state JSON, None when missing
     sources: set[str] = field(default_factory=set)  # sources seen in the window (all symbols)
+    members_read: int = 0  # raw members fetched from Redis (edges + latest rows)
+    latest_complete: bool = True  # False: MAX_SCAN members held fewer than `latest` rows of the selection
 
     @property
     def collector_age_ms(self) -> int | None:
@@ -60,42 +78,109 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@dataclass
+class _Group:
+    events: int = 0
+    quantity: dict[int, int] = field(default_factory=dict)
+    usd: dict[int, int] = field(default_factory=dict)
+    largest: Decimal | None = None
+
+
+class _Sums:
+    """Aggregate hashes folded per group [exchange, side, source]."""
+
+    def __init__(self) -> None:
+        self.groups: dict[bytes, _Group] = {}
+        self._names: dict[bytes, tuple[str, str, str]] = {}
+
+    def name(self, group: bytes) -> tuple[str, str, str]:
+        found = self._names.get(group)
+        if found is None:
+            exchange, side, source = json.loads(group)
+            found = self._names[group] = (str(exchange), str(side), str(source))
+        return found
+
+    def add_hash(self, raw: dict[bytes, bytes]) -> None:
+        for f, value in raw.items():
+            cut = f.rfind(b"]") + 1
+            group, kind = f[:cut], f[cut:]
+            g = self.groups.get(group)
+            if g is None:
+                g = self.groups[group] = _Group()
+            if kind == b"n":
+                g.events += int(value)
+            elif kind == b"x":
+                largest = Decimal(value.decode())
+                if g.largest is None or largest > g.largest:
+                    g.largest = largest
+            else:
+                limbs = g.quantity if kind[:1] == b"q" else g.usd
+                k = int(kind[1:])
+                limbs[k] = limbs.get(k, 0) + int(value)
+
+
+def _bucket_range(lo: int, hi: int) -> tuple[int, int]:
+    """[first, end): the buckets that lie entirely inside [lo, hi]."""
+    first = -(-lo // BUCKET_MS) * BUCKET_MS
+    end = (hi + 1) // BUCKET_MS * BUCKET_MS
+    return first, max(first, end)
+
+
 def snapshot(
     client: redis.Redis,
     keys: Keys,
     symbol: str | None,
     exchanges: tuple[str, ...],
     now: int | None = None,
+    latest: int = LATEST_ROWS,
 ) -> LiveSnapshot:
-    """Everything the live page shows, read in one pipeline."""
+    """Everything the live page shows: one pipeline, plus more pages of rows for a rare selection."""
     now = now_ms() if now is None else now
+    lo, hi = now - WINDOW_MS, now
+    first, end = _bucket_range(lo, hi)
+    buckets = range(first, end, BUCKET_MS)
     with redis_errors():
         pipe = client.pipeline(transaction=False)
-        pipe.zrangebyscore(keys.liqs, now - WINDOW_MS, now)
+        for b in buckets:
+            pipe.hgetall(keys.agg_key(b, symbol))
+        pipe.zrangebyscore(keys.sources, lo, "+inf")  # sources with liquidations in the window, all symbols
+        pipe.zrangebyscore(keys.liqs, lo, first - 1)
+        pipe.zrangebyscore(keys.liqs, end, hi)
+        pipe.zrevrangebyscore(keys.liqs, hi, lo, start=0, num=_PAGE, withscores=True)
         pipe.hgetall(keys.cascades)
         pipe.hgetall(keys.health)
         pipe.hget(keys.collector, "state")
-        members, cascades_raw, health_raw, collector_raw = pipe.execute()
+        replies = pipe.execute()
+    n = len(buckets)
+    sums = _Sums()
+    for raw in replies[:n]:
+        sums.add_hash(raw)
+    source_names, low_edge, high_edge, page, cascades_raw, health_raw, collector_raw = replies[n:]
+    wanted = set(exchanges)
 
-    rows = []
-    sources: set[str] = set()
     out = Breakdown()
-    for member in members:
-        ev = decode_liquidation(member)
-        sources.add(ev["source"])
-        if (symbol is not None and ev["symbol"] != symbol) or ev["exchange"] not in exchanges:
-            continue
-        out.add(ev["exchange"], str(ev["side"]), 1, ev["quantity"], ev["value_usd"])
-        if out.max_usd is None or ev["value_usd"] > out.max_usd:
-            out.max_usd = ev["value_usd"]
-        rows.append([ev[c] if c != "side" else str(ev["side"]) for c in EVENT_COLUMNS])
-    events = pd.DataFrame(rows, columns=EVENT_COLUMNS).iloc[::-1].reset_index(drop=True)
+    sources = {s.decode() for s in source_names}
+    with localcontext(prec=_PRECISION):
+        for group, g in sums.groups.items():
+            exchange, side, _source = sums.name(group)
+            if exchange in wanted and g.events:
+                out.add(exchange, side, g.events, limbs_to_decimal(g.quantity), limbs_to_decimal(g.usd))
+                _largest(out, g.largest)
+        for member in (*low_edge, *high_edge):
+            ev = decode_liquidation(member)
+            sources.add(ev["source"])
+            if (symbol is None or ev["symbol"] == symbol) and ev["exchange"] in wanted:
+                out.add(ev["exchange"], str(ev["side"]), 1, ev["quantity"], ev["value_usd"])
+                _largest(out, ev["value_usd"])
+
+    rows, read, complete = _latest_rows(client, keys, page, symbol, wanted, lo, hi, latest)
+    events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
     cascades = []
     for raw in cascades_raw.values():
         c = decode_cascade(raw)
-        in_window = c.active or c.end_ms >= now - WINDOW_MS
-        if in_window and (symbol is None or c.symbol == symbol) and any(e in exchanges for e in c.counts):
+        in_window = c.active or c.end_ms >= lo
+        if in_window and (symbol is None or c.symbol == symbol) and any(e in wanted for e in c.counts):
             cascades.append(c)
     cascades.sort(key=lambda c: (not c.active, -c.end_ms))
 
@@ -104,7 +189,51 @@ def snapshot(
         name = exchange.decode() if isinstance(exchange, bytes) else str(exchange)
         health[name] = json.loads(raw)
     collector = json.loads(collector_raw) if collector_raw else None
-    return LiveSnapshot(now, events, out, cascades, health, collector, sources)
+    members_read = len(low_edge) + len(high_edge) + read
+    return LiveSnapshot(now, events, out, cascades, health, collector, sources, members_read, complete)
+
+
+def _largest(out: Breakdown, usd: Decimal | None) -> None:
+    if usd is not None and (out.max_usd is None or usd > out.max_usd):
+        out.max_usd = usd
+
+
+def _latest_rows(
+    client: redis.Redis,
+    keys: Keys,
+    page: list[tuple[bytes, float]],
+    symbol: str | None,
+    wanted: set[str],
+    lo: int,
+    hi: int,
+    latest: int,
+) -> tuple[list[list[Any]], int, bool]:
+    """The newest `latest` members of the selection, newest first; members read; whether complete.
+
+    Pages go down by score (keyset: the last score seen, skipping the members already read at it),
+    so members that arrive meanwhile neither repeat nor hide rows."""
+    rows: list[list[Any]] = []
+    read = skip = 0
+    last = float(hi) + 1
+    while True:
+        read += len(page)
+        for member, _score in page:
+            d = json.loads(member)
+            if d[1] in wanted and (symbol is None or d[2] == symbol):
+                ev = decode_liquidation(member)
+                rows.append([ev[c] if c != "side" else str(ev["side"]) for c in EVENT_COLUMNS])
+                if len(rows) == latest:
+                    return rows, read, True
+        if len(page) < _PAGE:
+            return rows, read, True  # the whole window was seen
+        if read >= MAX_SCAN:
+            return rows, read, False
+        score = page[-1][1]
+        seen = sum(1 for _m, s in page if s == score)
+        skip = skip + seen if score == last else seen  # members read so far at that score
+        last = score
+        with redis_errors():
+            page = client.zrevrangebyscore(keys.liqs, last, lo, start=skip, num=_PAGE, withscores=True)
 
 
 def stream_age_s(h: dict[str, Any], now: int) -> float | None:
@@ -113,6 +242,6 @@ def stream_age_s(h: dict[str, Any], now: int) -> float | None:
     return None if last is None else max(0.0, (now - int(last)) / 1000)
 
 
-@st.cache_data(ttl=2, show_spinner=False)
+@st.cache_data(ttl=2, max_entries=64, show_spinner=False)
 def cached_snapshot(url: str, prefix: str, symbol: str | None, exchanges: tuple[str, ...]) -> LiveSnapshot:
     return snapshot(get_redis(url), Keys(prefix), symbol, exchanges)

@@ -30,12 +30,13 @@ from app.format import (
     fmt_qty,
     fmt_time,
     fmt_usd,
+    plain_md,
     side_style,
 )
-from app.gate import ensure_frame
+from app.gate import require_access
 from app.state import current_view
 
-ensure_frame()
+require_access()
 st.title("Accumulated")
 settings = get_settings()
 view = current_view()
@@ -53,11 +54,14 @@ try:
     cascades = cached_cascade_count(url, *filters, start, end)
     largest = cached_largest(url, *filters, start, end) if totals.total.events else None
 except DataUnavailable as exc:
-    st.error(f"History unavailable: {exc}")
+    st.error(f"History unavailable: {plain_md(exc)}")
     st.stop()
 
 period = "since the first event" if view.hours is None and view.since is None else view.range_label()
-st.caption(f"{view.symbol} on {', '.join(view.exchanges)}, {period}: {fmt_datetime(start)} .. {fmt_datetime(end)}")
+st.caption(
+    f"{plain_md(view.symbol)} on {plain_md(', '.join(view.exchanges))}, {period}: "
+    f"{fmt_datetime(start)} .. {fmt_datetime(end)}"
+)
 
 if first_ever is None:
     st.info(
@@ -88,7 +92,7 @@ if totals.total.events == 0:
 
 st.subheader("Stream coverage")
 covered = ", ".join(
-    f"{exchange} connected {fmt_pct(p)} of the period" for exchange, p in coverage.pct_by_exchange.items()
+    f"{plain_md(exchange)} connected {fmt_pct(p)} of the period" for exchange, p in coverage.pct_by_exchange.items()
 )
 st.markdown(f"{covered}. Time without a connection is missing data, not a quiet market.")
 
@@ -112,7 +116,7 @@ if totals.total.events:
 if largest is not None:
     st.subheader("Largest single liquidation")
     st.markdown(
-        f"**{fmt_usd(largest['value_usd'])}** — {largest['side']} {largest['symbol']} on "
-        f"{exchange_label(largest['exchange'])}, {fmt_qty(largest['quantity'])} @ {fmt_usd(largest['price'])}, "
+        f"**{fmt_usd(largest['value_usd'])}** — {plain_md(largest['side'])} {plain_md(largest['symbol'])} on "
+        f"{plain_md(exchange_label(largest['exchange']))}, {fmt_qty(largest['quantity'])} @ {fmt_usd(largest['price'])}, "
         f"{fmt_datetime(largest['time_ms'])}"
     )

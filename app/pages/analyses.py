@@ -25,8 +25,13 @@ from app.format import (
     fmt_count,
     fmt_pct,
     fmt_usd,
+    plain_html,
+    plain_md,
 )
+from app.gate import require_access
 from app.state import INTERVAL_MS, current_view
+
+require_access()
 
 EXCHANGE_COLORS = {"binance": "#f0b90b", "bybit": "#4b5cc4"}
 MAX_BARS = 3000  # more bars than this is slower than it is useful: the interval is widened
@@ -110,7 +115,7 @@ def _market_share(series: pd.DataFrame, described: str) -> None:
             go.Scatter(
                 x=frame.index,
                 y=_floats(frame[exchange]),
-                name=str(exchange),
+                name=plain_html(exchange),
                 stackgroup="share",
                 groupnorm="percent",
                 line_color=EXCHANGE_COLORS.get(str(exchange), "#999"),
@@ -211,7 +216,7 @@ def _exchanges(summary: pd.DataFrame, timing: pd.DataFrame, described: str) -> N
     )
     fig = go.Figure()
     for exchange, part in timing.groupby("exchange", sort=True):
-        fig.add_trace(go.Scatter(x=list(part["hour"]), y=list(part["share_pct"]), name=str(exchange), mode="lines+markers",
+        fig.add_trace(go.Scatter(x=list(part["hour"]), y=list(part["share_pct"]), name=plain_html(exchange), mode="lines+markers",
                                  line_color=EXCHANGE_COLORS.get(str(exchange), "#999")))  # fmt: skip
     fig.update_layout(
         height=300, xaxis_title="hour of day (UTC)", yaxis_title="% of the exchange's liquidations", **_LAYOUT
@@ -232,10 +237,10 @@ def main() -> None:
             url, scope.symbol, scope.exchanges, not scope.include_nonlive, scope.start_ms, scope.end_ms
         )
     except DataUnavailable as exc:
-        st.error(f"Cannot read the history: {exc}")
+        st.error(f"Cannot read the history: {plain_md(exc)}")
         return
     described = scope.describe()
-    st.caption(f"{described} · all times UTC · {BINANCE_LOWER_BOUND}")
+    st.caption(f"{plain_md(described)} · all times UTC · {BINANCE_LOWER_BOUND}")
     sides = {str(r["side"]): (r["value_usd"], r["share_pct"]) for _, r in analyses.totals_by(series, "side").iterrows()}
     total = sum(series["value_usd"], Decimal(0)) if not series.empty else Decimal(0)
     a, b, c, d = st.columns(4)

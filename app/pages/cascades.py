@@ -26,8 +26,13 @@ from app.format import (
     fmt_qty,
     fmt_time,
     fmt_usd,
+    plain_html,
+    plain_md,
 )
+from app.gate import require_access
 from app.state import MAX_MIN_USD, current_view, param_choice, url_min_usd
+
+require_access()
 
 SIDE_CHOICES = ("ALL", "LONG", "SHORT")
 
@@ -38,7 +43,7 @@ def _warn_bad_params(exchanges: tuple[str, ...]) -> None:
     param_choice(st.query_params, "c_side", SIDE_CHOICES, "ALL", warnings)
     param_choice(st.query_params, "c_exchange", ("ALL", *exchanges), "ALL", warnings)
     for warning in warnings:
-        st.warning(warning, icon=":material/warning:")
+        st.warning(plain_md(warning), icon=":material/warning:")
 
 
 def _timeline(frame: pd.DataFrame) -> go.Figure:
@@ -61,7 +66,7 @@ def _timeline(frame: pd.DataFrame) -> go.Figure:
                         "size": [10 + 30 * n / biggest for n in part["events"]],
                         "line": {"width": 1, "color": "#333"},
                     },
-                    customdata=list(zip(part["events"], part["symbol"], strict=True)),
+                    customdata=list(zip(part["events"], [plain_html(s) for s in part["symbol"]], strict=True)),
                     hovertemplate="%{x|%Y%m%d %H:%M:%S} UTC<br>%{customdata[1]} $%{y:,.2f}"
                     "<br>%{customdata[0]} liquidations<extra></extra>",
                 )
@@ -120,7 +125,7 @@ def _zoom_chart(members: pd.DataFrame, candles: pd.DataFrame) -> go.Figure:
                 high=part["high"].astype(float),
                 low=part["low"].astype(float),
                 close=part["close"].astype(float),
-                name=f"{exchange} 1m",
+                name=f"{plain_html(exchange)} 1m",
                 opacity=0.6,
             )
         )
@@ -136,7 +141,7 @@ def _zoom_chart(members: pd.DataFrame, candles: pd.DataFrame) -> go.Figure:
                 mode="markers",
                 name=f"{side} liquidations",
                 marker={"color": color, "size": 8 + 22 * usd / max(float(usd.max()), 1.0), "line": {"width": 1}},
-                customdata=list(zip(part["exchange"], usd, strict=True)),
+                customdata=list(zip([plain_html(e) for e in part["exchange"]], usd, strict=True)),
                 hovertemplate="%{x|%H:%M:%S} UTC %{customdata[0]}<br>price %{y:,.2f}"
                 "<br>$%{customdata[1]:,.2f}<extra></extra>",
             )
@@ -156,10 +161,12 @@ def _show_cascade(url: str, row: pd.Series, include_nonlive: bool) -> None:
     start_ms = int(row["start_time"].timestamp() * 1000)
     end_ms = int(row["end_time"].timestamp() * 1000)
     members = cascades.cached_cascade_members(url, cascade_id, start_ms, end_ms)
+    # the cascade is named after its canonical instrument; its members name the venue symbols
+    symbols = tuple(sorted(set(members["symbol"]))) if not members.empty else (str(row["symbol"]),)
     candles = cascades.cached_candles_between(
-        url, str(row["symbol"]), start_ms - 15 * 60_000, end_ms + 61 * 60_000, include_nonlive
+        url, symbols, start_ms - 15 * 60_000, end_ms + 61 * 60_000, include_nonlive
     )
-    st.subheader(f"{row['symbol']} {row['side']} cascade of {fmt_datetime(row['start_time'])}")
+    st.subheader(f"{plain_md(row['symbol'])} {plain_md(row['side'])} cascade of {fmt_datetime(row['start_time'])}")
     a, b, c = st.columns(3)
     a.metric("Cascade USD", fmt_usd(row["value_usd"]))
     b.metric("Cascade liquidations", fmt_count(int(row["events"])))
@@ -197,7 +204,8 @@ def _url_choice(ids: list[int]) -> int:
     if raw.isdigit() and int(raw) in ids:
         return ids.index(int(raw))
     st.warning(
-        f"Cascade {raw!r} from the link is not in this selection; showing the newest.", icon=":material/warning:"
+        f"Cascade {plain_md(repr(raw))} from the link is not in this selection; showing the newest.",
+        icon=":material/warning:",
     )
     return 0
 
@@ -229,9 +237,9 @@ def main() -> None:
         frame = cascades.cached_cascades(url, scope, *filters)
         count, usd = cascades.cached_cascade_totals(url, scope, *filters)
     except DataUnavailable as exc:
-        st.error(f"Cannot read the history: {exc}")
+        st.error(f"Cannot read the history: {plain_md(exc)}")
         return
-    st.caption(f"{scope.describe()} · all times UTC · {BINANCE_LOWER_BOUND}")
+    st.caption(f"{plain_md(scope.describe())} · all times UTC · {BINANCE_LOWER_BOUND}")
     m1, m2 = st.columns(2)
     m1.metric("Cascades", fmt_count(count))
     m2.metric("USD in cascades", fmt_usd(usd))

@@ -16,13 +16,13 @@ from app.data.history import (
     range_end_ms,
 )
 from app.downloads import download_buttons
-from app.format import BINANCE_LOWER_BOUND, fmt_datetime, fmt_pct, fmt_usd
-from app.gate import ensure_frame
+from app.format import BINANCE_LOWER_BOUND, fmt_datetime, fmt_pct, fmt_usd, plain_md
+from app.gate import require_access
 from app.state import INTERVAL_MS, INTERVALS, auto_interval, current_view, set_view
 
 _MAX_BARS = 3000  # more bars than pixels only slows the browser down
 
-ensure_frame()
+require_access()
 st.title("Chart")
 settings = get_settings()
 view = current_view()
@@ -67,18 +67,21 @@ try:
     coverage = cached_coverage(url, view.symbol_filter, view.exchanges, view.live_only, start, end)
     markers = cached_big_liquidations(url, *filters, start, end, settings.institutional_usd) if view.markers else None
 except DataUnavailable as exc:
-    st.error(f"History unavailable: {exc}")
+    st.error(f"History unavailable: {plain_md(exc)}")
     st.stop()
 
 st.caption(
-    f"{view.symbol} · {', '.join(view.exchanges)} · {view.range_label()} · {interval} bars · "
+    f"{plain_md(view.symbol)} · {plain_md(', '.join(view.exchanges))} · {view.range_label()} · {interval} bars · "
     f"{fmt_datetime(start)} .. {fmt_datetime(end)} · streams connected "
-    + ", ".join(f"{e} {fmt_pct(p)}" for e, p in coverage.pct_by_exchange.items())
+    + ", ".join(f"{plain_md(e)} {fmt_pct(p)}" for e, p in coverage.pct_by_exchange.items())
 )
 if view.symbol_filter is None:
     st.info("Price and volume need one symbol; with ALL the chart shows liquidations summed in USD over symbols.")
 elif candles.empty:
-    st.info(f"No {price_exchange} candles for {view.symbol} in this range yet (the collector stores them per minute).")
+    st.info(
+        f"No {plain_md(price_exchange)} candles for {plain_md(view.symbol)} in this range yet "
+        "(the collector stores them per minute)."
+    )
 if bars.empty and candles.empty:
     st.info(
         "Nothing to draw: no liquidations and no candles in this range. On a fresh install start the collector; "

@@ -17,9 +17,13 @@ import streamlit as st
 from app.data import explorer
 from app.data.connections import DataUnavailable, get_pool, get_settings
 from app.data.scope import scope_for
-from app.downloads import download_buttons, stream_download_buttons
-from app.format import BINANCE_LOWER_BOUND, fmt_count, fmt_datetime, fmt_qty, fmt_usd
+from app.downloads import download_buttons
+from app.exports import stream_download_buttons
+from app.format import BINANCE_LOWER_BOUND, fmt_count, fmt_datetime, fmt_qty, fmt_usd, plain_md
+from app.gate import require_access
 from app.state import MAX_MIN_USD, current_view, url_min_usd
+
+require_access()
 
 Cursor = tuple[datetime, int]  # (time, event_key) of the last row of the previous page
 _CURSORS = "explorer_cursors"  # session key: (filter, [page start cursors]) for Previous/Next
@@ -31,7 +35,7 @@ def _url_flag(name: str) -> bool:
         return False
     if raw == "1":
         return True
-    st.warning(f"Ignored {name}={raw!r}: expected 1 or 0.", icon=":material/warning:")
+    st.warning(f"Ignored {name}={plain_md(repr(raw))}: expected 1 or 0.", icon=":material/warning:")
     del st.query_params[name]
     return False
 
@@ -91,10 +95,10 @@ def main() -> None:
         cursors = _page_cursors(f)
         page = explorer.cached_explorer_page(url, f, cursors[-1], explorer.EXPLORER_PAGE_ROWS)
     except DataUnavailable as exc:
-        st.error(f"Cannot read the history: {exc}")
+        st.error(f"Cannot read the history: {plain_md(exc)}")
         return
     described = f.describe()
-    st.caption(f"{described} · all times UTC · {BINANCE_LOWER_BOUND}")
+    st.caption(f"{plain_md(described)} · all times UTC · {BINANCE_LOWER_BOUND}")
     m1, m2 = st.columns(2)
     m1.metric("Matching liquidations", fmt_count(counted[0]) if counted else "not counted")
     m2.metric("Matching USD", fmt_usd(counted[1]) if counted else "not counted")

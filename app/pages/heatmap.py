@@ -15,8 +15,11 @@ from app.data import heatmap
 from app.data.connections import DataUnavailable, get_settings
 from app.data.scope import scope_for
 from app.downloads import download_buttons
-from app.format import BINANCE_LOWER_BOUND, LONG_COLOR, SHORT_COLOR, fmt_count, fmt_usd
+from app.format import BINANCE_LOWER_BOUND, LONG_COLOR, SHORT_COLOR, fmt_count, fmt_usd, plain_md
+from app.gate import require_access
 from app.state import current_view, param_choice
+
+require_access()
 
 SIDE_CHOICES = ("Both", "LONG", "SHORT")
 METRIC_CHOICES = ("USD", "Count")
@@ -29,7 +32,7 @@ def _warn_bad_params() -> None:
     param_choice(st.query_params, "hm_side", SIDE_CHOICES, "Both", warnings)
     param_choice(st.query_params, "hm_metric", METRIC_CHOICES, "USD", warnings)
     for warning in warnings:
-        st.warning(warning, icon=":material/warning:")
+        st.warning(plain_md(warning), icon=":material/warning:")
 
 
 def _figure(matrix: pd.DataFrame, side: str, metric: str, x_title: str, y_title: str) -> go.Figure:
@@ -70,9 +73,9 @@ def main() -> None:
         scope = scope_for(view, url)
         hourly = heatmap.cached_hourly_by_side(url, scope)
     except DataUnavailable as exc:
-        st.error(f"Cannot read the history: {exc}")
+        st.error(f"Cannot read the history: {plain_md(exc)}")
         return
-    st.caption(f"{scope.describe()} · all times UTC · {BINANCE_LOWER_BOUND}")
+    st.caption(f"{plain_md(scope.describe())} · all times UTC · {BINANCE_LOWER_BOUND}")
 
     side_filter = None if side == "Both" else side
     selected = hourly if side_filter is None else hourly[hourly["side"] == side_filter]

@@ -1,12 +1,18 @@
-"""Live: the last 60 minutes from Redis, refreshed every 10 s (only the panel reruns)."""
+"""Live: the last 60 minutes from Redis, refreshed every 10 s (only the panels rerun).
+
+The figures come from the collector's per-bucket sums (bounded work whatever the window holds);
+the table shows the latest liquidations only. Venue and error text is escaped (`plain_md`).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from app.data.connections import DataUnavailable, get_settings
-from app.data.live import LiveSnapshot, cached_snapshot, stream_age_s
+from app.data.live import LATEST_ROWS, MAX_SCAN, LiveSnapshot, cached_snapshot, stream_age_s
 from app.downloads import download_buttons
 from app.format import (
     BINANCE_LOWER_BOUND,
@@ -22,13 +28,17 @@ from app.format import (
     fmt_qty,
     fmt_time,
     fmt_usd,
+    plain_md,
     side_style,
 )
-from app.gate import ensure_frame
-from app.state import current_view
+from app.gate import require_access
+from app.state import ViewState, current_view
 from common.live_view import COLLECTOR_STALE_MS, WINDOW_MS
 
-_LATEST_ROWS = 200
+
+def _one_line(text: object) -> str:
+    """Text for a table cell (shown as text, never markup): one line."""
+    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in str(text))
 
 
 def _status(snap: LiveSnapshot, exchanges: tuple[str, ...]) -> list[str] | None:
@@ -45,17 +55,19 @@ def _status(snap: LiveSnapshot, exchanges: tuple[str, ...]) -> list[str] | None:
             f"(more than {COLLECTOR_STALE_MS // 1000} s). Figures below are what it wrote before it stopped."
         )
         return None
+    _collector_alerts(snap.collector or {})
     connected: list[str] = []
     window_start = snap.now_ms - WINDOW_MS
     for exchange in exchanges:
         h = snap.health.get(exchange)
+        name = plain_md(exchange)
         if h is None:
-            st.warning(f"Stream {exchange}: not connected yet (no health reported by the collector).")
+            st.warning(f"Stream {name}: not connected yet (no health reported by the collector).")
         elif not h.get("connected"):
-            error = f" Last error: {h['last_error']}" if h.get("last_error") else ""
+            error = f" Last error: {plain_md(h['last_error'])}" if h.get("last_error") else ""
             st.warning(
-                f"Stream {exchange} disconnected: last message {fmt_age(stream_age_s(h, snap.now_ms))}, "
-                f"reconnects {h.get('reconnects', 0)}. Liquidations from it are missing.{error}"
+                f"Stream {name} disconnected: last message {fmt_age(stream_age_s(h, snap.now_ms))}, "
+                f"reconnects {plain_md(h.get('reconnects', 0))}. Liquidations from it are missing.{error}"
             )
         else:
             connected.append(exchange)
@@ -63,34 +75,61 @@ def _status(snap: LiveSnapshot, exchanges: tuple[str, ...]) -> list[str] | None:
             if isinstance(since, int) and since > window_start:
                 # A stream that (re)connected inside the window did not see the part before it.
                 st.info(
-                    f"Stream {exchange} connected since {fmt_datetime(since)}: the window before that is "
+                    f"Stream {name} connected since {fmt_datetime(since)}: the window before that is "
                     "missing data for it, not a quiet market."
                 )
     return connected
 
 
+def _collector_alerts(c: dict[str, Any]) -> None:
+    """Storage trouble the running collector reports (keys it does not report show nothing)."""
+    database = c.get("database")
+    if database is not None and database != "ok":
+        error = f": {plain_md(c['database_error'])}" if c.get("database_error") else ""
+        st.warning(
+            f"TimescaleDB {plain_md(database)}{error}. The collector keeps new events in its spool on disk "
+            "and writes them once the database answers; the live figures are not affected."
+        )
+    spool = c.get("spool")
+    if isinstance(spool, dict) and spool.get("error"):
+        st.error(f"The collector's spool cannot write to disk: {plain_md(spool['error'])}.")
+    if c.get("backpressure"):
+        st.error(
+            "Backpressure: the spool takes no more batches, so the collector reads the streams only as fast "
+            "as it can store; liquidations may be missed while this lasts."
+        )
+    quarantined = c.get("quarantined_rows")
+    if isinstance(quarantined, int) and quarantined > 0:
+        reason = f" Last reason: {plain_md(c['last_quarantine_reason'])}" if c.get("last_quarantine_reason") else ""
+        st.warning(
+            f"{fmt_count(quarantined)} rows refused by TimescaleDB as data were set aside in the quarantine file "
+            f"(every other row was stored).{reason}"
+        )
+
+
 def _explain_empty(symbol: str, exchanges: tuple[str, ...], connected: list[str]) -> None:
     """No events in the window: quiet market only where the stream was actually connected."""
     missing = [e for e in exchanges if e not in connected]
+    name = plain_md(symbol)
     if not connected:
         st.warning(
-            f"No liquidations received for {symbol}: none of the selected streams ({', '.join(exchanges)}) "
-            "is connected, so this is missing data, not a quiet market."
+            f"No liquidations received for {name}: none of the selected streams "
+            f"({plain_md(', '.join(exchanges))}) is connected, so this is missing data, not a quiet market."
         )
     elif missing:
         st.info(
-            f"No liquidations in the last 60 minutes for {symbol} on {', '.join(connected)} (connected: the "
-            f"market was quiet there). {', '.join(missing)}: not connected, its data is missing."
+            f"No liquidations in the last 60 minutes for {name} on {plain_md(', '.join(connected))} (connected: "
+            f"the market was quiet there). {plain_md(', '.join(missing))}: not connected, its data is missing."
         )
     else:
         st.info(
-            f"No liquidations in the last 60 minutes for {symbol} on {', '.join(exchanges)}. "
+            f"No liquidations in the last 60 minutes for {name} on {plain_md(', '.join(exchanges))}. "
             "The collector is running and the streams are connected; the market has simply been quiet."
         )
 
 
 def _latest_table(snap: LiveSnapshot) -> pd.DataFrame:
-    ev = snap.events.head(_LATEST_ROWS)
+    ev = snap.events.head(LATEST_ROWS)
     return pd.DataFrame(
         {
             "Date": [fmt_date(t) for t in ev["time_ms"]],
@@ -136,32 +175,75 @@ def _health_table(snap: LiveSnapshot, exchanges: tuple[str, ...]) -> pd.DataFram
                 "Connected": "yes" if h.get("connected") else "no",
                 "Last message": fmt_age(stream_age_s(h, snap.now_ms)) if h else "never",
                 "Reconnects": fmt_count(h.get("reconnects", 0)),
-                "Last error": h.get("last_error") or "",
+                "Last error": _one_line(h.get("last_error") or ""),
                 "Drops": fmt_count(sum(drops.values()))
-                + (f" ({', '.join(f'{k}: {v}' for k, v in drops.items())})" if drops else ""),
+                + (f" ({', '.join(f'{_one_line(k)}: {v}' for k, v in drops.items())})" if drops else ""),
             }
         )
     return pd.DataFrame(rows)
 
 
-@st.fragment(run_every=10)
-def live_panel() -> None:
+def _collector_table(c: dict[str, Any]) -> pd.DataFrame:
+    """What the collector reports about its storage, one row per reported item."""
+    rows: list[tuple[str, str]] = []
+    if "database" in c:
+        error = c.get("database_error") or ""
+        rows.append(("TimescaleDB", _one_line(c["database"]) + (f" — {_one_line(error)}" if error else "")))
+    spool = c.get("spool")
+    if isinstance(spool, dict):
+        text = f"{_one_line(spool.get('state', '?'))}, {fmt_count(spool.get('pending_events', 0))} events"
+        if "bytes" in spool:
+            text += f", {fmt_count(spool['bytes'])} bytes"
+        if spool.get("error"):
+            text += f" — {_one_line(spool['error'])}"
+        rows.append(("Spool", text))
+    if "backpressure" in c or "backpressure_s" in c:
+        text = "yes" if c.get("backpressure") else "no"
+        if "backpressure_s" in c:
+            text += f" ({_one_line(c['backpressure_s'])} s in all)"
+        rows.append(("Backpressure", text))
+    if "quarantined_rows" in c:
+        text = fmt_count(c["quarantined_rows"])
+        if c.get("last_quarantine_reason"):
+            text += f" — last reason: {_one_line(c['last_quarantine_reason'])}"
+        if c.get("quarantine_file"):
+            text += f" ({_one_line(c['quarantine_file'])})"
+        rows.append(("Quarantined rows", text))
+    if "invalid_events" in c:
+        rows.append(("Invalid events dropped", fmt_count(c["invalid_events"])))
+    return pd.DataFrame(rows, columns=["Collector", "State"])
+
+
+def _snapshot() -> LiveSnapshot | None:
     settings = get_settings()
     view = current_view()
     try:
-        snap = cached_snapshot(str(settings.redis_url), settings.redis_prefix, view.symbol_filter, view.exchanges)
+        return cached_snapshot(str(settings.redis_url), settings.redis_prefix, view.symbol_filter, view.exchanges)
     except DataUnavailable as exc:
-        st.error(f"Live view unavailable: {exc}")
-        return
+        st.error(f"Redis unavailable — the live view cannot be shown: {plain_md(exc)}")
+        return None
 
+
+@st.fragment(run_every=10)
+def live_panel() -> None:
+    """One snapshot per refresh (one Redis deadline at most when Redis hangs) for both sections."""
+    view = current_view()
+    snap = _snapshot()
+    if snap is None:
+        return
+    _live_section(snap, view)
+    _health_section(snap, view)
+
+
+def _live_section(snap: LiveSnapshot, view: ViewState) -> None:
     if snap.nonlive_sources:
         st.error(
-            f"**{', '.join(s.upper() for s in snap.nonlive_sources)} data — not live.** "
+            f"**{plain_md(', '.join(s.upper() for s in snap.nonlive_sources))} data — not live.** "
             "The collector is writing replayed or test events; these are not real-time market liquidations.",
             icon=":material/science:",
         )
     running = _status(snap, view.exchanges)
-    st.caption(f"Window: {fmt_datetime(snap.now_ms - 3_600_000)} .. {fmt_datetime(snap.now_ms)} · refreshes every 10 s")
+    st.caption(f"Window: {fmt_datetime(snap.now_ms - WINDOW_MS)} .. {fmt_datetime(snap.now_ms)} · refreshes every 10 s")
 
     t = snap.totals
     mixed = view.symbol_filter is None
@@ -193,7 +275,20 @@ def live_panel() -> None:
     st.subheader("Latest liquidations")
     latest = _latest_table(snap)
     st.dataframe(latest.style.map(side_style, subset=["Side"]), hide_index=True)
-    download_buttons(snap.events, name="live-liquidations", filter_description=view.describe(), key="live-latest")
+    shown = len(latest)
+    if not snap.latest_complete:
+        st.caption(
+            f"The latest {fmt_count(shown)} of {fmt_count(t.total.events)}: the selection is rare among the latest "
+            f"{fmt_count(MAX_SCAN)} liquidations of all symbols. Explorer lists every one."
+        )
+    elif shown < t.total.events:
+        st.caption(f"The latest {fmt_count(shown)} of {fmt_count(t.total.events)}; Explorer lists every one.")
+    download_buttons(
+        snap.events,
+        name="live-latest",
+        filter_description=view.describe() + f" latest {shown} of the last 60 minutes",
+        key="live-latest",
+    )
 
     st.subheader("Cascades")
     if snap.cascades:
@@ -204,21 +299,17 @@ def live_panel() -> None:
         st.caption("No cascades in the last 60 minutes.")
 
 
-@st.fragment(run_every=10)
-def health_panel() -> None:
-    settings = get_settings()
-    view = current_view()
-    try:
-        snap = cached_snapshot(str(settings.redis_url), settings.redis_prefix, view.symbol_filter, view.exchanges)
-    except DataUnavailable:
-        return  # the live panel already said so
+def _health_section(snap: LiveSnapshot, view: ViewState) -> None:
     st.subheader("Stream health")
     health = _health_table(snap, view.exchanges)
     st.dataframe(health, hide_index=True)
     download_buttons(health, name="stream-health", filter_description=view.describe(), key="live-health")
+    collector = _collector_table(snap.collector or {})
+    if len(collector):
+        st.subheader("Collector storage")
+        st.dataframe(collector, hide_index=True)
 
 
-ensure_frame()
+require_access()
 st.title("Live — last 60 minutes")
 live_panel()
-health_panel()

@@ -8,6 +8,10 @@ tape, `sampled=False`) every 500 ms, so one frame may carry many.
 
 Sides: `S` is the POSITION side: "Buy" = a long was liquidated (LONG), "Sell" = a short (SHORT).
 The opposite of Binance's field of the same name.
+
+Every item of a frame is checked on its own (`collector.validation`: a venue symbol, plain
+decimal numbers, printable text): a bad item is dropped and counted by reason, even a parser bug
+costs that item only, and the rest of the frame is kept.
 """
 
 from __future__ import annotations
@@ -20,11 +24,16 @@ from typing import Any, ClassVar
 from websockets.asyncio.client import ClientConnection
 
 from collector.exchanges.connection import ExchangeAdapter, SessionEnded
+from collector.health import one_line
 from collector.validation import (
     Rejected,
-    amount,
+    amount_text,
     bool_field,
+    candle_price,
+    check_symbol,
+    check_texts,
     check_time,
+    clean_frame,
     int_field,
     parse_json,
     text_field,
@@ -32,7 +41,7 @@ from collector.validation import (
     volume,
 )
 from common.config import Settings
-from common.events import Candle, Liquidation, Side
+from common.events import Candle, Liquidation, Side, dedup_key_of_texts
 
 EXCHANGE = "bybit"
 LIQUIDATIONS = "allLiquidation"
@@ -60,22 +69,27 @@ class BybitLiquidation:
     p: str  # bankruptcy price
 
     def to_event(self, received_ms: int, source: str, max_age_ms: int | None) -> Liquidation:
+        """Normalise: a venue symbol, plain numbers made canonical, the key from their canonical text."""
         side = _SIDES.get(self.S)
         if side is None:
-            raise Rejected("bad_value", f"side {self.S!r}")
-        quantity, price = amount(self.v), amount(self.p)
-        return Liquidation(
-            exchange=EXCHANGE,
-            symbol=self.s,
-            side=side,
-            quantity=quantity,
-            price=price,
-            value_usd=usd_value(self.s, quantity, price),
-            time_ms=check_time(self.T, received_ms, max_age_ms),
-            received_ms=received_ms,
-            raw_side=self.S,
-            source=source,
-            sampled=False,
+            raise Rejected("bad_value", f"side {self.S[:20]!r}")
+        symbol = check_symbol(self.s)
+        size, quantity = amount_text(self.v)
+        price_text, price = amount_text(self.p)
+        time_ms = check_time(self.T, received_ms, max_age_ms)
+        return Liquidation(  # positional: keywords cost ~0.3 us per event
+            EXCHANGE,  # exchange
+            symbol,  # symbol
+            side,  # side
+            quantity,  # quantity
+            price,  # price
+            usd_value(symbol, quantity, price),  # value_usd
+            time_ms,  # time_ms
+            received_ms,  # received_ms
+            self.S,  # raw_side
+            source,  # source
+            False,  # sampled
+            dedup_key_of_texts(EXCHANGE, symbol, time_ms, side, price_text, size),  # key
         )
 
 
@@ -95,22 +109,23 @@ class BybitKline:
     confirm: bool  # the minute is closed
 
     def to_event(self, received_ms: int, source: str, max_age_ms: int | None) -> Candle:
-        low, high = amount(self.low), amount(self.high)
+        symbol = check_symbol(self.symbol)
+        low, high = candle_price(self.low), candle_price(self.high)
         if low > high:
             raise Rejected("bad_value", "low above high")
-        return Candle(
-            exchange=EXCHANGE,
-            symbol=self.symbol,
-            open_ms=check_time(self.start, received_ms, max_age_ms),
-            open=amount(self.open),
-            high=high,
-            low=low,
-            close=amount(self.close),
-            volume=volume(self.volume),
-            quote_volume=volume(self.turnover),
-            closed=self.confirm,
-            received_ms=received_ms,
-            source=source,
+        return Candle(  # positional: keywords cost ~0.3 us per event
+            EXCHANGE,  # exchange
+            symbol,  # symbol
+            check_time(self.start, received_ms, max_age_ms),  # open_ms
+            candle_price(self.open),  # open
+            high,  # high
+            low,  # low
+            candle_price(self.close),  # close
+            volume(self.volume),  # volume
+            volume(self.turnover),  # quote_volume
+            self.confirm,  # closed
+            received_ms,  # received_ms
+            source,  # source
         )
 
 
@@ -161,6 +176,31 @@ def parse_kline(item: Any, symbol: str) -> BybitKline:
     """
     if type(item) is not dict:
         raise Rejected("bad_field", "data item")
+    get = item.get
+    start, interval, o, h, low, c, v, turnover = (
+        get("start"),
+        get("interval"),
+        get("open"),
+        get("high"),
+        get("low"),
+        get("close"),
+        get("volume"),
+        get("turnover"),
+    )
+    confirm = get("confirm")
+    if (
+        type(start) is int
+        and type(interval) is str
+        and type(o) is str
+        and type(h) is str
+        and type(low) is str
+        and type(c) is str
+        and type(v) is str
+        and type(turnover) is str
+        and type(confirm) is bool
+    ):
+        return BybitKline(symbol, start, interval, o, h, low, c, v, turnover, confirm)
+    # Slow path, only for bad input: name the first field that is wrong.
     return BybitKline(
         symbol=symbol,
         start=int_field(item, "start"),
@@ -225,24 +265,36 @@ class BybitAdapter(ExchangeAdapter):
         return []
 
     def _on_liquidations(self, msg: dict[str, Any], raw: str | bytes, received_ms: int) -> list[Liquidation | Candle]:
-        # One bad item must not cost the good ones of the same frame.
+        # One bad item must not cost the good ones of the same frame, whatever is wrong with it.
         events: list[Liquidation | Candle] = []
+        clean = clean_frame(raw)
         for item in _items(msg):
             try:
-                events.append(parse_liquidation(item).to_event(received_ms, self.source, self.max_age_ms))
+                liquidation = parse_liquidation(item)
+                if not clean:
+                    check_texts(item, skip="s")
+                events.append(liquidation.to_event(received_ms, self.source, self.max_age_ms))
             except Rejected as exc:
                 self._drop(exc, raw)
+            except Exception:
+                self._parser_bug(raw)
         return events
 
     def _on_klines(
         self, msg: dict[str, Any], raw: str | bytes, symbol: str, received_ms: int
     ) -> list[Liquidation | Candle]:
         events: list[Liquidation | Candle] = []
+        clean = clean_frame(raw)
         for item in _items(msg):
             try:
-                events.append(parse_kline(item, symbol).to_event(received_ms, self.source, self.max_age_ms))
+                kline = parse_kline(item, symbol)
+                if not clean:
+                    check_texts(item)
+                events.append(kline.to_event(received_ms, self.source, self.max_age_ms))
             except Rejected as exc:
                 self._drop(exc, raw)
+            except Exception:
+                self._parser_bug(raw)
         return events
 
     def _on_op(self, msg: dict[str, Any]) -> None:
@@ -253,7 +305,7 @@ class BybitAdapter(ExchangeAdapter):
         if op != "subscribe":
             raise Rejected("unknown_message", f"op {str(op)[:20]}")
         if msg.get("success") is not True:
-            raise SessionEnded(f"subscribe refused: {str(msg.get('ret_msg', ''))[:200]}")
+            raise SessionEnded(f"subscribe refused: {one_line(str(msg.get('ret_msg', '')), 200)}")
         self._pending.discard(str(msg.get("req_id")))
         if not self._pending:
             self.subscribed = True

@@ -4,7 +4,9 @@
 (`await queue.put`: backpressure, never a drop) until `stop` is set. It reconnects forever, from
 an explicit loop (never by recursion), with capped exponential backoff and jitter that resets
 after a connection lived long enough. Errors never escape: a bad frame is dropped and counted
-(`StreamHealth.drop`), a failed or lost connection is logged (rate-limited) and retried.
+(`StreamHealth.drop`), a failed or lost connection is logged (rate-limited) and retried. Venue
+text (refusal messages, error texts quoting the server) is escaped to one line before it becomes
+a reason, so the log, the stored status and the live page get one line each.
 
 Each connection attempt gets a `connection_id` and a `StreamStatus` life cycle: "connected" when
 the subscription is confirmed, "heartbeat" about every 5 s while messages arrive, "disconnected"
@@ -20,6 +22,7 @@ import contextlib
 import logging
 import random
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from typing import ClassVar
@@ -27,7 +30,7 @@ from typing import ClassVar
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from collector.health import StreamHealth, now_ms
+from collector.health import StreamHealth, now_ms, one_line
 from collector.validation import Rejected
 from common.config import Settings
 from common.events import Candle, Event, Liquidation, StreamStatus
@@ -153,9 +156,9 @@ class ExchangeAdapter:
             except ConnectionClosed as exc:
                 reason = _closed_reason(exc)
             except (OSError, TimeoutError) as exc:
-                reason = f"error: {type(exc).__name__}: {exc}"
+                reason = _error_reason(exc)
             except Exception as exc:  # invalid handshake, bad URL, ...: never crash, retry
-                reason = f"error: {type(exc).__name__}: {exc}"
+                reason = _error_reason(exc)
             if opened_at is not None:
                 self._mark_disconnected()
                 await self._status("disconnected", reason)
@@ -202,8 +205,7 @@ class ExchangeAdapter:
                 except SessionEnded:
                     raise
                 except Exception:  # a parser bug must cost one frame, not the connection
-                    self._log.exception("%s: frame handler failed", self.name)
-                    self.health.drop("parse_error", raw, self._log)
+                    self._parser_bug(raw)
                     events = []
                 for event in events:
                     self.health.events += 1
@@ -260,6 +262,11 @@ class ExchangeAdapter:
     def _drop(self, exc: Rejected, raw: str | bytes) -> None:
         self.health.drop(exc.reason, raw, self._log)
 
+    def _parser_bug(self, raw: str | bytes) -> None:
+        """Inside `except`: a handler bug costs its frame or item, counted as `parse_error`; the
+        traceback goes into the (rate-limited, one-line) drop record, since it may quote venue text."""
+        self.health.drop("parse_error", raw, self._log, detail=traceback.format_exc())
+
     def _log_retry(self, reason: str, wait: float, *, connected: bool) -> None:
         """One warning per interval (the rest at DEBUG): an unreachable venue must not flood the log."""
         self._failed_attempts = 0 if connected else self._failed_attempts + 1
@@ -270,6 +277,12 @@ class ExchangeAdapter:
             self._last_retry_log = now
         what = "connection ended:" if connected else f"cannot connect (attempt {self._failed_attempts}):"
         self._log.log(level, "%s %s: %s %s; retrying in %.1fs", self.name, self.url, what, reason, wait)
+
+
+def _error_reason(exc: BaseException) -> str:
+    """The reason of a failed connection, one line: the message may quote the server (a header, a
+    status text) and ends up in the log, the "disconnected" status and the live page."""
+    return one_line(f"error: {type(exc).__name__}: {exc}", 300)
 
 
 def _closed_reason(exc: ConnectionClosed) -> str:

@@ -1,6 +1,6 @@
 """Retention: drop whole chunks past their age (raw and candles after `retention_raw_days`, the
 rollups and hourly candles after `retention_rollup_days`). Runs at start and then every hour; a database that does
-not answer is skipped until the next round.
+not answer (within the connect timeout and the batch deadline) is skipped until the next round.
 """
 
 from __future__ import annotations
@@ -30,10 +30,15 @@ def retention_plan(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def apply_retention(database_url: str, plan: list[tuple[str, int]]) -> dict[str, int]:
+async def apply_retention(
+    database_url: str, plan: list[tuple[str, int]], *, connect_timeout: float = 5.0
+) -> dict[str, int]:
     """Drop chunks older than each table's retention; return the chunks dropped per table."""
     dropped: dict[str, int] = {}
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True, connect_timeout=5) as conn:
+    connect = psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, connect_timeout=max(1, round(connect_timeout))
+    )
+    async with await connect as conn:
         for table, days in plan:
             cur = await conn.execute(_DROP, (table, days))
             row = await cur.fetchone()
@@ -48,9 +53,12 @@ async def run_maintenance(settings: Settings, stop: asyncio.Event, interval_s: f
     plan = retention_plan(settings)
     while not stop.is_set():
         try:
-            await apply_retention(settings.database_url, plan)
+            async with asyncio.timeout(settings.db_batch_timeout_s):
+                await apply_retention(settings.database_url, plan, connect_timeout=settings.db_connect_timeout_s)
         except psycopg.Error as exc:
-            log.warning("retention skipped this round: %s", str(exc).strip())
+            log.warning("retention skipped this round: %s", " ".join(str(exc).split()))
+        except TimeoutError:
+            log.warning("retention skipped this round: no answer within %g s", settings.db_batch_timeout_s)
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
         except TimeoutError:

@@ -1,12 +1,15 @@
-"""The Redis live view writer (layout and codecs in common/live_view.py).
+"""The Redis live view writer (layout and codecs in common/live_view.py, scripts in common/live_scripts.py).
 
-One pipeline per batch: ZADD the liquidations (score = exchange time; members are deterministic,
-so a re-delivered event is a no-op), HSET changed cascades, and at most once a second trim the
-window and drop cascades that ended more than 60 minutes ago. `publish()` refreshes the health
-and collector hashes about every second and notices a Redis that came back or lost its data.
+One pipeline per batch: one WRITE script call adds the liquidations (ZADD NX: a re-delivered event
+is a no-op) and, for the members that were new, their sums per 10-second bucket; HSET changed
+cascades; at most once a second trim the window and drop cascades that ended more than 60 minutes
+ago (aggregate keys expire by themselves). `publish()` refreshes the health and collector hashes
+about every second and notices a Redis that came back or lost its data.
 
-Redis errors never stop the collector: the writer marks itself unavailable and `needs_rebuild`,
-skips Redis until a probe answers, and the pipeline then rebuilds the window from TimescaleDB
+Every Redis call has a deadline (`timeout`, LIQ_REDIS_TIMEOUT_S: connect, each socket operation,
+and twice that for a whole round trip; no client-side retries). Redis errors and deadlines never
+stop the collector: the writer marks itself unavailable and `needs_rebuild`, skips Redis until a
+probe answers, and the pipeline then rebuilds the window and its sums from TimescaleDB
 (`rebuild()`) and sets the `built` marker.
 """
 
@@ -17,54 +20,48 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from collector.health import now_ms
 from collector.storage.spool import Batch
-from common.events import Cascade, Liquidation
-from common.live_view import TRIM_MARGIN_MS, WINDOW_MS, Keys, decode_cascade, encode_cascade, encode_liquidation
+from common.events import Cascade, Liquidation, canonical_text
+from common.live_scripts import (
+    CLEAR_LUA,
+    SWAP_LUA,
+    WRITE_LUA,
+    clear_keys,
+    swap_argv,
+    swap_keys,
+    write_argv,
+    write_keys,
+)
+from common.live_view import BUCKET_MS, TRIM_MARGIN_MS, WINDOW_MS, Keys, decode_cascade, encode_cascade, member_text
 
 log = logging.getLogger("collector.redis")
 
-_REBUILD_CHUNK = 10_000
-_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:")
-
-
-def _fixed(amount: Decimal) -> str:
-    """`f"{amount:f}"`: str() is the same text, and cheaper, whenever it has no exponent."""
-    text = str(amount)
-    return f"{amount:f}" if "E" in text else text
+_REBUILD_CHUNK = 5_000
 
 
 def fast_member(ev: Liquidation) -> str:
-    """`encode_liquidation(ev)` byte for byte, without json.dumps when every text field is plain.
-
-    The hot path encodes every event; the f-string is several times faster. Text with anything
-    that JSON would escape falls back to the shared codec (tests check both agree).
-    """
-    if not (_PLAIN.issuperset(ev.exchange) and _PLAIN.issuperset(ev.symbol) and _PLAIN.issuperset(ev.source)):
-        return encode_liquidation(ev)
-    sampled = "true" if ev.sampled else "false"
-    return (
-        f'[{ev.key},"{ev.exchange}","{ev.symbol}","{ev.side.value}","{_fixed(ev.quantity)}","{_fixed(ev.price)}",'
-        f'"{_fixed(ev.value_usd)}",{ev.time_ms},"{ev.source}",{sampled}]'
-    )
+    """`encode_liquidation(ev)` byte for byte (numbers in canonical text), the hot path's way."""
+    return member_text(ev, canonical_text(ev.quantity), canonical_text(ev.price), canonical_text(ev.value_usd))
 
 
-def _zadd_mapping(events: Iterable[Liquidation]) -> dict[str | bytes, bytes | float | int | str]:
-    """ZADD's member -> score, both already bytes: redis-py then skips its per-argument type checks."""
-    return {fast_member(e).encode(): b"%d" % e.time_ms for e in events}
+class _Flushed(Exception):
+    """The rebuild token vanished while the window was assembled: Redis was flushed."""
 
 
 class RedisLive:
-    def __init__(self, redis_url: str, prefix: str, *, timeout: float = 2.0) -> None:
+    def __init__(self, redis_url: str, prefix: str, *, timeout: float = 5.0) -> None:
         self.keys = Keys(prefix)
         self._url = redis_url
         self._timeout = timeout
+        self._deadline = 2 * timeout  # a whole round trip (a pipeline reads several replies)
         self._client: aioredis.Redis | None = None
         self.available = False
         # Decided by the first probe: a present `built` marker means the view is complete (a restart
@@ -76,16 +73,16 @@ class RedisLive:
         self._ended: dict[int, int] = {}  # cascade id -> end ms, to drop an hour after its end
         self._lock = asyncio.Lock()  # one batch write at a time; the rebuild's swap excludes them
         self._rebuilding = False
-        # Scratch key of a rebuild (lives for seconds): a new window is assembled here, then swapped in.
-        self._scratch = f"{self.keys.liqs}:rebuild"
-        # Set when a rebuild starts and WATCHed by its swap: a FLUSH meanwhile (which also empties the
-        # scratch key) aborts the swap instead of stamping `built` on an empty window.
-        self._token = f"{self.keys.liqs}:rebuild:token"
+        self._sha: dict[str, str] = {}  # script -> SHA1, loaded whenever Redis (re)appears
         self.errors = 0
 
     async def open(self) -> None:
         self._client = aioredis.Redis.from_url(
-            self._url, socket_connect_timeout=self._timeout, socket_timeout=self._timeout, decode_responses=False
+            self._url,
+            socket_connect_timeout=self._timeout,
+            socket_timeout=self._timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
         )
         await self.probe()
 
@@ -103,13 +100,17 @@ class RedisLive:
     async def probe(self) -> bool:
         """Ping, and check the `built` marker; a missing marker means the window must be rebuilt."""
         try:
-            built = await self.client.exists(self.keys.built)
-            if self._first_probe and built:
-                last = await self.client.hget(self.keys.collector, "state")
-                if last is not None and not json.loads(last).get("stopped"):
-                    # the previous run was killed: Redis may hold events that never reached TimescaleDB
-                    log.warning("previous collector did not stop cleanly: rebuilding the Redis live view")
-                    self.needs_rebuild = True
+            async with asyncio.timeout(self._deadline):
+                built = await self.client.exists(self.keys.built)
+                if self._first_probe and built:
+                    last = await self.client.hget(self.keys.collector, "state")
+                    if last is not None and not json.loads(last).get("stopped"):
+                        # the previous run was killed: Redis may hold events that never reached TimescaleDB
+                        log.warning("previous collector did not stop cleanly: rebuilding the Redis live view")
+                        self.needs_rebuild = True
+                if not self.available:
+                    for script in (WRITE_LUA, CLEAR_LUA, SWAP_LUA):
+                        self._sha[script] = await self.client.script_load(script)
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return False
@@ -129,21 +130,29 @@ class RedisLive:
         async with self._lock:
             return await self._write(batch)
 
+    def _add(self, pipe: Any, events: Iterable[Liquidation], *, live: bool, scratch: bool) -> None:
+        """Queue one WRITE call per target (the window, the rebuild's scratch keys) on `pipe`."""
+        now = now_ms()
+        argv, n = write_argv(events, now - WINDOW_MS - TRIM_MARGIN_MS, now)
+        if n:
+            for target in ([False] if live else []) + ([True] if scratch else []):
+                pipe.evalsha(self._sha[WRITE_LUA], 4, *write_keys(self.keys, target), *argv)
+
     async def _write(self, batch: Batch) -> bool:
         pipe = self.client.pipeline(transaction=False)
         if batch.liquidations:
-            members = _zadd_mapping(batch.liquidations)
-            pipe.zadd(self.keys.liqs, members)
-            if self._rebuilding:
-                pipe.zadd(self._scratch, members)
+            self._add(pipe, batch.liquidations, live=True, scratch=self._rebuilding)
         if batch.cascades:
             pipe.hset(self.keys.cascades, mapping={str(c.id): encode_cascade(c) for c in batch.cascades})
             for c in batch.cascades:
                 if not c.active:
                     self._ended[c.id] = c.end_ms
         self._trim(pipe)
+        if not len(pipe):
+            return True
         try:
-            await pipe.execute()
+            async with asyncio.timeout(self._deadline):
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return False
@@ -156,6 +165,7 @@ class RedisLive:
         self._last_trim = now
         cutoff = now_ms() - WINDOW_MS - TRIM_MARGIN_MS
         pipe.zremrangebyscore(self.keys.liqs, "-inf", f"({cutoff}")
+        pipe.zremrangebyscore(self.keys.agg_keys, "-inf", f"({cutoff - BUCKET_MS}")  # the keys expire
         old = [cid for cid, end in self._ended.items() if end < now_ms() - WINDOW_MS]
         if old:
             pipe.hdel(self.keys.cascades, *map(str, old))
@@ -172,14 +182,17 @@ class RedisLive:
             pipe.hset(self.keys.health, mapping={k: json.dumps(v) for k, v in health.items()})
         pipe.hset(self.keys.collector, mapping={"state": json.dumps(state)})
         try:
-            await pipe.execute()
+            async with asyncio.timeout(self._deadline):
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             self._lost(exc)
 
     async def begin_rebuild(self) -> bool:
-        """Start a rebuild: from now on every write also goes to the scratch key."""
+        """Start a rebuild: clear the scratch keys, set the token; from now on every write also
+        goes to the scratch keys."""
         try:
-            await self.client.pipeline(transaction=True).delete(self._scratch).set(self._token, now_ms()).execute()
+            async with asyncio.timeout(self._deadline):
+                await self.client.evalsha(self._sha[CLEAR_LUA], 5, *clear_keys(self.keys), now_ms())
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return False
@@ -192,41 +205,35 @@ class RedisLive:
         cascades: Callable[[], Iterable[Cascade]],
         pending: Callable[[], list[Liquidation]],
     ) -> bool:
-        """Replace the window by what TimescaleDB holds plus `pending()` (not committed yet).
+        """Replace the window and its sums by what TimescaleDB holds plus `pending()` (not committed yet).
 
-        Members go to a scratch key that concurrent writes also feed; under the write lock, the
-        scratch key then replaces the window in one MULTI/EXEC, so stale members (events a killed
-        process put in Redis but never committed) disappear and nothing new is lost.
+        Members and sums go to scratch keys that concurrent writes also feed; under the write lock,
+        one SWAP script then replaces the live keys by them, so stale members (events a killed
+        process put in Redis but never committed) disappear with their sums and nothing new is lost.
         """
+        extra: list[Liquidation] = []
         try:
             for start in range(0, len(liquidations), _REBUILD_CHUNK):
-                chunk = liquidations[start : start + _REBUILD_CHUNK]
-                await self.client.zadd(self._scratch, _zadd_mapping(chunk))
+                pipe = self.client.pipeline(transaction=False)
+                self._add(pipe, liquidations[start : start + _REBUILD_CHUNK], live=False, scratch=True)
+                async with asyncio.timeout(self._deadline):
+                    await pipe.execute()
             stale = await self._stale_cascades()
-            async with self._lock, self.client.pipeline(transaction=True) as pipe:
-                await pipe.watch(self._token)
-                if not await pipe.exists(self._token):
-                    raise WatchError("rebuild token gone")
-                pipe.multi()
+            async with self._lock:
+                pipe = self.client.pipeline(transaction=False)
                 extra = pending()
-                if extra:
-                    pipe.zadd(self._scratch, _zadd_mapping(extra))
-                pipe.zunionstore(self.keys.liqs, [self._scratch])  # an absent scratch key empties the window
-                pipe.delete(self._scratch, self._token)
-                if stale:
-                    pipe.hdel(self.keys.cascades, *stale)
-                mapping: dict[str | bytes, bytes | float | int | str] = {
-                    str(c.id): encode_cascade(c) for c in cascades()
-                }
-                if mapping:
-                    pipe.hset(self.keys.cascades, mapping=mapping)
-                pipe.set(self.keys.built, str(now_ms()))
-                await pipe.execute()
+                self._add(pipe, extra, live=False, scratch=True)
+                mapping = {str(c.id): encode_cascade(c) for c in cascades()}
+                argv = swap_argv(str(now_ms()), stale, mapping)
+                pipe.evalsha(self._sha[SWAP_LUA], 11, *swap_keys(self.keys), *argv)
+                async with asyncio.timeout(self._deadline):
+                    swapped = (await pipe.execute())[-1]
                 self._rebuilding = False
-        except WatchError:
+                if not swapped:
+                    raise _Flushed
+        except _Flushed:
             # Redis was flushed while we assembled the window: start over on the next round.
             log.warning("Redis was flushed during the live-view rebuild: rebuilding again")
-            self._rebuilding = False
             self.needs_rebuild = True
             return False
         except (RedisError, OSError) as exc:
@@ -243,7 +250,9 @@ class RedisLive:
     async def _stale_cascades(self) -> list[bytes]:
         """Ended cascades older than the window that a previous run left in the hash."""
         stale: list[bytes] = []
-        for cid, raw in (await self.client.hgetall(self.keys.cascades)).items():
+        async with asyncio.timeout(self._deadline):
+            raw_all = await self.client.hgetall(self.keys.cascades)
+        for cid, raw in raw_all.items():
             c = decode_cascade(raw)
             if not c.active and c.end_ms < now_ms() - WINDOW_MS:
                 stale.append(cid)
@@ -252,7 +261,10 @@ class RedisLive:
     def _lost(self, exc: BaseException) -> None:
         self.errors += 1
         if self.available:
-            log.warning("Redis unavailable (%s): TimescaleDB keeps everything, the live view is rebuilt later", exc)
+            log.warning(
+                "Redis unavailable (%s): TimescaleDB keeps everything, the live view is rebuilt later",
+                str(exc) or type(exc).__name__,
+            )
         self.available = False
         self.needs_rebuild = True
         self._rebuilding = False

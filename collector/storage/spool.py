@@ -4,13 +4,17 @@ One NDJSON file, one line per batch, fsynced per append, so a batch the writer h
 survives a crash or SIGKILL. A crash can leave a torn last line; opening the spool cuts it off
 (that batch was never acknowledged as spooled, so it is still in memory or lost with the process).
 The file is bounded by `max_bytes`: `append` raises `SpoolFull` instead of dropping anything and
-the caller applies backpressure. Replay reads from the front; when everything was written the
-file is truncated. Replaying a line twice (crash during replay) is harmless: every write is
-idempotent.
+the caller applies backpressure. A disk error (full filesystem, quota, I/O error, read-only) is
+the same for the caller: `append` cuts the torn append back off, so the file stays a sequence of
+whole lines, and raises `SpoolError`; the batch stays with the caller, which retries. Replay reads
+from the front; when everything was written the file is truncated. Replaying a line twice (crash
+during replay) is harmless: every write is idempotent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno as errno_names
 import json
 import logging
 import os
@@ -29,6 +33,21 @@ SPOOL_FILE = "spool.ndjson"
 
 class SpoolFull(RuntimeError):
     """Appending would exceed the spool's byte bound."""
+
+
+class SpoolError(RuntimeError):
+    """The disk refused a spool operation (ENOSPC, EDQUOT, EIO, EROFS...); the file is consistent."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+def disk_error_text(exc: OSError) -> str:
+    """`[Errno 28] ENOSPC: No space left on device`: the number, its name and the system's words."""
+    name = errno_names.errorcode.get(exc.errno or 0, "")
+    words = exc.strerror or str(exc)
+    return f"[Errno {exc.errno}] {name}: {words}" if exc.errno else words
 
 
 @dataclass
@@ -50,6 +69,30 @@ class Batch:
         self.statuses.extend(other.statuses)
         self.cascades.extend(other.cascades)
         self.flags.extend(other.flags)
+
+    def split(self) -> tuple[Batch, Batch]:
+        """Two halves, in write order: liquidations, candles, statuses, cascades, then flags.
+
+        Writing the first half and then the second gives the same result as writing the whole: a
+        flag always comes after the liquidations it marks, and upserts keep their order.
+        """
+        items = [(kind, x) for kind in BATCH_KINDS for x in getattr(self, kind)]
+        half = len(items) // 2
+        return _from_items(items[:half]), _from_items(items[half:])
+
+    def kind(self) -> str:
+        """The kind of the first item ('liquidations', ..., 'flags'); '' for an empty batch."""
+        return next((kind for kind in BATCH_KINDS if getattr(self, kind)), "")
+
+
+BATCH_KINDS = ("liquidations", "candles", "statuses", "cascades", "flags")
+
+
+def _from_items(items: list[tuple[str, Any]]) -> Batch:
+    batch = Batch()
+    for kind, x in items:
+        getattr(batch, kind).append(x)
+    return batch
 
 
 def encode_batch(batch: Batch) -> str:
@@ -130,12 +173,16 @@ class Spool:
     """Blocking file operations; the async writer calls them through `asyncio.to_thread`."""
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
+        """Raises OSError when the directory cannot be created or the file cannot be opened."""
         self.path = directory / SPOOL_FILE
         self.max_bytes = max_bytes
         self.bytes = 0
         self.pending_events = 0
         self.full_refusals = 0
+        self.disk_errors = 0
+        self.error = ""  # the last disk error's text while it lasts, "" once an append succeeds
         directory.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644))  # writable, or fail at start
         self._recover()
 
     @property
@@ -144,7 +191,13 @@ class Spool:
 
     def state(self) -> dict[str, Any]:
         status = "empty" if self.empty else ("full" if self.full_refusals and self._is_near_full() else "pending")
-        return {"pending_events": self.pending_events, "bytes": self.bytes, "state": status, "full": self.full_refusals}
+        return {
+            "pending_events": self.pending_events,
+            "bytes": self.bytes,
+            "state": status,
+            "full": self.full_refusals,
+            "error": self.error,
+        }
 
     def _is_near_full(self) -> bool:
         return self.bytes > self.max_bytes * 0.9
@@ -176,32 +229,59 @@ class Spool:
             log.info("spool: %d events (%d bytes) left by a previous run, replaying first", events, good)
 
     def append(self, batch: Batch) -> None:
+        """Append one batch and fsync it; `SpoolFull` or `SpoolError` leave the file as it was."""
         data = (encode_batch(batch) + "\n").encode()
         if self.bytes + len(data) > self.max_bytes:
             self.full_refusals += 1
             raise SpoolFull(f"spool full ({self.bytes} of {self.max_bytes} bytes), batch of {len(batch)} events waits")
-        with self.path.open("ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        self.bytes += len(data)
+        end = self.bytes + len(data)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                # Written at the known end, not in append mode: whatever a failed append left
+                # behind is overwritten, then cut off.
+                view = memoryview(data)
+                at = self.bytes
+                while view:
+                    n = os.pwrite(fd, view, at)
+                    view, at = view[n:], at + n
+                if os.fstat(fd).st_size > end:
+                    os.ftruncate(fd, end)
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self.bytes)  # the torn append goes; the next one overwrites it anyway
+                raise
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.disk_errors += 1
+            self.error = disk_error_text(exc)
+            raise SpoolError(f"cannot write the spool {self.path}: {self.error}", exc.errno) from exc
+        self.error = ""
+        self.bytes = end
         self.pending_events += len(batch)
 
-    def read_chunk(self, offset: int, max_events: int) -> tuple[Batch, int]:
-        """Batches from `offset` on, merged up to about `max_events`, and the offset after them."""
+    def read_chunk(self, offset: int, max_events: int) -> tuple[Batch, int, list[str]]:
+        """Batches from `offset` on, merged up to about `max_events`, the offset after them, and the
+        lines that no longer decode (set aside by the caller instead of blocking the replay)."""
         merged = Batch()
+        undecodable: list[str] = []
         with self.path.open("rb") as f:
             f.seek(offset)
-            while len(merged) < max_events:
+            while len(merged) < max_events and offset < self.bytes:
                 line = f.readline()
                 if not line:
                     break
                 offset += len(line)
-                merged.extend(decode_batch(line))
-        return merged, offset
+                try:
+                    merged.extend(decode_batch(line))
+                except Exception:  # any decoding failure: the line is kept aside, not lost
+                    undecodable.append(line.decode("utf-8", "backslashreplace").rstrip("\n"))
+        return merged, offset, undecodable
 
     def clear(self) -> None:
-        """Everything was replayed: start an empty file."""
+        """Everything was replayed: start an empty file (OSError when the disk refuses)."""
         with self.path.open("r+b") as f:
             f.truncate(0)
             os.fsync(f.fileno())

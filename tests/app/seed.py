@@ -22,6 +22,8 @@ app2 may add functions at the END of this file, in its own clearly separated sec
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,25 +36,21 @@ import psycopg
 import pytest
 import redis
 import streamlit as st
-import streamlit.testing.v1.app_test as _app_test_module
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from app.data.connections import close_all
+from app.gate import forget_attempts
 from common.config import Settings
 from common.events import Candle, Cascade, Liquidation, Side
-from common.live_view import Keys, encode_cascade, encode_liquidation
+from common.live_scripts import add_liquidations
+from common.live_view import Keys, encode_cascade
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "app" / "main.py"
+ENTRY = Path(__file__).resolve().parent / "entry.py"
 PAGE_FILES = {
-    "live": "pages/live.py",
-    "accumulated": "pages/accumulated.py",
-    "chart": "pages/chart.py",
-    "heatmap": "pages/heatmap.py",
-    "cascades": "pages/cascades.py",
-    "analyses": "pages/analyses.py",
-    "explorer": "pages/explorer.py",
+    name: ROOT / "app" / "pages" / f"{name}.py"
+    for name in ("live", "accumulated", "chart", "heatmap", "cascades", "analyses", "explorer")
 }
 
 
@@ -323,9 +321,8 @@ def cascade_of(members: Sequence[Liquidation], cascade_id: int, active: bool = F
 
 
 def redis_liquidations(client: redis.Redis, prefix: str, liqs: Iterable[Liquidation]) -> None:
-    mapping: dict[str | bytes, bytes | float | int | str] = {encode_liquidation(e): e.time_ms for e in liqs}
-    if mapping:
-        client.zadd(Keys(prefix).liqs, mapping)
+    """Members and their bucket sums, through the collector's own write script."""
+    add_liquidations(client, Keys(prefix), list(liqs))
 
 
 def redis_cascades(client: redis.Redis, prefix: str, cascades: Iterable[Cascade]) -> None:
@@ -404,20 +401,9 @@ def expected_totals(liqs: Iterable[Liquidation]) -> Totals:
 
 # --- Running the app ---
 #
-# AppTest recomputes `PagesManager.uses_pages_directory` before every run, and because our pages
-# live in app/pages/ it comes out True, so after switch_page() AppTest runs the page file alone
-# (multipage v1), without the entry file's gate and sidebar. The real server flips the flag to
-# False the first time st.navigation runs (streamlit/commands/navigation.py) and then always runs
-# the entry file; this subclass does the same for AppTest, so tests see the app as users do.
-
-
-class _NavigationPagesManager(PagesManager):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-
-_app_test_module.PagesManager = _NavigationPagesManager  # type: ignore[misc]
+# `open_app` runs the frame through tests/app/entry.py (see its docstring): the app as a server
+# that has been up for a while runs it. `open_fresh` runs app/main.py itself, whose every AppTest
+# run starts like the first run on a freshly started server (legacy pages mode, see app/gate.py).
 
 
 def app_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, **extra: str) -> None:
@@ -437,17 +423,31 @@ def app_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, **extra: str) -
     close_all()  # pools of earlier tests: closed, not left to the garbage collector
     st.cache_data.clear()
     st.cache_resource.clear()  # settings are cached per process
+    forget_attempts()  # password attempts are counted per process (app/gate.py)
+
+
+def _page_path(script: Path, page: str) -> str:
+    return os.path.relpath(PAGE_FILES[page], script.parent)
 
 
 def open_app(page: str | None = None, params: Mapping[str, str] | None = None, timeout: float = 60) -> AppTest:
-    """Run the app's entry file (optionally with URL params), then switch to `page` (url path) and run it."""
-    at = AppTest.from_file(str(MAIN), default_timeout=timeout)
+    """Run the frame (optionally with URL params), then switch to `page` (url path) and run it."""
+    at = AppTest.from_file(str(ENTRY), default_timeout=timeout)
     for name, value in (params or {}).items():
         at.query_params[name] = value
     at.run()
     if page is not None and page != "live":
-        at.switch_page(PAGE_FILES[page]).run()
+        at.switch_page(_page_path(ENTRY, page)).run()
     return at
+
+
+def open_fresh(page: str, params: Mapping[str, str] | None = None, timeout: float = 60) -> AppTest:
+    """A new session's first request for `/page` on a freshly started server: app/main.py with
+    the legacy pages folder next to it, the page named before the first run (a deep link)."""
+    at = AppTest.from_file(str(MAIN), default_timeout=timeout)
+    for name, value in (params or {}).items():
+        at.query_params[name] = value
+    return at.switch_page(_page_path(MAIN, page)).run()
 
 
 def no_exceptions(at: AppTest) -> None:
@@ -462,8 +462,14 @@ def metric(at: AppTest, label: str) -> str:
     return str(found[0])
 
 
+def shown(markdown: str) -> str:
+    """Markdown source as the reader sees it: backslash escapes and the invisible word joiners
+    of app.format.plain_md removed."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
+
+
 def all_text(at: AppTest) -> str:
-    """Text of markdown, captions, alerts and metrics, for 'is this shown' assertions."""
+    """Text of markdown, captions, alerts and metrics (escapes removed), for 'is this shown' assertions."""
     parts: list[str] = []
     for group in (
         at.markdown,
@@ -478,7 +484,7 @@ def all_text(at: AppTest) -> str:
     ):
         parts += [str(e.value) for e in group]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
-    return "\n".join(parts)
+    return shown("\n".join(parts))
 
 
 # =================================================================================================

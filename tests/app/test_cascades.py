@@ -27,6 +27,7 @@ from tests.app.seed import (
     metric,
     no_exceptions,
     open_app,
+    shown,
 )
 
 END_MS = APP2_START_MS + APP2_DAYS * 86_400_000
@@ -120,7 +121,7 @@ def test_page_warns_on_hostile_params(
     app_env(monkeypatch, settings)
     at = open_app("cascades", {**APP2_RANGE, "c_min": "1e400", "c_exchange": "<script>", "c_side": "x"})
     no_exceptions(at)
-    warnings = " ".join(str(w.value) for w in at.warning)
+    warnings = shown(" ".join(str(w.value) for w in at.warning))
     assert "c_min" in warnings and "c_exchange" in warnings and "c_side" in warnings
     assert metric(at, "Cascades") == fmt_count(2)  # defaults: everything
     assert APP2_SHORT_START_MS > APP2_LONG_START_MS

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import gc
 import io
+import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,15 +16,26 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from playwright.sync_api import sync_playwright
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from app import downloads
+from app import downloads, exports
 from app.data import explorer
 from app.data.connections import open_pool
 from app.data.scope import Scope
 from common.config import Settings
 from common.events import Liquidation
+from tests.app.browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    app_server,
+    assert_no_errors,
+    wait_idle,
+    wait_until_done,
+)
+from tests.app.browser import app_env as app_env_for_browser
 from tests.app.seed import (
     APP2_DAYS,
     APP2_RANGE,
@@ -112,12 +126,25 @@ def test_streamed_parquet_holds_exactly_the_filtered_rows(
         assert pq.ParquetFile(io.BytesIO(out.getvalue())).num_row_groups == -(-n // 7)  # one row group per chunk
 
 
-def test_the_deferred_download_spools_to_a_file(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    # What st.download_button calls on click: the export streamed into a temporary file.
+def test_prepared_export_is_a_file_that_goes_with_its_object(
+    seeded: list[Liquidation], pool: ConnectionPool, tmp_path: Path
+) -> None:
+    # What Explorer's Prepare button runs: the rows streamed into a file on disk.
     query, params = explorer.explorer_export_query(_filter())
-    with downloads._spooled_export(pool, query, params, "csv", FILTER_TEXT) as spooled:
-        header, rows = _parse_csv(spooled.read())
+    prepared = exports.prepare_export(pool, query, params, "csv", filter_description=FILTER_TEXT, directory=tmp_path)
+    assert prepared.path.parent == tmp_path and prepared.available()
+    assert prepared.rows == len(_expected(seeded)) and prepared.size == prepared.path.stat().st_size
+    header, rows = _parse_csv(prepared.read())  # what the Download button hands Streamlit on click
     assert [int(r["event_key"]) for r in rows] == [e.key for e in _expected(seeded)]
+    path = prepared.path
+    del prepared
+    gc.collect()
+    assert not path.exists() and not list(tmp_path.iterdir())  # no file outlives its session's object
+
+    stale = exports.prepare_export(pool, query, params, "parquet", filter_description="", directory=tmp_path)
+    os.utime(stale.path, (time.time() - 7200, time.time() - 7200))
+    fresh = exports.prepare_export(pool, query, params, "csv", filter_description="", directory=tmp_path)
+    assert not stale.available() and fresh.available()  # files older than EXPORT_MAX_AGE_S are swept
 
 
 def test_export_to_path_and_empty_results(pool: ConnectionPool, clean_db: str, tmp_path: Path) -> None:
@@ -169,9 +196,91 @@ def test_every_page_table_offers_csv_and_parquet(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
 ) -> None:
     app_env(monkeypatch, settings)
-    for page, minimum in (("heatmap", 4), ("cascades", 4), ("analyses", 10), ("explorer", 4)):
+    for page, minimum in (("heatmap", 4), ("cascades", 4), ("analyses", 10), ("explorer", 2)):
         at = open_app(page, APP2_RANGE)
         no_exceptions(at)
         labels = [b.proto.label for b in at.get("download_button")]
         assert len(labels) >= minimum, (page, labels)
         assert sum("CSV" in label for label in labels) == sum("Parquet" in label for label in labels), (page, labels)
+
+
+def _explorer_expected(seeded: list[Liquidation]) -> list[Liquidation]:
+    """What Explorer's default view of APP2_RANGE selects (BTCUSDT, both venues, live only), oldest first."""
+    return sorted(app2_select(seeded), key=lambda e: (e.time_ms, e.key))
+
+
+def test_explorer_exports_everything_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation], tmp_path: Path
+) -> None:
+    app_env(monkeypatch, settings)
+    monkeypatch.setattr(exports, "_export_dir_path", tmp_path)
+    at = open_app("explorer", APP2_RANGE)
+    at.button(key="x_next").click().run()  # reruns of every kind: no export runs
+    at.button(key="x_prev").click().run()
+    no_exceptions(at)
+    assert not list(tmp_path.iterdir())
+    assert [b.label for b in at.button if b.label.startswith("Prepare")] == [
+        "Prepare all as CSV",
+        "Prepare all as Parquet",
+    ]
+
+    at.button(key="x_all_dl-csv-prepare").click().run()
+    no_exceptions(at)
+    assert len(list(tmp_path.iterdir())) == 1
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "Download all as CSV" in labels and "Prepare all as CSV" not in [b.label for b in at.button]
+    prepared = at.session_state["x_all_dl-csv-prepared"]
+    _, rows = _parse_csv(prepared.read())
+    assert [int(r["event_key"]) for r in rows] == [e.key for e in _explorer_expected(seeded)]
+    del prepared
+    at.run()
+    assert len(list(tmp_path.iterdir())) == 1  # prepared once, offered on every rerun
+
+    at.number_input(key="x_min").set_value(100_000).run()  # another filter: prepare again
+    no_exceptions(at)
+    assert "Prepare all as CSV" in [b.label for b in at.button]
+    assert not list(tmp_path.iterdir())  # the old file went with its filter
+
+
+@pytest.mark.browser
+def test_explorer_full_download_works_in_chromium(
+    settings: Settings, seeded: list[Liquidation], tmp_path: Path
+) -> None:
+    assert CHROMIUM.is_file(), "Debian's chromium is required: apt-get install chromium"
+    server_tmp = tmp_path / "server-tmp"
+    server_tmp.mkdir()
+    expected = _explorer_expected(seeded)
+    query = "&".join(f"{k}={v}" for k, v in APP2_RANGE.items())
+    with (
+        app_server(app_env_for_browser(settings, TMPDIR=str(server_tmp)), log_name="download-server.log") as url,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1400}).new_page()
+            page.goto(f"{url}/explorer?{query}", wait_until="domcontentloaded")
+            wait_until_done(page, "Explorer")
+            for label, fmt in (("CSV", "csv"), ("Parquet", "parquet")):
+                page.get_by_role("button", name=f"Prepare all as {label}").click()
+                download_button = page.get_by_role("button", name=f"Download all as {label}")
+                download_button.wait_for(timeout=60_000)
+                wait_idle(page)
+                exports = [f for d in server_tmp.glob("liq-exports-*") for f in d.iterdir()]
+                assert len(exports) == (1 if fmt == "csv" else 2), exports  # on disk, not in a session's memory
+                with page.expect_download(timeout=60_000) as info:
+                    download_button.click()
+                saved = tmp_path / f"all.{fmt}"
+                info.value.save_as(saved)
+                assert info.value.suggested_filename == f"liquidations.{fmt}"
+                if fmt == "csv":
+                    header, rows = _parse_csv(saved.read_bytes())
+                    assert header.startswith("# liquidation-aggregator export | filter: BTCUSDT")
+                    assert [int(r["event_key"]) for r in rows] == [e.key for e in expected]
+                else:
+                    table = pq.read_table(saved)
+                    assert table.column("event_key").to_pylist() == [e.key for e in expected]
+                assert_no_errors(page, f"explorer {fmt}")
+            page.screenshot(path=str(ARTIFACTS / "explorer-prepared-downloads.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not list(server_tmp.iterdir())  # the server removed its export directory on exit

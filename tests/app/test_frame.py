@@ -29,6 +29,7 @@ from tests.app.seed import (
     open_app,
     redis_heartbeat,
     redis_liquidations,
+    shown,
 )
 
 KNOWN = ["BTCUSDT", "ETHUSDT"]
@@ -129,7 +130,7 @@ def test_hostile_url_warns_and_falls_back(monkeypatch: pytest.MonkeyPatch, setti
         "accumulated", {"symbol": "1; SELECT pg_sleep(10)", "hours": "-3", "since": "<script>", "interval": "9" * 500}
     )
     no_exceptions(at)
-    warnings = " ".join(w.value for w in at.warning)
+    warnings = shown(" ".join(w.value for w in at.warning))
     assert (
         "Unknown symbol" in warnings and "hours='-3'" in warnings and "since=" in warnings and "interval=" in warnings
     )

@@ -24,6 +24,7 @@ from tests.app.seed import (
     metric,
     no_exceptions,
     open_app,
+    shown,
 )
 
 END_MS = APP2_START_MS + APP2_DAYS * 86_400_000
@@ -107,7 +108,7 @@ def test_page_refuses_hostile_params_and_explains_empty(monkeypatch: pytest.Monk
     app_env(monkeypatch, settings)
     at = open_app("heatmap", {"hm_side": "'; DROP TABLE liquidations; --", "hm_metric": "9" * 40})
     no_exceptions(at)
-    warnings = " ".join(str(w.value) for w in at.warning)
+    warnings = shown(" ".join(str(w.value) for w in at.warning))
     assert "hm_side" in warnings and "hm_metric" in warnings
     assert metric(at, "Liquidated USD in range") == fmt_usd(0)
     assert "No liquidations in this range" in all_text(at)

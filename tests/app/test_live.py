@@ -1,16 +1,30 @@
-"""Live page: the exact 60-minute window from real Redis, pipeline states, banners, health."""
+"""Live page: the exact 60-minute window from real Redis, pipeline states, banners, health;
+bounded reads whatever the window holds, and a deadline on every Redis call."""
 
 from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from decimal import Decimal
 
 import pandas as pd
 import pytest
 import redis
+from streamlit.testing.v1 import AppTest
 
-from app.data.live import snapshot
+from app import cli
+from app.data.live import MAX_SCAN, snapshot
 from app.format import fmt_count, fmt_pct, fmt_qty, fmt_usd, share_pct
 from common.config import Settings
 from common.events import Liquidation
-from common.live_view import Keys
+from common.live_view import BUCKET_MS, Keys
+from tests import services
 from tests.app.seed import (
     all_text,
     app_env,
@@ -27,8 +41,79 @@ from tests.app.seed import (
     redis_heartbeat,
     redis_liquidations,
 )
+from tests.e2e.tcp_proxy import TcpProxy
 
 WINDOW = 3_600_000
+
+
+class CountingProxy:
+    """Forwards loopback TCP to Redis and counts the bytes Redis sends back: what a reader fetched."""
+
+    def __init__(self, upstream_url: str) -> None:
+        parsed = redis.connection.parse_url(upstream_url)
+        self._upstream = (parsed.get("host", "127.0.0.1"), int(parsed.get("port", 6379)))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/{parsed.get('db', 0)}"
+        self.bytes_down = 0
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(self._upstream)
+            with self._lock:
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, down: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+                if down:
+                    with self._lock:
+                        self.bytes_down += len(data)
+        for sock in (src, dst):
+            sock.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+
+
+@pytest.fixture
+def counting() -> Iterator[CountingProxy]:
+    proxy = CountingProxy(services.service_env()["REDIS_URL"])
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def hanging() -> Iterator[TcpProxy]:
+    """tests/e2e/tcp_proxy.py in front of the shared Redis, hanging: accepts, never answers."""
+    parsed = redis.connection.parse_url(services.service_env()["REDIS_URL"])
+    with TcpProxy((parsed.get("host", "127.0.0.1"), int(parsed.get("port", 6379)))) as proxy:
+        proxy.set_mode("hang")
+        yield proxy
+
+
+def frame(at: AppTest, column: str) -> pd.DataFrame:
+    """The one table on the page that has this column."""
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert len(found) == 1, (column, [list(d.value.columns) for d in at.dataframe])
+    return found[0]
 
 
 def test_snapshot_window_is_exact_at_both_ends(sync_redis: redis.Redis, redis_prefix: str) -> None:
@@ -124,7 +209,7 @@ def test_live_page_shows_exact_totals(
     assert len(latest) == 4
     cascades = at.dataframe[3].value
     assert list(cascades[["State", "Side", "Events"]].iloc[0]) == ["active", "LONG", "2"]
-    health = at.dataframe[4].value
+    health = frame(at, "Stream")
     binance = health[health["Stream"] == "binance"].iloc[0]
     assert (binance["Connected"], binance["Reconnects"], binance["Drops"]) == ("yes", "2", "3 (bad_json: 3)")
 
@@ -184,7 +269,7 @@ def test_disconnected_stream_is_not_a_quiet_market(
     warnings = " ".join(w.value for w in at.warning)
     assert "Stream bybit disconnected: last message 5 min ago" in warnings and "silence 30 s" in warnings
     assert "binance" not in warnings
-    health = at.dataframe[-1].value
+    health = frame(at, "Connected")
     assert list(health["Connected"]) == ["yes", "no"]
 
 
@@ -239,3 +324,217 @@ def test_replay_data_gets_a_banner(
     no_exceptions(at)
     assert any("REPLAY data — not live" in e.value for e in at.error)
     assert metric(at, "USD liquidated") == fmt_usd(expected_totals(events).usd)
+
+
+# --- Finding 8: one canonical member, whatever text the venue used for its numbers -----------------
+
+
+def test_a_resent_liquidation_counts_once_whatever_its_number_text(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = now_ms()
+    one = liq("bybit", "LONG", "0.5", "100000", now - 60_000)
+    resent = [
+        replace(one, quantity=Decimal(q), value_usd=Decimal(q) * one.price, key=0) for q in ("0.50", "5E-1", "500E-3")
+    ]
+    assert len({e.key for e in [one, *resent]}) == 1 and len({str(e.quantity) for e in [one, *resent]}) == 3
+    redis_liquidations(sync_redis, settings.redis_prefix, [one, *resent])
+    redis_heartbeat(sync_redis, settings.redis_prefix, now)
+    assert sync_redis.zcard(Keys(settings.redis_prefix).liqs) == 1
+    app_env(monkeypatch, settings)
+    at = open_app("live")
+    no_exceptions(at)
+    assert (metric(at, "Liquidations"), metric(at, "USD liquidated")) == ("1", fmt_usd(Decimal(50_000)))
+    assert len(frame(at, "Amount")) == 1
+    assert cli.main(["snapshot", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["total"]["events"], Decimal(data["total"]["usd"])) == (1, Decimal(50_000))
+
+
+def test_non_ascii_symbols_are_counted_apart(sync_redis: redis.Redis, redis_prefix: str) -> None:
+    now = 1_767_225_600_000
+    events = [
+        liq("binance", "LONG", "1000", "0.25", now - 5_000, symbol="币安人生USDT"),
+        liq("binance", "SHORT", "10", "0.5", now - 4_000_000 + 3_000_000, symbol="龙虾USDT"),
+        liq("binance", "SHORT", "1", "60000", now - 1_000),
+    ]
+    redis_liquidations(sync_redis, redis_prefix, events)
+    keys = Keys(redis_prefix)
+    one = snapshot(sync_redis, keys, "币安人生USDT", ("binance", "bybit"), now=now)
+    assert (one.totals.total.events, one.totals.total.usd) == (1, Decimal(250))
+    assert list(one.events["symbol"]) == ["币安人生USDT"]
+    every = snapshot(sync_redis, keys, None, ("binance", "bybit"), now=now)
+    assert (every.totals.total.events, every.totals.total.usd) == (3, Decimal(60_255))
+
+
+# --- Finding 10: bounded whatever the window holds ---------------------------------------------------
+
+
+def _big_window(now: int, n: int) -> list[Liquidation]:
+    """`n` BTCUSDT liquidations spread over the window, and 5 ETHUSDT ones among the oldest."""
+    step = (WINDOW - 2 * BUCKET_MS) // n
+    events = [
+        liq(("bybit", "binance")[i % 2], ("LONG", "SHORT")[i % 3 == 0], f"0.{i % 97 + 1:03d}", f"{60_000 + i % 500}.5",
+            now - WINDOW + BUCKET_MS + i * step)
+        for i in range(n)
+    ]  # fmt: skip
+    events += [liq("bybit", "SHORT", "2", "3000", now - WINDOW + 20_000 + i, symbol="ETHUSDT") for i in range(5)]
+    return events
+
+
+def test_a_large_window_is_read_in_bounded_amounts(
+    counting: CountingProxy, sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    """30,000 members (~3 MB) in the window: the totals stay exact while the data function fetches the
+    bucket sums, the edge members and one page of rows; a rare symbol costs at most MAX_SCAN rows."""
+    now = now_ms()
+    events = _big_window(now, 30_000)
+    redis_liquidations(sync_redis, redis_prefix, events)
+    keys = Keys(redis_prefix)
+    window_bytes = sum(len(m) for m in sync_redis.zrange(keys.liqs, 0, -1))
+    assert window_bytes > 3_000_000
+    client = redis.Redis.from_url(counting.url)
+    try:
+        snap = snapshot(client, keys, "BTCUSDT", ("binance", "bybit"), now=now)
+        btc = [e for e in events if e.symbol == "BTCUSDT"]
+        assert (snap.totals.total.events, snap.totals.total.usd) == (30_000, sum(e.value_usd for e in btc))
+        assert snap.totals.max_usd == max(e.value_usd for e in btc)
+        assert len(snap.events) == 200 and snap.latest_complete
+        assert list(snap.events["time_ms"]) == sorted((e.time_ms for e in btc), reverse=True)[:200]
+        assert snap.members_read <= 500 + 100  # one page of rows, the two partial buckets at the edges
+        assert counting.bytes_down < 600_000, counting.bytes_down
+
+        before = counting.bytes_down
+        rare = snapshot(client, keys, "ETHUSDT", ("binance", "bybit"), now=now)
+        assert (rare.totals.total.events, rare.totals.total.usd) == (5, Decimal(30_000))
+        assert len(rare.events) == 0 and not rare.latest_complete  # its rows are beyond MAX_SCAN
+        assert rare.members_read <= MAX_SCAN + 100
+        assert counting.bytes_down - before < 2_000_000
+    finally:
+        client.close()
+
+
+def test_the_live_page_on_a_large_window_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, counting: CountingProxy, sync_redis: redis.Redis
+) -> None:
+    now = now_ms()
+    events = _big_window(now, 30_000)
+    redis_liquidations(sync_redis, settings.redis_prefix, events)
+    redis_heartbeat(sync_redis, settings.redis_prefix, now)
+    app_env(monkeypatch, settings, REDIS_URL=counting.url)
+    at = open_app("live")
+    no_exceptions(at)
+    assert metric(at, "Liquidations") == "30,000"
+    assert len(frame(at, "Amount")) == 200
+    assert "The latest 200 of 30,000" in all_text(at)
+    assert counting.bytes_down < 1_000_000, counting.bytes_down  # the window's members weigh > 3 MB
+
+
+# --- Deadlines: a Redis that hangs ------------------------------------------------------------------
+
+
+def test_a_hanging_redis_shows_unavailable_within_the_deadline(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, hanging: TcpProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = hanging.url_for(str(settings.redis_url))  # accepts connections, never answers
+    app_env(monkeypatch, settings, REDIS_URL=url, LIQ_REDIS_TIMEOUT_S="1")
+    started = time.monotonic()
+    at = open_app("live", timeout=30)
+    elapsed = time.monotonic() - started
+    no_exceptions(at)
+    errors = " ".join(e.value for e in at.error)
+    assert "Redis unavailable" in errors and "Redis is not reachable" in errors, errors
+    assert elapsed < 10, elapsed  # a 1 s deadline, never a hung page
+    started = time.monotonic()
+    assert cli.main(["snapshot"]) == 1
+    assert time.monotonic() - started < 6
+    assert "Redis is not reachable" in capsys.readouterr().err
+
+
+# --- Health: what the collector and the streams report, escaped --------------------------------------
+
+HOSTILE = "[Session expired - log in again](http://evil.example/login) ![x](http://evil.example/p.png)\n# big"
+
+
+def _unescaped_link(text: str) -> bool:
+    return re.search(r"(?<!\\)\]\((?:http|//)", text) is not None
+
+
+def test_collector_and_stream_health_are_shown_as_text(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = now_ms()
+    redis_liquidations(sync_redis, settings.redis_prefix, [liq("bybit", "LONG", "1", "60000", now - 5_000)])
+    redis_heartbeat(sync_redis, settings.redis_prefix, now)
+    keys = Keys(settings.redis_prefix)
+    state = json.loads(sync_redis.hget(keys.collector, "state") or "{}")
+    state.update(
+        database="timeout",
+        database_error=f"statement timeout {HOSTILE}",
+        quarantined_rows=3,
+        quarantine_file="/var/lib/liq/spool/quarantine.ndjson",
+        last_quarantine_reason=f"54000 index row size {HOSTILE}",
+        spool={"pending_events": 1200, "bytes": 45_000, "state": "full", "error": f"[Errno 28] {HOSTILE}"},
+        backpressure=True,
+        backpressure_s=12.5,
+        invalid_events=4,
+    )
+    sync_redis.hset(keys.collector, "state", json.dumps(state))
+    redis_health(
+        sync_redis,
+        settings.redis_prefix,
+        [
+            health_snapshot("binance", now, drops={"bad_symbol": 2, "bad_number": 1}),
+            health_snapshot("bybit", now, connected=False, last_error=f"refused: {HOSTILE}"),
+        ],
+    )
+    app_env(monkeypatch, settings)
+    at = open_app("live")
+    no_exceptions(at)
+    alerts = [e.value for e in (*at.error, *at.warning)]
+    for needle in ("TimescaleDB timeout", "spool cannot write to disk", "Backpressure", "3 rows refused"):
+        assert any(needle in a for a in alerts), (needle, alerts)
+    assert any("Stream bybit disconnected" in a and "Session expired" in a for a in alerts)
+    markdown = "\n".join([*alerts, *(str(m.value) for m in at.markdown), *(str(c.value) for c in at.caption)])
+    assert "Session expired" in markdown and not _unescaped_link(markdown), markdown
+    assert "\n#" not in markdown and "\\[Session expired" in markdown
+    storage = frame(at, "Collector")
+    assert dict(zip(storage["Collector"], storage["State"], strict=True)) == {
+        "TimescaleDB": f"timeout — statement timeout {HOSTILE.replace(chr(10), ' ')}",
+        "Spool": f"full, 1,200 events, 45,000 bytes — [Errno 28] {HOSTILE.replace(chr(10), ' ')}",
+        "Backpressure": "yes (12.5 s in all)",
+        "Quarantined rows": f"3 — last reason: 54000 index row size {HOSTILE.replace(chr(10), ' ')} "
+        "(/var/lib/liq/spool/quarantine.ndjson)",
+        "Invalid events dropped": "4",
+    }
+    streams = frame(at, "Drops")
+    assert list(streams["Drops"]) == ["3 (bad_symbol: 2, bad_number: 1)", "0"]
+
+    assert cli.main(["snapshot", "--json"]) == 0
+    health = json.loads(capsys.readouterr().out)["health"]
+    assert health["collector"]["quarantined_rows"] == 3 and health["collector"]["backpressure"] is True
+    assert health["collector"]["database_error"] == f"statement timeout {HOSTILE}"
+    assert health["streams"]["binance"]["drops"] == {"bad_symbol": 2, "bad_number": 1}
+    assert cli.main(["snapshot"]) == 0
+    text = capsys.readouterr().out
+    assert "TimescaleDB timeout" in text and "quarantined rows 3" in text and "backpressure yes" in text
+    assert "stream binance: connected, reconnects 0, drops 3 (bad_symbol: 2, bad_number: 1)" in text
+    assert "stream bybit: DISCONNECTED" in text and "\n# big" not in text  # one line per record
+
+
+def test_a_healthy_collector_raises_no_alarm(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    now = now_ms()
+    redis_heartbeat(sync_redis, settings.redis_prefix, now)
+    keys = Keys(settings.redis_prefix)
+    state = json.loads(sync_redis.hget(keys.collector, "state") or "{}")
+    state.update(database="ok", database_error="", quarantined_rows=0, backpressure=False, invalid_events=0)
+    sync_redis.hset(keys.collector, "state", json.dumps(state))
+    redis_health(sync_redis, settings.redis_prefix, [health_snapshot(e, now) for e in ("binance", "bybit")])
+    app_env(monkeypatch, settings)
+    at = open_app("live")
+    no_exceptions(at)
+    assert not at.error and not at.warning
+    storage = frame(at, "Collector")
+    assert list(storage["State"])[:2] == ["ok", "idle, 0 events, 0 bytes"]

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from itertools import zip_longest
@@ -20,15 +17,17 @@ from collector.replay_server import BinanceServer, BybitServer
 from common.live_view import WINDOW_MS
 from tests import services
 from tests.e2e.own_servers import OwnPostgres
+from tests.e2e.process import collector_env, spooled_liquidations, start_collector
 from tests.e2e.script import build_session
 from tests.storage.factories import liq, now_ms
-from tests.storage.helpers import db_count, db_totals, redis_totals, running_service, wait_until
-
-ROLLUPS_EQUAL_RAW = """
-SELECT (SELECT array_agg(x ORDER BY x) FROM (SELECT (bucket, exchange, side, events, value_usd)::text x FROM liquidations_1m) a)
-     = (SELECT array_agg(x ORDER BY x) FROM (SELECT (time_bucket('1 minute', time), exchange, side, count(*), sum(value_usd))::text x
-                                              FROM liquidations GROUP BY time_bucket('1 minute', time), exchange, side) b)
-"""
+from tests.storage.helpers import (
+    ROLLUPS_EQUAL_RAW,
+    db_count,
+    db_totals,
+    redis_totals,
+    running_service,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,34 +71,14 @@ async def test_postgres_down_mid_stream_spools_then_replays_exactly_once(
     assert not (tmp_path / "spool" / "spool.ndjson").read_bytes()
 
 
-def _collector(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "collector"],
-            cwd=services.ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _env(database_url: str, prefix: str, tmp: Path, **extra: str) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": services.service_env()["REDIS_URL"],
-        "LIQ_REDIS_PREFIX": prefix,
-        "LIQ_SPOOL_DIR": str(tmp / "spool"),
-        "LIQ_NONLIVE_SOURCE": "test",
-        **extra,
-    }
-
-
 async def test_sigterm_then_restart_of_the_collector_process(clean_db: str, redis_prefix: str, tmp_path: Path) -> None:
     session = build_session(now_ms() - 30 * 60_000, background=60)
     log = tmp_path / "collector.log"
     async with BinanceServer() as binance, BybitServer() as bybit:
-        env = _env(clean_db, redis_prefix, tmp_path, LIQ_BINANCE_WS_URL=binance.url, LIQ_BYBIT_WS_URL=bybit.url)
-        proc = _collector(env, log)
+        env = collector_env(
+            clean_db, redis_prefix, tmp_path, LIQ_BINANCE_WS_URL=binance.url, LIQ_BYBIT_WS_URL=bybit.url
+        )
+        proc = start_collector(env, log)
         try:
             await binance.wait_connected(1, within=60)
             await bybit.wait_connected(1, within=60)
@@ -111,7 +90,7 @@ async def test_sigterm_then_restart_of_the_collector_process(clean_db: str, redi
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(proc.wait, 15) == 0
             assert time.monotonic() - sent < 10
-            proc = _collector(env, log)
+            proc = start_collector(env, log)
             await binance.wait_connected(2, within=60)
             await bybit.wait_connected(2, within=60)
             # 10 re-deliveries on each venue, then the rest, interleaved as the venues send them:
@@ -143,8 +122,10 @@ async def test_sigkill_with_database_down_replays_the_spool_first(
     with psycopg.connect(own_pg.url, autocommit=True) as conn:
         conn.execute("TRUNCATE liquidations, liquidations_1m, liquidations_1h, cascades, stream_coverage, candles")
     async with BinanceServer() as binance, BybitServer() as bybit:
-        env = _env(own_pg.url, redis_prefix, tmp_path, LIQ_BINANCE_WS_URL=binance.url, LIQ_BYBIT_WS_URL=bybit.url)
-        proc = _collector(env, log)
+        env = collector_env(
+            own_pg.url, redis_prefix, tmp_path, LIQ_BINANCE_WS_URL=binance.url, LIQ_BYBIT_WS_URL=bybit.url
+        )
+        proc = start_collector(env, log)
         try:
             await binance.wait_connected(1, within=60)
             await bybit.wait_connected(1, within=60)
@@ -156,11 +137,11 @@ async def test_sigkill_with_database_down_replays_the_spool_first(
             spool = tmp_path / "spool" / "spool.ndjson"
             unique = sum(n for n, _ in session.totals().values())
             await wait_until(lambda: spool.exists() and spool.read_bytes().count(b'"l":[[') >= 1, what="spooled")
-            await wait_until(lambda: _spooled_liquidations(spool) == unique, within=60, what="all spooled")
+            await wait_until(lambda: len(spooled_liquidations(spool)) == unique, within=60, what="all spooled")
             proc.kill()
             await asyncio.to_thread(proc.wait, 15)
             await asyncio.to_thread(own_pg.start)
-            proc = _collector(env, log)
+            proc = start_collector(env, log)
             await wait_until(lambda: db_count(own_pg.url) == unique, within=90, what="spool replayed after restart")
             await wait_until(lambda: spool.stat().st_size == 0, what="spool emptied")
         finally:
@@ -171,12 +152,3 @@ async def test_sigkill_with_database_down_replays_the_spool_first(
     assert _scalar(own_pg.url, ROLLUPS_EQUAL_RAW) is True
     # the killed run's connections were closed at its last heartbeat, not left open
     assert _scalar(own_pg.url, "SELECT count(*) FROM stream_coverage WHERE disconnected_at IS NULL") == 0
-
-
-def _spooled_liquidations(path: Path) -> int:
-    from collector.storage.spool import decode_batch
-
-    if not path.exists():
-        return 0
-    lines = [line for line in path.read_bytes().split(b"\n") if line]
-    return len({(e.key, e.time_ms) for line in lines for e in decode_batch(line).liquidations})

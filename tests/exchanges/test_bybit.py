@@ -125,7 +125,7 @@ def test_good_items_survive_a_bad_one_in_the_same_frame() -> None:
     adapter = _adapter()
     events = adapter.handle(json.dumps(frame), RECEIVED_MS)
     assert [e.time_ms for e in events if isinstance(e, Liquidation)] == [1732400001011, 1732400001203]
-    assert adapter.health.drops == {"bad_value": 2, "missing_field": 1}
+    assert adapter.health.drops == {"bad_number": 1, "bad_value": 1, "missing_field": 1}
 
 
 def test_acks_confirm_the_subscription_and_pongs_are_not_data() -> None:
@@ -165,9 +165,9 @@ def _item(**fields: object) -> str:
         (_item(T=True), "bad_field"),
         (_item(v=0.12), "bad_field"),
         (_item(v="0"), "bad_value"),
-        (_item(p="-97710"), "bad_value"),
-        (_item(p="1e400"), "bad_value"),
-        (_item(p="sNaN"), "bad_value"),
+        (_item(p="-97710"), "bad_number"),
+        (_item(p="1e400"), "bad_number"),
+        (_item(p="sNaN"), "bad_number"),
         (_item(v="200000", p="97000"), "bad_value"),
         (_item(T=RECEIVED_MS + 400_000), "future_time"),
         (_item(T=12), "bad_value"),

@@ -1,6 +1,9 @@
-"""Both dispatchers over mutated captured frames: nothing escapes, every event passes the sanity rules.
+"""Both dispatchers over mutated captured frames: nothing escapes, every event passes the sanity rules,
+and the good items of a Bybit frame survive next to a mutated one.
 
-The rules are restated here independently of collector.validation, so a bug there shows up.
+The rules are restated here independently of collector.validation, so a bug there shows up. The
+mutations include what a hostile venue sends: lone surrogates and control characters (written as
+JSON escapes), symbols of thousands of letters, numbers in every notation `Decimal()` accepts.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from collector.exchanges.binance import BinanceAdapter
 from collector.exchanges.bybit import BybitAdapter
 from collector.exchanges.connection import ExchangeAdapter, SessionEnded
 from collector.health import StreamHealth
-from common.events import Candle, Liquidation, Side
+from common.events import Candle, Liquidation, Side, dedup_key
+from common.symbols import valid_symbol
 from tests.exchanges.harness import RECEIVED_MS, adapter_settings, frames
 
 _FRAMES = {"binance": list(frames("binance").values()), "bybit": list(frames("bybit").values())}
@@ -35,6 +39,12 @@ _scalars = st.one_of(
     st.from_regex(r"-?\d{1,25}(\.\d{0,25})?([eE][+-]?\d{1,6})?", fullmatch=True),
     st.sampled_from(["SELL", "BUY", "Buy", "Sell", "FILLED", "NEW", "PARTIALLY_FILLED", "1m", "1", "0", "NaN", "-0"]),
     st.integers(min_value=RECEIVED_MS - 2 * _MAX_AGE_MS, max_value=RECEIVED_MS + 600_000),
+    # hostile text: surrogates, control and format characters, other scripts' digits, huge symbols
+    st.text(st.characters(categories=["Cs", "Cc", "Cf", "Zl", "Zp", "Nd"]), min_size=1, max_size=4),
+    st.builds(lambda a, b: a + b, st.sampled_from(["BTC", "0.5", "Buy", "SELL", "1"]), st.text(max_size=3)),
+    st.text(alphabet="AB", min_size=41, max_size=3000),
+    st.sampled_from(["币安人生USDT", "龙虾USDT", "BTCUSDT\n", "BTC\x00USDT", " 1", "1_000", "١٢", "5E-1", "0.50"]),
+    st.from_regex(r"(0|[1-9][0-9]{0,6})\.[0-9]{1,4}0{1,4}", fullmatch=True),
 )
 _values = st.one_of(
     _scalars, st.lists(_scalars, max_size=3), st.dictionaries(st.text(max_size=3), _scalars, max_size=3)
@@ -94,10 +104,25 @@ def _check_time(t: int, live: bool) -> None:
         assert RECEIVED_MS - t <= _MAX_AGE_MS
 
 
+def _canonical(d: Decimal) -> bool:
+    """No trailing fractional zeros, no exponent on integers: "0.5", "100", never "0.50" or "1E+2"."""
+    plain = f"{d:f}"
+    return not ("." in plain and plain.endswith("0")) and "E+" not in str(d)
+
+
+def _venue_symbol(text: str) -> bool:
+    """Letters of any script, ASCII digits and "-_.", 2 to 40 of them."""
+    return 2 <= len(text) <= 40 and all(c.isalpha() or c in "0123456789-_." for c in text)
+
+
 def _assert_sane(exchange: str, event: object, live: bool) -> None:
+    assert isinstance(event, Liquidation | Candle)
+    assert _venue_symbol(event.symbol) and valid_symbol(event.symbol), event.symbol
     if isinstance(event, Liquidation):
         assert event.exchange == exchange and event.received_ms == RECEIVED_MS
         assert _finite_positive(event.quantity) and _finite_positive(event.price)
+        assert _canonical(event.quantity) and _canonical(event.price)
+        assert event.key == dedup_key(exchange, event.symbol, event.time_ms, event.side, event.price, event.quantity)
         assert event.value_usd == event.quantity * event.price and 0 < event.value_usd <= Decimal("1e10")
         assert _SIDES[exchange][event.raw_side] is event.side
         assert event.sampled is (exchange == "binance")
@@ -106,6 +131,7 @@ def _assert_sane(exchange: str, event: object, live: bool) -> None:
     else:
         assert isinstance(event, Candle) and event.exchange == exchange
         assert all(_finite_positive(v) for v in (event.open, event.high, event.low, event.close))
+        assert all(_canonical(v) for v in (event.open, event.high, event.low, event.close, event.volume))
         assert event.low <= event.high
         assert all(v.is_finite() and v >= 0 for v in (event.volume, event.quote_volume))
         assert type(event.closed) is bool
@@ -122,6 +148,7 @@ def _run(exchange: str, raw: str | bytes, live: bool) -> None:
         return
     for event in events:
         _assert_sane(exchange, event, live)
+    assert "parse_error" not in adapter.health.drops  # items are refused by rule, not by accident
 
 
 _fuzz = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -143,6 +170,40 @@ def test_bybit_parser_survives_mutations(raw: str | bytes, live: bool) -> None:
 @given(raw=st.one_of(_mutated("binance"), _mutated("bybit")), exchange=st.sampled_from(["binance", "bybit"]))
 def test_frames_of_the_other_venue_are_dropped_not_raised(raw: str | bytes, exchange: str) -> None:
     _run(exchange, raw, False)
+
+
+@st.composite
+def _five_with_one_mutated(draw: st.DrawFn) -> tuple[int, str]:
+    """A five-item allLiquidation frame whose item `bad` had 1 to 3 fields changed or removed."""
+    frame = copy.deepcopy(frames("bybit")["liquidation_five"])
+    bad = draw(st.integers(0, 4))
+    item = frame["data"][bad]
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from(sorted(item) + ["x"]))
+        if key in item and draw(st.booleans()):
+            del item[key]
+        else:
+            item[key] = draw(_values)
+    return bad, json.dumps(frame, ensure_ascii=draw(st.booleans()))
+
+
+@_fuzz
+@given(case=_five_with_one_mutated(), live=st.booleans())
+def test_good_items_survive_next_to_a_mutated_one(case: tuple[int, str], live: bool) -> None:
+    bad, raw = case
+    adapter = _adapter("bybit", live)
+    events = adapter.handle(raw, RECEIVED_MS)  # nothing escapes
+    for event in events:
+        _assert_sane("bybit", event, live)
+    good = copy.deepcopy(frames("bybit")["liquidation_five"])
+    del good["data"][bad]
+    expected = _adapter("bybit", live).handle(json.dumps(good), RECEIVED_MS)
+    assert len(expected) == 4
+    # The mutated item gives one sane event or one counted drop, never a parser bug; the others
+    # give exactly what they give without it.
+    dropped = sum(adapter.health.drops.values())
+    assert dropped in (0, 1) and len(events) == 5 - dropped and "parse_error" not in adapter.health.drops
+    assert (events[:bad] + events[bad + 1 :] if dropped == 0 else events) == expected
 
 
 def test_unmutated_frames_still_produce_events() -> None:

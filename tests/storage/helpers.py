@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import redis
@@ -17,6 +19,12 @@ from common.events import ms_to_datetime
 from common.live_view import Keys, decode_liquidation
 
 Totals = dict[tuple[str, str], tuple[int, Decimal]]
+
+ROLLUPS_EQUAL_RAW = """
+SELECT (SELECT array_agg(x ORDER BY x) FROM (SELECT (bucket, exchange, side, events, value_usd)::text x FROM liquidations_1m) a)
+     = (SELECT array_agg(x ORDER BY x) FROM (SELECT (time_bucket('1 minute', time), exchange, side, count(*), sum(value_usd))::text x
+                                              FROM liquidations GROUP BY time_bucket('1 minute', time), exchange, side) b)
+"""
 
 
 async def wait_until(condition: Callable[[], bool], within: float = 60.0, what: str = "condition") -> None:
@@ -63,3 +71,9 @@ def db_count(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT count(*) FROM liquidations").fetchone()
     return int(row[0]) if row else 0
+
+
+def published_state(client: redis.Redis, prefix: str) -> dict[str, Any]:
+    """The collector's state as it publishes it for the live page ({} before the first publish)."""
+    raw = client.hget(Keys(prefix).collector, "state")
+    return dict(json.loads(raw)) if raw else {}

@@ -1,17 +1,34 @@
+"""Cascade detection: the original fixed rule, the relative rule, the cross-venue join."""
+
+import math
+import random
+from dataclasses import replace
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from collector.cascades import CascadeDetector, cascade_id, risk_score
-from common.events import Side
+from collector.cascades import (
+    DAY_MINUTES,
+    CascadeDetector,
+    InstrumentResolver,
+    cascade_id,
+    guess_resolver,
+    risk_score,
+)
+from common.config import ConfigError, load_settings
+from common.events import Cascade, Liquidation, Side
+from common.instruments import CONTRACTS, Instrument, guess_instrument
 from tests.storage.factories import T0, liq
 
 WALL = T0 + 1_000  # wall clock near the data, so only exchange time ends cascades
 
 
 def detector() -> CascadeDetector:
-    return CascadeDetector(window_s=60, min_events=5, min_usd=Decimal(100_000))
+    """The original rule: these tests state it (LIQ_CASCADE_RULE=fixed)."""
+    return CascadeDetector(window_s=60, min_events=5, min_usd=Decimal(100_000), rule="fixed")
 
 
 def test_five_bybit_events_over_threshold_make_one_cascade() -> None:
@@ -163,3 +180,336 @@ def test_a_late_event_from_before_the_window_does_not_join() -> None:
     inside = liq(time_ms=T0 + 200_000 - 30_000, qty="0.01")  # late, but inside the qualifying window
     [same] = d.process([inside], WALL).cascades
     assert same.id == c.id and c.count == 6
+
+
+# --- the relative rule, the cap, the cross-venue join (issue #10) ----------------------------------
+
+MINUTE = 60_000
+BTC = "BTC-USDT-PERP"
+
+
+def relative(max_s: int = 900, resolver: InstrumentResolver | None = None) -> CascadeDetector:
+    """The default rule: floor $20,000, 10x the baseline to start, below 3x it ends, cap 900 s."""
+    return CascadeDetector(window_s=60, min_events=5, min_usd=Decimal(20_000), max_s=max_s, resolver=resolver)
+
+
+def seed_flat(d: CascadeDetector, instrument: str, usd_per_minute: float, before_ms: int = T0) -> None:
+    """A whole day of history at one rate, as the service seeds it from the 1-minute rollups."""
+    d.seed_baseline(instrument, [(before_ms - (i + 1) * MINUTE, usd_per_minute) for i in range(DAY_MINUTES)])
+
+
+def usd_liq(
+    exchange: str, t: int, side: Side, usd: float, price: str = "60000", symbol: str = "BTCUSDT"
+) -> Liquidation:
+    return liq(exchange, t, side, qty=f"{Decimal(usd) / Decimal(price):.6f}", price=price, symbol=symbol)
+
+
+def run(d: CascadeDetector, events: list[Liquidation], batch: int = 20) -> dict[int, Cascade]:
+    """Feed in time order, in batches as the router does (the wall clock at each batch's first
+    event, so a script's long batches never look quiet); the final state of every cascade."""
+    out: dict[int, Cascade] = {}
+    ordered = sorted(events, key=lambda e: e.time_ms)
+    for i in range(0, len(ordered), batch):
+        chunk = ordered[i : i + batch]
+        for c in d.process(chunk, chunk[0].time_ms).cascades:
+            out[c.id] = c
+    for c in d.close_all():
+        out[c.id] = c
+    return out
+
+
+def fresh(events: list[Liquidation]) -> list[Liquidation]:
+    return [replace(e, cascade_id=None) for e in events]
+
+
+def busy_btc_session(seed: int, minutes: int = 30, per_minute: float = 26) -> list[Liquidation]:
+    """A busy BTC half hour: ~26 liquidations a minute on both venues, the liquidated side swinging
+    with the price about every 40 s (95 % on the side of the move), sizes lognormal around $3,500
+    (a few pass $100,000); Binance sends at most one a second."""
+    rng = random.Random(seed)
+    events: list[Liquidation] = []
+    t, end, side = T0, T0 + minutes * MINUTE, Side.LONG
+    flip = t + int(rng.expovariate(1 / 40) * 1000)
+    binance_seconds: set[int] = set()
+    while (t := t + int(rng.expovariate(per_minute / MINUTE))) < end:
+        while t >= flip:
+            side = Side.SHORT if side == Side.LONG else Side.LONG
+            flip += int(rng.expovariate(1 / 40) * 1000)
+        this = side if rng.random() < 0.95 else (Side.SHORT if side == Side.LONG else Side.LONG)
+        usd = max(min(rng.lognormvariate(math.log(3_500), 1.2), 400_000), 60)
+        exchange = "binance" if rng.random() < 0.4 and t // 1000 not in binance_seconds else "bybit"
+        if exchange == "binance":
+            binance_seconds.add(t // 1000)
+        events.append(usd_liq(exchange, t, this, usd, price=str(60_000 + rng.randint(-500, 500))))
+    return events
+
+
+def burst(start_ms: int, side: Side, n: int, total_usd: float, step_ms: int = 500) -> list[Liquidation]:
+    """A real cascade: `n` liquidations worth `total_usd` on both venues, `step_ms` apart."""
+    venues = ("binance", "bybit", "bybit")
+    return [usd_liq(venues[k % 3], start_ms + k * step_ms, side, total_usd / n) for k in range(n)]
+
+
+def test_quiet_coin_burst_fires_under_relative_not_under_fixed() -> None:
+    """A small coin ($40 a minute on a normal day) whose busiest minute is $30,000 of long liquidations."""
+    coin = [usd_liq("bybit", T0 + i * 8_000, Side.LONG, 5_000, price="0.5", symbol="ZKJUSDT") for i in range(6)]
+    d = relative()
+    seed_flat(d, "ZKJ-USDT-PERP", 40)
+    assert d.baseline_usd("ZKJ-USDT-PERP", T0) == Decimal(40)
+    update = d.process(fresh(coin), WALL)
+    [c] = update.cascades
+    assert (c.symbol, c.side, c.count, c.value_usd, c.counts) == ("ZKJ-USDT-PERP", Side.LONG, 6, 30_000, {"bybit": 6})
+    assert update.lines == ["CASCADE DETECTED: BYBIT ZKJUSDT LONG 6 liquidations | $30,000"]
+    assert run(detector(), fresh(coin)) == {}  # the fixed rule's $100,000 never sees it
+    # the floor still holds: 375x the coin's normal rate, but only $15,000
+    small = relative()
+    seed_flat(small, "ZKJ-USDT-PERP", 40)
+    assert run(small, [replace(e, value_usd=e.value_usd / 2, cascade_id=None) for e in coin]) == {}
+    # the same $30,000 on BTC, whose normal is $100,000 a minute, is no cascade either
+    btc = relative()
+    seed_flat(btc, BTC, 100_000)
+    assert run(btc, [usd_liq("bybit", T0 + i * 8_000, Side.LONG, 5_000) for i in range(6)]) == {}
+
+
+def test_busy_btc_fixed_rule_runs_on_relative_rule_finds_only_the_bursts() -> None:
+    """Issue #10: at ~26 liquidations a minute the fixed rule turns the flow itself into cascades
+    (the issue saw 35 holding 650 of 770); relative to BTC's own day only the two real bursts fire."""
+    background = busy_btc_session(seed=2)
+    assert 700 <= len(background) <= 850
+    fixed = run(detector(), fresh(background))
+    members = sum(c.count for c in fixed.values())
+    longest = max(fixed.values(), key=lambda c: c.end_ms - c.start_ms)
+    # this script: 779 liquidations, 5 cascades holding 754 (97 %), the longest 374 over 21.8 minutes
+    assert len(fixed) >= 3 and members >= 0.8 * len(background)
+    assert longest.end_ms - longest.start_ms >= 15 * MINUTE and longest.count >= 250
+
+    per_minute = float(sum(e.value_usd for e in background)) / 30
+    longs = burst(T0 + 10 * MINUTE + 7_000, Side.LONG, 40, 3_000_000)
+    shorts = burst(T0 + 22 * MINUTE + 3_000, Side.SHORT, 30, 2_500_000)
+    d = relative()
+    seed_flat(d, BTC, per_minute / 2)  # this busy hour runs at twice BTC's daily mean
+    assert run(relative(), fresh(background)) != {}  # without history the floor alone fires on the flow
+    found = sorted(run(d, fresh(background) + longs + shorts).values(), key=lambda c: c.start_ms)
+    assert [(c.side, c.active) for c in found] == [(Side.LONG, False), (Side.SHORT, False)]
+    for c, real in zip(found, (longs, shorts), strict=True):
+        assert all(e.cascade_id == c.id for e in real)  # every liquidation of the burst is a member
+        assert len(real) <= c.count <= len(real) + 60  # plus the flow of its window
+        assert c.end_ms - c.start_ms <= 3 * MINUTE  # ended when the rate was back to normal, not at the cap
+        assert c.symbol == BTC and c.cross_exchange
+
+
+def test_relative_ends_when_the_rate_is_back_to_normal_while_events_keep_coming() -> None:
+    spike = burst(T0, Side.LONG, 10, 1_000_000, step_ms=1_000)  # $1M in 10 s
+    tail = [usd_liq("bybit", T0 + 15_000 * k, Side.LONG, 20_000) for k in range(1, 41)]  # $80,000 a minute, 10 min
+    d = relative()
+    seed_flat(d, BTC, 50_000)  # T = $500,000, ends below $150,000 a minute
+    [c] = run(d, fresh(spike + tail)).values()
+    assert c.count == 10 + 4 and c.end_ms == T0 + 60_000  # the tail of its own minute, then back to normal
+    [old] = run(detector(), fresh(spike + tail)).values()
+    assert old.count == 50 and old.end_ms == T0 + 600_000  # the fixed rule: on until 60 s of quiet
+
+
+def test_a_flood_is_cut_at_the_cap_into_consecutive_cascades() -> None:
+    flood = [usd_liq("bybit", T0 + i * 2_000, Side.SHORT, 30_000) for i in range(40 * 30)]  # $900,000 a minute, 40 min
+    d = relative()
+    seed_flat(d, BTC, 10_000)
+    found = sorted(run(d, fresh(flood)).values(), key=lambda c: c.start_ms)
+    assert len(found) >= 3
+    assert all(c.end_ms - c.start_ms <= 900_000 for c in found)
+    assert all(a.end_ms < b.start_ms for a, b in zip(found, found[1:], strict=False))
+    assert sum(c.count for c in found) >= 0.95 * len(flood)
+    [old] = run(detector(), fresh(flood)).values()
+    assert old.end_ms - old.start_ms == 40 * MINUTE - 2_000  # the fixed rule: one cascade, no cap
+
+
+def test_a_late_event_never_stretches_a_cascade_past_the_cap() -> None:
+    d = relative(max_s=120)
+    seed_flat(d, BTC, 1_000)
+    flood = [usd_liq("bybit", T0 + 100_000 + i * 2_000, Side.LONG, 30_000) for i in range(56)]  # 110 s
+    [c] = d.process(flood, WALL).cascades
+    assert c.active and c.end_ms - c.start_ms == 110_000
+    late = usd_liq("binance", T0 + 100_000 - 30_000, Side.LONG, 30_000)  # inside the window, but 140 s before the last
+    d.process([late], WALL)
+    assert late.cascade_id is None and c.end_ms - c.start_ms == 110_000
+    near = usd_liq("binance", T0 + 100_000 - 5_000, Side.LONG, 30_000)  # 115 s before the last: joins
+    d.process([near], WALL)
+    assert near.cascade_id == c.id and c.start_ms == near.time_ms
+
+
+def test_one_cascade_across_three_venues_joined_on_the_canonical_instrument() -> None:
+    events = [
+        usd_liq("binance", T0, Side.SHORT, 30_000),
+        usd_liq("bybit", T0 + 500, Side.SHORT, 30_000),
+        usd_liq("okx", T0 + 900, Side.SHORT, 30_000, symbol="BTC-USDT-SWAP"),
+        usd_liq("binance", T0 + 2_000, Side.SHORT, 30_000),
+        usd_liq("okx", T0 + 2_500, Side.SHORT, 30_000, symbol="BTC-USDT-SWAP"),
+        usd_liq("bybit", T0 + 1_000, Side.SHORT, 30_000, symbol="BTCPERP"),  # USDC: another instrument
+    ]
+    for d in (relative(), detector()):
+        update = d.process(fresh(events), WALL)
+        [c] = update.cascades
+        assert (c.symbol, c.count, c.value_usd) == (BTC, 5, 150_000)
+        assert c.counts == {"binance": 2, "bybit": 1, "okx": 2} and c.exchanges == ("binance", "bybit", "okx")
+        assert update.lines == ["CROSS-EXCHANGE CASCADE DETECTED: 5 liquidations | $150,000"]
+        assert c.id == cascade_id("BTCUSDT", Side.SHORT, events[0].key)  # the first member's own symbol
+
+
+def test_multiplier_quantities_are_converted_before_they_are_summed() -> None:
+    """1000PEPEUSDT counts thousands of PEPE at a price per thousand; OKX's PEPE-USDT-SWAP counts PEPE."""
+    thousands = [liq("binance", T0 + i * 1_000, qty="500000", price="0.0120", symbol="1000PEPEUSDT") for i in range(3)]
+    units = [
+        liq("okx", T0 + 500 + i * 1_000, qty="500000000", price="0.0000120", symbol="PEPE-USDT-SWAP") for i in range(2)
+    ]
+    [c] = relative().process(thousands + units, WALL).cascades
+    assert (c.symbol, c.count, c.value_usd) == ("PEPE-USDT-PERP", 5, 30_000)
+    assert c.quantity == 3 * 500_000 * 1000 + 2 * 500_000_000  # never 3 * 500,000 + 1,000,000,000
+    assert c.price_start == c.price_end == Decimal("0.000012")  # per PEPE on both venues
+    assert c.price_move_pct == 0
+
+
+def test_a_catalog_resolver_supplies_contract_sizes() -> None:
+    """The venues' lists know what a symbol cannot tell: OKX counts BTC-USDT-SWAP in contracts of 0.01 BTC."""
+    okx = replace(
+        guess_instrument("okx", "BTC-USDT-SWAP"), size_unit=CONTRACTS, contract_size=Decimal("0.01"), listed=True
+    )
+
+    def resolver(ev: Liquidation) -> Instrument:
+        return okx if (ev.exchange, ev.symbol) == (okx.exchange, okx.symbol) else guess_resolver(ev)
+
+    contracts = [
+        replace(liq("okx", T0 + i * 1_000, qty="100", symbol="BTC-USDT-SWAP"), value_usd=Decimal(50_000))
+        for i in range(3)
+    ]
+    btc = [liq("bybit", T0 + 300 + i * 1_000, qty="1") for i in range(2)]
+    [c] = relative(resolver=resolver).process(contracts + btc, WALL).cascades
+    assert (c.symbol, c.count, c.quantity, c.value_usd) == (BTC, 5, Decimal(5), Decimal(250_000))
+
+
+def test_the_baseline_is_learnt_from_the_flow_warms_up_and_forgets_after_a_day() -> None:
+    d = relative()
+    flow = [
+        usd_liq("bybit", T0 + i * MINUTE + 30_000, (Side.LONG, Side.SHORT)[i % 2], 600, symbol="ETHUSDT")
+        for i in range(120)
+    ]
+    run(d, flow)
+    eth = "ETH-USDT-PERP"
+    # both sides and every minute of the day count; within the warm-up the minutes seen are spread over 30
+    assert d.baseline_usd(eth, T0 + 120 * MINUTE) == Decimal(600)
+    assert d.baseline_usd(eth, T0 + 10 * MINUTE) == Decimal(600)  # a late look reads the newest day
+    late = relative()
+    run(late, flow[:10])
+    assert late.baseline_usd(eth, T0 + 10 * MINUTE) == Decimal(200)  # 10 minutes of $600 over the 30 of the warm-up
+    assert d.baseline_usd(eth, T0 + (120 + DAY_MINUTES) * MINUTE) == 0  # a day later, quiet: forgotten
+    assert d.baseline_usd("UNSEEN-USDT-PERP", T0) == 0
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=0, max_value=700), st.integers(min_value=1, max_value=90_000)),
+        min_size=1,
+        max_size=200,
+    )
+)
+def test_the_baseline_ring_equals_a_plain_sum_of_the_last_day(steps: list[tuple[int, int]]) -> None:
+    """Minutes far apart, close together and across the ring's wrap: always the 1,440 minutes before."""
+    d = relative()
+    seen: dict[int, int] = {}  # minute -> USD
+    minute = T0 // MINUTE
+    for i, (gap, usd) in enumerate(steps):
+        minute += gap
+        day = sum(v for m, v in seen.items() if minute - DAY_MINUTES <= m < minute)
+        covered = min(max(minute - min(seen, default=minute), 30), DAY_MINUTES)
+        assert abs(d.baseline_usd("ETH-USDT-PERP", minute * MINUTE) - Decimal(day) / covered) < Decimal("1e-9")
+        d.process(
+            [usd_liq("bybit", minute * MINUTE + 59_000 - i, Side.LONG, usd, price="2000", symbol="ETHUSDT")],
+            WALL,
+        )
+        seen[minute] = seen.get(minute, 0) + usd
+
+
+def test_seeding_the_baseline_from_stored_minutes_raises_the_threshold() -> None:
+    sol = [usd_liq("bybit", T0 + i * 5_000, Side.LONG, 50_000, price="150", symbol="SOLUSDT") for i in range(6)]
+    assert len(run(relative(), fresh(sol))) == 1  # no history: the floor
+    d = relative()
+    seed_flat(d, "SOL-USDT-PERP", 40_000)  # T = $400,000 > $300,000
+    assert run(d, fresh(sol)) == {}
+    more = relative()
+    more.seed_baseline("SOL-USDT-PERP", [(T0 - MINUTE, Decimal(3_000_000))])  # one stored busy minute
+    assert more.baseline_usd("SOL-USDT-PERP", T0) == Decimal(100_000)  # its one minute of history over the warm-up
+    assert run(more, fresh(sol)) == {}
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=20_000),
+            st.sampled_from([Side.LONG, Side.SHORT]),
+            st.sampled_from([("binance", "BTCUSDT"), ("bybit", "BTCUSDT"), ("okx", "BTC-USDT-SWAP")]),
+            st.integers(min_value=500, max_value=200_000),
+        ),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_relative_cascades_are_capped_disjoint_and_hold_each_event_once(
+    script: list[tuple[int, Side, tuple[str, str], int]],
+) -> None:
+    events, t = [], T0
+    for gap, side, (exchange, symbol), usd in script:
+        t += gap
+        events.append(usd_liq(exchange, t, side, usd, symbol=symbol))
+    d = relative(max_s=120)
+    seed_flat(d, BTC, 5_000)
+    found = run(d, events, batch=7)
+    members = [e for e in events if e.cascade_id is not None]
+    assert sum(c.count for c in found.values()) == len({e.key for e in members})
+    for c in found.values():
+        assert not c.active and c.end_ms - c.start_ms <= 120_000
+    for e in members:
+        assert e.cascade_id is not None
+        c = found[e.cascade_id]
+        assert c.side == e.side and c.start_ms <= e.time_ms <= c.end_ms
+    for side in Side:
+        spans = sorted((c.start_ms, c.end_ms) for c in found.values() if c.side == side)
+        assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_cascade_settings_defaults_and_the_detector_built_from_them() -> None:
+    s = load_settings(env={}, dotenv=None)
+    assert (s.cascade_rule, s.cascade_min_usd, s.cascade_relative_x, s.cascade_end_x, s.cascade_max_s) == (
+        "relative",
+        Decimal(20_000),
+        Decimal(10),
+        Decimal(3),
+        900,
+    )
+    f = load_settings(env={"LIQ_CASCADE_RULE": "Fixed"}, dotenv=None)
+    assert (f.cascade_rule, f.cascade_min_usd) == ("fixed", Decimal(100_000))  # exactly the original rule
+    env = {
+        "LIQ_CASCADE_RELATIVE_X": "20",
+        "LIQ_CASCADE_END_X": "1.5",
+        "LIQ_CASCADE_MAX_S": "300",
+        "LIQ_CASCADE_MIN_USD": "5000",
+    }
+    d = CascadeDetector.from_settings(load_settings(env=env, dotenv=None))
+    assert (d.rule, d.relative_x, d.end_x, d.max_ms, d.min_usd) == ("relative", 20, Decimal("1.5"), 300_000, 5_000)
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"LIQ_CASCADE_RULE": "sometimes"}, "LIQ_CASCADE_RULE"),
+        ({"LIQ_CASCADE_RELATIVE_X": "0.5"}, "LIQ_CASCADE_RELATIVE_X"),
+        ({"LIQ_CASCADE_END_X": "-1"}, "LIQ_CASCADE_END_X"),
+        ({"LIQ_CASCADE_END_X": "10"}, "LIQ_CASCADE_END_X"),  # must be below RELATIVE_X
+        ({"LIQ_CASCADE_MAX_S": "30"}, "LIQ_CASCADE_MAX_S"),
+        ({"LIQ_CASCADE_WINDOW_S": "600", "LIQ_CASCADE_MAX_S": "300"}, "LIQ_CASCADE_MAX_S"),
+    ],
+)
+def test_bad_cascade_settings_name_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env=env, dotenv=None)
+    with pytest.raises(ValueError, match="rule"):
+        CascadeDetector(60, 5, Decimal(1), rule="sometimes")

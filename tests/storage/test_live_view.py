@@ -1,24 +1,114 @@
+"""The Redis live view written by the collector: members, their bucket sums, rebuilds, deadlines.
+
+Figures are checked three ways: the raw members (`redis_totals`), the bucket sums as the app reads
+them (`app.data.live.snapshot`, exact window) and TimescaleDB (`db_totals`).
+"""
+
 import json
+import random
+import secrets
+import time
 from collections.abc import Iterator
-from decimal import Decimal
+from dataclasses import replace
+from decimal import Decimal, localcontext
 from pathlib import Path
 
 import pytest
 import redis
-from hypothesis import given
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from app.data.live import snapshot
 from collector.storage.redis_live import fast_member
 from common.events import Liquidation, Side
-from common.live_view import WINDOW_MS, Keys, decode_cascade, encode_liquidation
+from common.live_scripts import KEEP_MS, add_liquidations
+from common.live_view import BUCKET_MS, WINDOW_MS, Keys, decode_cascade, decode_liquidation, encode_liquidation
 from tests import services
 from tests.e2e.own_servers import OwnRedis
+from tests.e2e.tcp_proxy import TcpProxy
 from tests.storage.factories import liq, now_ms
 from tests.storage.helpers import Totals, db_count, db_totals, redis_totals, running_service, wait_until
 
+EXCHANGES = ("binance", "bybit")
+
+
+@pytest.fixture
+def hanging_proxy() -> Iterator[TcpProxy]:
+    """tests/e2e/tcp_proxy.py in front of the shared Redis (passes until told to hang)."""
+    parsed = redis.connection.parse_url(services.service_env()["REDIS_URL"])
+    with TcpProxy((parsed.get("host", "127.0.0.1"), int(parsed.get("port", 6379)))) as proxy:
+        yield proxy
+
+
+def window_totals(client: redis.Redis, prefix: str, now: int, symbol: str | None = "BTCUSDT") -> Totals:
+    """The app's figures for [now - WINDOW_MS, now] (bucket sums + edge members), per (exchange, side)."""
+    out: Totals = {}
+    for exchange in EXCHANGES:
+        snap = snapshot(client, Keys(prefix), symbol, (exchange,), now=now)
+        for side, agg in snap.totals.by_side.items():
+            if agg.events:
+                out[(exchange, side)] = (agg.events, agg.usd)
+    return out
+
+
+def all_bucket_sums(client: redis.Redis, prefix: str) -> dict[tuple[str, str, str, str], tuple[int, Decimal, Decimal]]:
+    """Every bucket sum the registry lists, folded per (symbol or "*", exchange, side, source)."""
+    from app.data.live import _Sums
+    from common.live_view import limbs_to_decimal
+
+    keys = Keys(prefix)
+    out: dict[tuple[str, str, str, str], tuple[int, Decimal, Decimal]] = {}
+    per_scope: dict[str, _Sums] = {}
+    for suffix in client.zrange(keys.agg_keys, 0, -1):
+        scope = suffix.decode().partition(":")[2] or "*"
+        per_scope.setdefault(scope, _Sums()).add_hash(client.hgetall(keys.agg + suffix.decode()))
+    for scope, sums in per_scope.items():
+        for group, g in sums.groups.items():
+            exchange, side, source = sums.name(group)
+            out[(scope, exchange, side, source)] = (g.events, limbs_to_decimal(g.quantity), limbs_to_decimal(g.usd))
+    return out
+
+
+def check_aggregate_keys(client: redis.Redis, prefix: str) -> None:
+    """Every aggregate key is in the registry and expires within an hour and a few minutes."""
+    keys = Keys(prefix)
+    registered = {keys.agg + s.decode() for s in client.zrange(keys.agg_keys, 0, -1)}
+    present = {k.decode() for k in client.scan_iter(match=f"{keys.agg}*", count=1000)}
+    assert present and present <= registered
+    for key in present:
+        assert 0 < client.pttl(key) <= KEEP_MS + BUCKET_MS, key
+
+
+def member_sums(client: redis.Redis, prefix: str) -> dict[tuple[str, str, str, str], tuple[int, Decimal, Decimal]]:
+    """The same figures from the raw members."""
+    out: dict[tuple[str, str, str, str], tuple[int, Decimal, Decimal]] = {}
+    for member in client.zrange(Keys(prefix).liqs, 0, -1):
+        d = decode_liquidation(member)
+        for scope in ("*", json.dumps(d["symbol"])[1:-1]):
+            k = (scope, d["exchange"], str(d["side"]), d["source"])
+            n, q, u = out.get(k, (0, Decimal(0), Decimal(0)))
+            out[k] = (n + 1, q + d["quantity"], u + d["value_usd"])
+    return out
+
+
+def rewritten(ev: Liquidation, style: int) -> Liquidation:
+    """The same liquidation with its numbers written another way (`0.50`, `5E-1` for `0.5`)."""
+
+    def text(d: Decimal) -> str:
+        _sign, digits, exponent = d.as_tuple()
+        if style % 2:  # 0.5 -> 50E-2, 61000 -> 610000E-1
+            return f"{''.join(map(str, digits))}0E{int(exponent) - 1}"
+        plain = f"{d:f}"
+        return f"{plain}0" if "." in plain else f"{plain}.0"
+
+    q, p = Decimal(text(ev.quantity)), Decimal(text(ev.price))
+    return replace(ev, quantity=q, price=p, value_usd=q * p, key=0)
+
 
 def _script(now: int) -> tuple[list[Liquidation], int]:
-    """300 events over the last 70 minutes on both venues and sides, 40 re-deliveries, one burst."""
+    """300 events over the last 70 minutes on both venues and sides, 40 re-deliveries, 60 re-sent with
+    their numbers written differently, one burst."""
     events = [
         liq(
             ("bybit", "binance")[i % 2],
@@ -31,7 +121,9 @@ def _script(now: int) -> tuple[list[Liquidation], int]:
     ]
     burst = [liq("bybit", now - 30_000 + i * 10, Side.SHORT, qty="2", price="61000") for i in range(6)]
     unique = events + burst
-    return unique + events[100:140], len(unique)
+    resent = events[100:140] + [rewritten(e, i) for i, e in enumerate(events[140:200])]
+    assert all(str(r.quantity) != str(e.quantity) for r, e in zip(resent[40:], events[140:200], strict=True))
+    return unique + resent, len(unique)
 
 
 def _expected(events: list[Liquidation], lo: int, hi: int) -> Totals:
@@ -72,6 +164,9 @@ async def test_window_totals_in_redis_equal_timescale(
         lo, hi = now - WINDOW_MS, now
         from_redis = redis_totals(sync_redis, redis_prefix, lo, hi)
         assert from_redis == db_totals(clean_db, lo, hi) == _expected(events, lo, hi)
+        assert window_totals(sync_redis, redis_prefix, hi) == from_redis  # the bucket sums the app reads
+        assert all_bucket_sums(sync_redis, redis_prefix) == member_sums(sync_redis, redis_prefix)
+        check_aggregate_keys(sync_redis, redis_prefix)
         assert sum(n for n, _ in from_redis.values()) < unique  # the window really cut older events
         [raw] = sync_redis.hvals(keys.cascades)
         cascade = decode_cascade(raw)
@@ -94,9 +189,13 @@ async def test_flushed_redis_is_rebuilt_from_timescale(
             await service.queue.put(ev)
         await wait_until(lambda: db_count(clean_db) == unique, what="rows")
         await wait_until(lambda: redis_totals(client, redis_prefix, lo, hi) == _expected(events, lo, hi), what="window")
+        assert window_totals(client, redis_prefix, hi) == _expected(events, lo, hi)
         client.flushall()
         await wait_until(lambda: bool(client.exists(keys.built)), what="rebuild marker")
         assert redis_totals(client, redis_prefix, lo, hi) == db_totals(clean_db, lo, hi) == _expected(events, lo, hi)
+        assert window_totals(client, redis_prefix, hi) == _expected(events, lo, hi)
+        assert all_bucket_sums(client, redis_prefix) == member_sums(client, redis_prefix) != {}
+        check_aggregate_keys(client, redis_prefix)
         assert client.hlen(keys.cascades) == 1
     client.close()
 
@@ -121,22 +220,30 @@ async def test_redis_down_then_back_keeps_timescale_and_rebuilds(
         client = redis.Redis.from_url(own_redis.url)
         await wait_until(lambda: bool(client.exists(Keys(redis_prefix).built)), what="rebuild")
         assert redis_totals(client, redis_prefix, lo, hi) == db_totals(clean_db, lo, hi) == _expected(events, lo, hi)
+        assert window_totals(client, redis_prefix, hi) == _expected(events, lo, hi)
+        assert all_bucket_sums(client, redis_prefix) == member_sums(client, redis_prefix)
         client.close()
 
 
 @given(
     exchange=st.sampled_from(["bybit", "binance", 'we"ird', "ünï"]),
+    symbol=st.sampled_from(["BTCUSDT", "币安人生USDT", "龙虾USDT", "1000PEPEUSDT", "a\\b"]),
     source=st.sampled_from(["live", "test", "a\\b"]),
     qty=st.decimals(min_value=Decimal("0.00000001"), max_value=10**6, places=8),
     price=st.decimals(min_value=Decimal("0.0001"), max_value=10**7, places=4),
     time_ms=st.integers(min_value=0, max_value=2**42),
     side=st.sampled_from(list(Side)),
+    style=st.integers(min_value=0, max_value=3),
 )
-def test_fast_member_equals_the_shared_codec(
-    exchange: str, source: str, qty: Decimal, price: Decimal, time_ms: int, side: Side
+def test_fast_member_equals_the_shared_codec_and_is_canonical(
+    exchange: str, symbol: str, source: str, qty: Decimal, price: Decimal, time_ms: int, side: Side, style: int
 ) -> None:
-    ev = liq(exchange, time_ms, side, qty=str(qty), price=str(price), source=source)
-    assert fast_member(ev) == encode_liquidation(ev)
+    ev = liq(exchange, time_ms, side, qty=str(qty), price=str(price), symbol=symbol, source=source)
+    member = fast_member(ev)
+    assert member == encode_liquidation(ev)
+    assert member.isascii() and decode_liquidation(member)["symbol"] == symbol
+    again = rewritten(ev, style)  # the venue re-sends it with its numbers written another way
+    assert again.key == ev.key and fast_member(again) == encode_liquidation(again) == member
 
 
 async def test_restart_after_a_kill_drops_members_that_never_reached_timescale(
@@ -145,7 +252,7 @@ async def test_restart_after_a_kill_drops_members_that_never_reached_timescale(
     keys = Keys(redis_prefix)
     now = now_ms()
     ghost = liq(time_ms=now - 5_000, qty="7")  # in Redis from a killed run, never committed
-    sync_redis.zadd(keys.liqs, {encode_liquidation(ghost): ghost.time_ms})
+    add_liquidations(sync_redis, keys, [ghost])
     sync_redis.set(keys.built, "1")
     sync_redis.hset(keys.collector, "state", json.dumps({"stopped": False}))
     events = [liq(time_ms=now - 1_000 - i, qty="0.01") for i in range(50)]
@@ -158,6 +265,8 @@ async def test_restart_after_a_kill_drops_members_that_never_reached_timescale(
             lambda: redis_totals(sync_redis, redis_prefix, lo, hi) == _expected(events, lo, hi), what="window"
         )
         assert redis_totals(sync_redis, redis_prefix, lo, hi) == db_totals(clean_db, lo, hi)
+        assert window_totals(sync_redis, redis_prefix, hi) == _expected(events, lo, hi)  # the ghost's sums went too
+        assert all_bucket_sums(sync_redis, redis_prefix) == member_sums(sync_redis, redis_prefix)
     assert json.loads(sync_redis.hget(keys.collector, "state") or "{}")["stopped"] is True
 
 
@@ -196,3 +305,105 @@ async def test_a_flush_during_a_rebuild_aborts_the_swap(redis_prefix: str, sync_
         assert sync_redis.exists(keys.built) and sync_redis.zcard(keys.liqs) == 3
     finally:
         await live.close()
+
+
+def test_window_edges_are_exact(sync_redis: redis.Redis, redis_prefix: str) -> None:
+    """Whatever `now` is (on a bucket boundary or not), bucket sums + edge members = the exact window."""
+    keys = Keys(redis_prefix)
+    base = 1_795_000_020_000  # a bucket boundary
+    nows = [base + d for d in (0, 1, BUCKET_MS - 1, BUCKET_MS, 4_321, 59_999)]
+    times = set()
+    for now in nows:
+        lo = now - WINDOW_MS
+        first = -(-lo // BUCKET_MS) * BUCKET_MS
+        end = (now + 1) // BUCKET_MS * BUCKET_MS
+        times |= {lo - 1, lo, lo + 1, first - 1, first, end - 1, end, now - 1, now, now + 1}
+    rng = random.Random(9)
+    times |= {rng.randrange(base - WINDOW_MS - 30_000, base + 90_000) for _ in range(400)}
+    events = []
+    for i, t in enumerate(sorted(times)):
+        ev = liq(EXCHANGES[i % 2], t, (Side.LONG, Side.SHORT)[i % 3 == 0], qty=f"0.{i % 89 + 1}7", price=f"6{i}.25")
+        events.append(ev)
+        if i % 5 == 0:
+            events.append(rewritten(ev, i))  # re-sent, numbers written differently: counted once
+        if i % 7 == 0:
+            events.append(liq("bybit", t, Side.SHORT, qty="3", price="3000", symbol="ETHUSDT"))
+    assert add_liquidations(sync_redis, keys, events) == len({e.key for e in events})
+    for now in nows:
+        lo = now - WINDOW_MS
+        btc = [e for e in events if e.symbol == "BTCUSDT"]
+        assert window_totals(sync_redis, redis_prefix, now) == _expected(btc, lo, now), now
+        assert window_totals(sync_redis, redis_prefix, now, symbol=None) == _expected(events, lo, now), now
+        snap = snapshot(sync_redis, keys, "BTCUSDT", EXCHANGES, now=now)
+        inside = {e.key: e for e in btc if lo <= e.time_ms <= now}.values()
+        assert snap.totals.total.quantity == sum((e.quantity for e in inside), Decimal(0))
+        assert snap.totals.max_usd == max(e.value_usd for e in inside)
+        assert snap.members_read <= 2 * BUCKET_MS // 100 + 500  # the edges and one page, never the window
+    assert all_bucket_sums(sync_redis, redis_prefix) == member_sums(sync_redis, redis_prefix)
+
+
+# Any magnitude, up to 28 significant digits (common.events.canonical_text rounds longer numbers).
+_amounts = st.decimals(
+    min_value=Decimal("1E-30"), max_value=Decimal("1E+30"), allow_nan=False, allow_infinity=False
+).map(lambda d: +d)
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    amounts=st.lists(st.tuples(_amounts, _amounts), min_size=1, max_size=25),
+    seed=st.integers(min_value=0, max_value=2**31),
+)
+def test_bucket_sums_are_exact_for_any_decimal(
+    sync_redis: redis.Redis, redis_prefix: str, amounts: list[tuple[Decimal, Decimal]], seed: int
+) -> None:
+    keys = Keys(f"{redis_prefix}{secrets.token_hex(4)}:")
+    t = 1_795_000_020_000 + seed % BUCKET_MS
+    events = [liq("bybit", t + i % 3, qty=str(q), price=str(p)) for i, (q, p) in enumerate(amounts)]
+    unique = list({e.key: e for e in events}.values())
+    add_liquidations(sync_redis, keys, events)
+    add_liquidations(sync_redis, keys, events)  # the second time nothing is new
+    with localcontext(prec=200):  # the exact sums (the default 28 digits would round them)
+        want = (
+            len(unique),
+            sum((e.quantity for e in unique), Decimal(0)),
+            sum((e.value_usd for e in unique), Decimal(0)),
+        )
+    sums = all_bucket_sums(sync_redis, keys.prefix)
+    assert sums[("*", "bybit", "LONG", "test")] == sums[("BTCUSDT", "bybit", "LONG", "test")]
+    got = sums[("*", "bybit", "LONG", "test")]
+    assert got[0] == want[0] and got[1] == want[1] and got[2] == want[2]
+    largest = sync_redis.hget(keys.agg_key(t - t % BUCKET_MS), '["bybit","LONG","test"]x')
+    assert largest is not None and Decimal(largest.decode()) == max(e.value_usd for e in unique)
+
+
+async def test_hanging_redis_is_an_outage_and_timescale_keeps_writing(
+    hanging_proxy: TcpProxy, sync_redis: redis.Redis, redis_prefix: str, clean_db: str, tmp_path: Path
+) -> None:
+    """Redis accepts and never answers: within the deadline the collector treats it as down, goes
+    on writing TimescaleDB, and rebuilds the view (members and sums) once it answers again."""
+    url = hanging_proxy.url_for(services.service_env()["REDIS_URL"])
+    settings_ = services.make_settings(clean_db, redis_prefix, tmp_path, REDIS_URL=url, LIQ_REDIS_TIMEOUT_S="1")
+    now = now_ms()
+    events, unique = _script(now)
+    lo, hi = now - WINDOW_MS, now
+    async with running_service(settings_) as service:
+        for ev in events[:100]:
+            await service.queue.put(ev)
+        await wait_until(lambda: db_count(clean_db) == 100 and service.live.rebuilt_ms is not None, what="first rows")
+        hanging_proxy.set_mode("hang")
+        hung = time.monotonic()
+        for ev in events[100:]:
+            await service.queue.put(ev)
+        await wait_until(lambda: db_count(clean_db) == unique, within=30, what="rows written while Redis hangs")
+        assert time.monotonic() - hung < 10  # a deadline of 1 s (2 s a round trip), not TCP timeouts
+        await wait_until(lambda: not service.live.available, within=10, what="Redis marked unavailable")
+        rebuilt = service.live.rebuilt_ms
+        hanging_proxy.set_mode("pass")
+        await wait_until(
+            lambda: service.live.available and service.live.rebuilt_ms != rebuilt, within=30, what="rebuild"
+        )
+        assert (
+            redis_totals(sync_redis, redis_prefix, lo, hi) == db_totals(clean_db, lo, hi) == _expected(events, lo, hi)
+        )
+        assert window_totals(sync_redis, redis_prefix, hi) == _expected(events, lo, hi)
+        assert all_bucket_sums(sync_redis, redis_prefix) == member_sums(sync_redis, redis_prefix)

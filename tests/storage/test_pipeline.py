@@ -1,12 +1,27 @@
+import asyncio
+import json
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
+import pytest
+import redis
 
+from collector.storage.spool import decode_batch
 from common.config import Settings
 from common.events import Event
+from common.live_view import WINDOW_MS
 from tests.storage.factories import candle, liq, now_ms, status
-from tests.storage.helpers import db_count, running_service, wait_until
+from tests.storage.helpers import (
+    ROLLUPS_EQUAL_RAW,
+    db_count,
+    db_totals,
+    published_state,
+    redis_totals,
+    running_service,
+    wait_until,
+)
+from tests.storage.test_isolation import long_symbol
 
 
 async def test_invalid_amounts_are_dropped_alone_and_the_rest_flows(settings: Settings, clean_db: str) -> None:
@@ -26,19 +41,60 @@ async def test_invalid_amounts_are_dropped_alone_and_the_rest_flows(settings: Se
         assert conn.execute("SELECT count(*) FROM stream_coverage WHERE disconnected_at IS NULL").fetchone() == (1,)
 
 
-async def test_rejected_batch_is_set_aside_not_retried_forever(
+async def test_a_refused_status_is_quarantined_and_the_flow_continues(
     settings: Settings, clean_db: str, tmp_path: Path
 ) -> None:
     now = now_ms()
     async with running_service(settings) as service:
-        huge = liq(time_ms=now - 5)
-        huge.symbol = "X" * 10  # fine for the schema; the next one is not
-        await service.queue.put(huge)
+        await service.queue.put(liq(time_ms=now - 5))
         await wait_until(lambda: db_count(clean_db) == 1, what="first row")
         weird = status("connected", connection_id="c" * 10)
-        weird.symbols = ("\x00",)  # PostgreSQL text cannot hold NUL: the database refuses the batch
+        weird.symbols = ("\x00",)  # PostgreSQL text cannot hold NUL: the database refuses that row
         await service.queue.put(weird)
-        await wait_until(lambda: service.pipeline.state()["rejected_batches"] == 1, what="rejection")
         await service.queue.put(liq(time_ms=now - 1))
+        await wait_until(lambda: service.pipeline.state()["quarantined_rows"] == 1, what="quarantine")
         await wait_until(lambda: db_count(clean_db) == 2, what="flow continues")
-    assert "\\u0000" in (settings.spool_dir / "rejected.ndjson").read_text()
+        state = service.pipeline.state()
+        assert state["database"] == "ok" and state["spool"]["pending_events"] == 0
+        assert "NUL" in state["last_quarantine_reason"]
+    [line] = (settings.spool_dir / "quarantine.ndjson").read_text().splitlines()
+    row = json.loads(line)
+    assert row["kind"] == "statuses" and row["batch"]["s"][0][4] == ["\x00"]
+    assert not (settings.spool_dir / "rejected.ndjson").exists()
+
+
+@pytest.mark.parametrize("bad_symbol", ["BTC\x00USDT", long_symbol()], ids=["nul", "2800-letters"])
+async def test_one_bad_row_among_20100_costs_only_itself(
+    settings: Settings, clean_db: str, sync_redis: redis.Redis, redis_prefix: str, bad_symbol: str
+) -> None:
+    now = now_ms()
+    good = [
+        liq(("bybit", "binance")[i % 3 == 0], now - 1_800_000 + i * 50, qty=f"0.0{i % 9 + 1}") for i in range(20_100)
+    ]
+    bad = liq("binance", now - 900_000, symbol=bad_symbol)
+    async with running_service(settings) as service:
+        run = asyncio.current_task()
+        for ev in [*good[:9_000], bad, *good[9_000:]]:
+            await service.queue.put(ev)
+        await wait_until(lambda: service.pipeline.state()["quarantined_rows"] == 1, what="the bad row set aside")
+        await wait_until(lambda: db_count(clean_db) == 20_100, what="every good row")
+        lo, hi = now - WINDOW_MS, now_ms()
+        expected = db_totals(clean_db, lo, hi)
+        # the live view showed the bad row too: it is rebuilt from TimescaleDB
+        await wait_until(lambda: redis_totals(sync_redis, redis_prefix, lo, hi) == expected, what="redis == db")
+        await wait_until(
+            lambda: published_state(sync_redis, redis_prefix).get("quarantined_rows") == 1, what="state published"
+        )
+        published = published_state(sync_redis, redis_prefix)
+        assert published["quarantine_file"] == str(settings.spool_dir / "quarantine.ndjson")
+        assert published["database"] == "ok" and published["backpressure"] is False
+        assert run is not None and not run.done()
+    assert sum(n for n, _ in expected.values()) == 20_100
+    with psycopg.connect(clean_db) as conn:
+        assert conn.execute(ROLLUPS_EQUAL_RAW).fetchone() == (True,)
+        assert conn.execute("SELECT count(DISTINCT event_key) FROM liquidations").fetchone() == (20_100,)
+    [line] = (settings.spool_dir / "quarantine.ndjson").read_text().splitlines()
+    row = json.loads(line)
+    assert decode_batch(json.dumps(row["batch"])).liquidations == [bad]
+    assert row["kind"] == "liquidations" and row["reason"]
+    assert row["sqlstate"] == (None if "\x00" in bad_symbol else "54000")

@@ -7,7 +7,7 @@ import pytest
 from collector.storage.maintenance import apply_retention
 from collector.storage.spool import Batch
 from collector.storage.timescale import TimescaleWriter
-from common.events import Cascade, Side
+from common.events import Cascade, Side, ms_to_datetime
 from tests.storage.factories import T0, candle, liq, now_ms, status
 
 ROLLUP_CHECK = """
@@ -44,10 +44,10 @@ async def test_duplicates_are_stored_once_and_rollups_equal_the_raw_rows(
         for ex, side in [(("bybit", "binance")[i % 2], (Side.LONG, Side.SHORT)[i % 3 == 0])]
     ]
     first = Batch(liquidations=events[:250] + events[:40])  # duplicates inside one batch
-    assert await writer.write(first) == 250
+    assert (await writer.write(first)).inserted == 250
     second = Batch(liquidations=events[200:] + events[:10])  # overlap with the first batch
-    assert await writer.write(second) == 150
-    assert await writer.write(second) == 0  # a replayed batch changes nothing
+    assert (await writer.write(second)).inserted == 150
+    assert (await writer.write(second)).inserted == 0  # a replayed batch changes nothing
     assert _rows(clean_db, "SELECT count(*), sum(value_usd) FROM liquidations") == [
         (400, sum((e.value_usd for e in events), Decimal(0)))
     ]
@@ -88,6 +88,34 @@ async def test_coverage_life_cycle_and_stale_rows_closed_at_start(writer: Timesc
         ("killed", s + 20, s + 25, s + 25, "collector stopped"),
         ("mine", s + 30, s + 30, None, ""),
     ]
+
+
+async def test_a_killed_run_s_coverage_ends_after_the_data_it_stored(writer: TimescaleWriter, clean_db: str) -> None:
+    """Events stored after the last heartbeat of a killed run are inside its coverage, not in a gap."""
+    await writer.write(
+        Batch(statuses=[status("connected", "killed", T0 + 20_000), status("heartbeat", "killed", T0 + 25_000)])
+    )
+    late = [liq(time_ms=T0 + 26_000 + i * 500, received_ms=T0 + 26_004 + i * 500) for i in range(4)]
+    other_venue = liq("binance", time_ms=T0 + 33_000)  # another exchange's data does not extend bybit's row
+    ours = liq(time_ms=T0 + 41_000)  # received by this run (started at T0 + 40 s): not the killed one's
+    await writer.write(
+        Batch(liquidations=[*late, other_venue, ours], statuses=[status("connected", "mine", T0 + 40_000)])
+    )
+    assert await writer.close_stale(["mine"], [], before_ms=T0 + 40_000) == (1, 0)
+    rows = _rows(
+        clean_db,
+        """SELECT connection_id, (extract(epoch FROM disconnected_at) * 1000)::bigint, reason
+           FROM stream_coverage ORDER BY connected_at""",
+    )
+    assert rows == [("killed", T0 + 27_504, "collector stopped"), ("mine", None, "")]
+    outside = _rows(
+        clean_db,
+        """SELECT count(*) FROM liquidations l WHERE l.exchange = 'bybit' AND l.received_at < %s AND NOT EXISTS (
+               SELECT FROM stream_coverage s WHERE s.exchange = l.exchange
+               AND l.time BETWEEN s.connected_at AND coalesce(s.disconnected_at, s.last_seen_at))""",
+        (ms_to_datetime(T0 + 40_000),),
+    )
+    assert outside == [(0,)]
 
 
 async def test_cascade_upsert_member_flags_and_window_read_back(writer: TimescaleWriter, clean_db: str) -> None:

@@ -1,0 +1,306 @@
+"""The SQL of the TimescaleDB writer and the encoders that turn batches into its parameters.
+
+Liquidations go in through `unnest` arrays with `ON CONFLICT DO NOTHING RETURNING`, and the
+returned rows (only those really inserted) feed the 1-minute and 1-hour rollup upserts in the same
+statement, so the rollups always equal an aggregate over the raw rows, however often a batch is
+re-delivered or replayed. Candles, cascades and stream coverage are upserts; earlier cascade
+members are flagged with an UPDATE. Pure functions only: the writer (`timescale.py`) owns the
+connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from common.events import Candle, Cascade, Liquidation, Side, StreamStatus, ms_to_datetime
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_HOUR_MS = 3_600_000
+# Rows per INSERT statement: a transaction holds several, so building one never blocks the event
+# loop for long (the router keeps feeding Redis meanwhile).
+STATEMENT_ROWS = 2_000
+
+# Arrays travel as text literals built in Python (`_array`): much cheaper than adapting every
+# Decimal and datetime one by one; times travel as epoch milliseconds and convert exactly in SQL.
+INSERT_LIQUIDATIONS = """
+WITH ins AS (
+    INSERT INTO liquidations (time, exchange, symbol, side, quantity, price, value_usd, raw_side,
+                              received_at, source, sampled, cascade_id, event_key)
+    SELECT 'epoch'::timestamptz + t * interval '1 millisecond', exchange, symbol, side, quantity, price,
+           value_usd, raw_side, 'epoch'::timestamptz + r * interval '1 millisecond', source, sampled,
+           cascade_id, event_key
+    FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[],
+                %s::numeric[], %s::text[], %s::bigint[], %s::text[], %s::boolean[], %s::bigint[], %s::bigint[])
+         AS u(t, exchange, symbol, side, quantity, price, value_usd, raw_side, r, source, sampled, cascade_id, event_key)
+    ON CONFLICT DO NOTHING
+    RETURNING time, exchange, symbol, side, source, quantity, value_usd
+), minute AS (
+    INSERT INTO liquidations_1m AS r (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
+    SELECT time_bucket('1 minute', time), exchange, symbol, side, source, count(*), sum(quantity),
+           sum(value_usd), max(value_usd)
+    FROM ins GROUP BY 1, 2, 3, 4, 5
+    ON CONFLICT (bucket, exchange, symbol, side, source) DO UPDATE
+    SET events = r.events + EXCLUDED.events, quantity = r.quantity + EXCLUDED.quantity,
+        value_usd = r.value_usd + EXCLUDED.value_usd,
+        max_value_usd = GREATEST(r.max_value_usd, EXCLUDED.max_value_usd)
+    RETURNING 1
+), hour AS (
+INSERT INTO liquidations_1h AS r (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
+SELECT time_bucket('1 hour', time), exchange, symbol, side, source, count(*), sum(quantity),
+       sum(value_usd), max(value_usd)
+FROM ins GROUP BY 1, 2, 3, 4, 5
+ON CONFLICT (bucket, exchange, symbol, side, source) DO UPDATE
+SET events = r.events + EXCLUDED.events, quantity = r.quantity + EXCLUDED.quantity,
+    value_usd = r.value_usd + EXCLUDED.value_usd,
+    max_value_usd = GREATEST(r.max_value_usd, EXCLUDED.max_value_usd)
+RETURNING 1
+)
+SELECT count(*) FROM ins
+"""
+
+UPSERT_CANDLES = """
+INSERT INTO candles (time, exchange, symbol, open, high, low, close, volume, quote_volume, closed, source)
+SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::numeric[], %s::numeric[],
+                     %s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[], %s::boolean[], %s::text[])
+ON CONFLICT (exchange, symbol, time) DO UPDATE
+SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+    volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume, closed = EXCLUDED.closed,
+    source = EXCLUDED.source
+"""
+
+# Every hour a candle batch touched, recomputed from all its minutes (after the minute upsert, in
+# the same transaction), so candles_1h always equals an aggregate of `candles`. `source` is 'live'
+# only when every minute is live: the app recomputes other hours from their live minutes.
+# The constant time bounds let the planner skip every chunk outside the batch.
+UPSERT_CANDLES_1H = """
+INSERT INTO candles_1h (time, exchange, symbol, open, high, low, close, volume, quote_volume, minutes, source)
+SELECT u.hour, u.exchange, u.symbol, first(c.open, c.time), max(c.high), min(c.low), last(c.close, c.time),
+       sum(c.volume), sum(c.quote_volume), count(*),
+       CASE WHEN bool_and(c.source = 'live') THEN 'live' ELSE min(c.source) FILTER (WHERE c.source <> 'live') END
+FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS u(exchange, symbol, hour)
+JOIN candles AS c ON c.exchange = u.exchange AND c.symbol = u.symbol
+                 AND c.time >= u.hour AND c.time < u.hour + interval '1 hour'
+WHERE c.time >= %s AND c.time < %s
+GROUP BY u.hour, u.exchange, u.symbol
+ON CONFLICT (exchange, symbol, time) DO UPDATE
+SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+    volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume, minutes = EXCLUDED.minutes,
+    source = EXCLUDED.source
+"""
+
+UPSERT_CASCADE = """
+INSERT INTO cascades (id, symbol, side, start_time, end_time, events, quantity, value_usd, exchanges,
+                      events_by_exchange, cross_exchange, peak_minute, price_start, price_end,
+                      price_move_pct, risk_score, active, source)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE
+SET start_time = EXCLUDED.start_time, end_time = EXCLUDED.end_time, events = EXCLUDED.events,
+    quantity = EXCLUDED.quantity, value_usd = EXCLUDED.value_usd, exchanges = EXCLUDED.exchanges,
+    events_by_exchange = EXCLUDED.events_by_exchange, cross_exchange = EXCLUDED.cross_exchange,
+    peak_minute = EXCLUDED.peak_minute, price_start = EXCLUDED.price_start, price_end = EXCLUDED.price_end,
+    price_move_pct = EXCLUDED.price_move_pct, risk_score = EXCLUDED.risk_score, active = EXCLUDED.active
+"""
+
+FLAG_MEMBERS = """
+UPDATE liquidations AS l SET cascade_id = u.id
+FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS u(id, key, time)
+WHERE l.event_key = u.key AND l.time = u.time AND l.cascade_id IS DISTINCT FROM u.id
+"""
+
+UPSERT_COVERAGE = """
+INSERT INTO stream_coverage AS s (connection_id, exchange, symbols, source, connected_at, last_seen_at,
+                                  disconnected_at, reason)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (connection_id) DO UPDATE
+SET last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at),
+    disconnected_at = COALESCE(s.disconnected_at, EXCLUDED.disconnected_at),
+    reason = CASE WHEN s.disconnected_at IS NULL AND EXCLUDED.disconnected_at IS NOT NULL
+                  THEN EXCLUDED.reason ELSE s.reason END
+"""
+
+# What a killed process left open ends at its last heartbeat, or later at the last event it stored
+# from that exchange after that heartbeat (its spool is replayed before this runs): stored data is
+# never shown inside a gap. Events received since this process started are not the killed one's.
+CLOSE_STALE = """
+UPDATE stream_coverage AS s
+SET disconnected_at = GREATEST(s.last_seen_at, (
+        SELECT GREATEST(max(l.time), max(l.received_at)) FROM liquidations AS l
+        WHERE l.exchange = s.exchange AND l.source = s.source
+          AND l.time > s.last_seen_at AND l.time < %(before)s AND l.received_at < %(before)s)),
+    reason = 'collector stopped'
+WHERE s.disconnected_at IS NULL AND NOT (s.connection_id = ANY(%(own)s::text[]))
+"""
+
+END_STALE_CASCADES = """
+UPDATE cascades SET active = false WHERE active AND NOT (id = ANY(%s::bigint[]))
+"""
+
+
+def to_ms(t: datetime) -> int:
+    return (t - _EPOCH) // _MS
+
+
+def unique_liquidations(events: list[Liquidation]) -> list[Liquidation]:
+    """One row per (key, time): the first wins (it carries the cascade id, duplicates do not)."""
+    seen: dict[tuple[int, int], Liquidation] = {}
+    for ev in events:
+        seen.setdefault((ev.key, ev.time_ms), ev)
+    return list(seen.values())
+
+
+def last_candles(candles: list[Candle]) -> list[Candle]:
+    """The latest update per minute: an upsert may not touch one row twice in a statement."""
+    last: dict[tuple[str, str, int], Candle] = {}
+    for c in candles:
+        last[(c.exchange, c.symbol, c.open_ms)] = c
+    return list(last.values())
+
+
+def merge_statuses(statuses: list[StreamStatus]) -> list[tuple[Any, ...]]:
+    """One coverage row per connection for this batch (first and last times, the close if any)."""
+    rows: dict[str, list[Any]] = {}
+    for s in statuses:
+        at = ms_to_datetime(s.at_ms)
+        row = rows.get(s.connection_id)
+        if row is None:
+            row = [s.connection_id, s.exchange, list(s.symbols), s.source, at, at, None, ""]
+            rows[s.connection_id] = row
+        row[4] = min(row[4], at)
+        row[5] = max(row[5], at)
+        if s.state == "disconnected" and row[6] is None:
+            row[6] = at
+            row[7] = s.reason
+    return [tuple(r) for r in rows.values()]
+
+
+def _array(values: Iterable[object]) -> str:
+    """A PostgreSQL array literal of numbers (ints, Decimals): their str() is valid input."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _nullable_array(values: Iterable[int | None]) -> str:
+    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+
+
+def _bool_array(values: Iterable[bool]) -> str:
+    return "{" + ",".join("t" if v else "f" for v in values) + "}"
+
+
+def _text_array(values: list[str]) -> str:
+    """A PostgreSQL array literal of strings, each quoted and escaped once per distinct value."""
+    quoted = {v: '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in set(values)}
+    return "{" + ",".join(map(quoted.__getitem__, values)) + "}"
+
+
+def liquidation_arrays(liqs: list[Liquidation]) -> tuple[str, ...]:
+    return (
+        _array(e.time_ms for e in liqs),
+        _text_array([e.exchange for e in liqs]),
+        _text_array([e.symbol for e in liqs]),
+        _text_array([e.side.value for e in liqs]),
+        _array(e.quantity for e in liqs),
+        _array(e.price for e in liqs),
+        _array(e.value_usd for e in liqs),
+        _text_array([e.raw_side for e in liqs]),
+        _array(e.received_ms for e in liqs),
+        _text_array([e.source for e in liqs]),
+        _bool_array(e.sampled for e in liqs),
+        _nullable_array(e.cascade_id for e in liqs),
+        _array(e.key for e in liqs),
+    )
+
+
+def candle_arrays(candles: list[Candle]) -> tuple[list[Any], ...]:
+    return (
+        [ms_to_datetime(c.open_ms) for c in candles],
+        [c.exchange for c in candles],
+        [c.symbol for c in candles],
+        [c.open for c in candles],
+        [c.high for c in candles],
+        [c.low for c in candles],
+        [c.close for c in candles],
+        [c.volume for c in candles],
+        [c.quote_volume for c in candles],
+        [c.closed for c in candles],
+        [c.source for c in candles],
+    )
+
+
+def candle_hours(candles: list[Candle]) -> tuple[Any, ...]:
+    """The (exchange, symbol, hour) keys a batch touched as arrays, plus the hours' overall bounds."""
+    keys = sorted({(c.exchange, c.symbol, c.open_ms // _HOUR_MS * _HOUR_MS) for c in candles}, key=lambda k: k[2])
+    hours = [ms_to_datetime(k[2]) for k in keys]
+    return (
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        hours,
+        hours[0],
+        ms_to_datetime(keys[-1][2] + _HOUR_MS),
+    )
+
+
+def cascade_row(c: Cascade) -> tuple[Any, ...]:
+    move = c.price_move_pct
+    return (
+        c.id,
+        c.symbol,
+        str(c.side),
+        ms_to_datetime(c.start_ms),
+        ms_to_datetime(c.end_ms),
+        c.count,
+        c.quantity,
+        c.value_usd,
+        list(c.exchanges),
+        Jsonb(c.counts),
+        c.cross_exchange,
+        ms_to_datetime(c.peak_minute_ms) if c.peak_minute_ms else None,
+        c.price_start,
+        c.price_end,
+        None if move is None else round(move, 6),
+        c.risk_score,
+        c.active,
+        c.source,
+    )
+
+
+def liquidation_from_row(r: tuple[Any, ...]) -> Liquidation:
+    return Liquidation(
+        exchange=r[1],
+        symbol=r[2],
+        side=Side(r[3]),
+        quantity=r[4],
+        price=r[5],
+        value_usd=r[6],
+        time_ms=to_ms(r[0]),
+        received_ms=to_ms(r[8]),
+        raw_side=r[7],
+        source=r[9],
+        sampled=r[10],
+        key=r[12],
+        cascade_id=r[11],
+    )
+
+
+def cascade_from_row(r: tuple[Any, ...]) -> Cascade:
+    return Cascade(
+        id=r[0],
+        symbol=r[1],
+        side=Side(r[2]),
+        start_ms=to_ms(r[3]),
+        end_ms=to_ms(r[4]),
+        count=r[5],
+        quantity=r[6],
+        value_usd=r[7],
+        counts={k: int(v) for k, v in r[8].items()},
+        peak_minute_ms=0 if r[9] is None else to_ms(r[9]),
+        price_start=r[10],
+        price_end=r[11],
+        risk_score=r[12],
+        active=r[13],
+        source=r[14],
+    )
