@@ -241,7 +241,58 @@ def _health_json(
             "drops": h.get("drops") or {},
         }
     state = collector or {}
-    return {"collector": {k: state[k] for k in _COLLECTOR_KEYS if k in state}, "streams": streams}
+    out = {"collector": {k: state[k] for k in _COLLECTOR_KEYS if k in state}, "streams": streams}
+    from app.data.live import venue_instruments
+
+    venues = venue_instruments(collector, health, exchanges)
+    if venues:
+        out["instruments"] = {v.exchange: v.json() for v in venues}
+    return out
+
+
+def _instrument_lines(venues: dict[str, dict[str, Any]]) -> list[str]:
+    """Per venue: a PROBLEM / WARNING line when the list is missing or stored, then the counts."""
+    from app.data.live import SHOWN_ITEMS
+
+    def named(items: list[str]) -> str:
+        more = len(items) - SHOWN_ITEMS
+        return ", ".join(_one_line(i) for i in items[:SHOWN_ITEMS]) + (f" and {more} more" if more > 0 else "")
+
+    lines = []
+    for exchange, v in venues.items():
+        name = _one_line(exchange)
+        error = f" (last REST error: {_one_line(v['error'])})" if v.get("error") else ""
+        if v.get("problem"):
+            lines.append(f"  PROBLEM: instruments {name}: {v['problem']}{error}")
+        elif v.get("warning"):
+            lines.append(f"  WARNING: instruments {name}: {v['warning']}{error}")
+        parts = []
+        if v.get("tracked") is not None:
+            parts.append(f"{v['tracked']} tracked")
+        if v.get("instruments") is not None:
+            parts.append(f"{v['instruments']} listed")
+        if v.get("candles") is not None:
+            parts.append(f"candles {v['candles']}")
+        if "source" in v:
+            refreshed = v.get("last_refresh") or "never"
+            parts.append(f"list from {_one_line(v['source'])}, last refresh {refreshed}")
+        if v.get("connections") is not None:
+            parts.append(f"connections {v['connections']}")
+        if v.get("topics") is not None:
+            parts.append(f"topics {v['topics']}")
+        if "refused_topics" in v:
+            refused = v["refused_topics"]
+            parts.append(
+                f"refused {len(refused)}"
+                + (f" ({named([f'{t}: {r}' for t, r in refused.items()])})" if refused else "")
+            )
+        if "unlisted" in v:
+            unlisted = v["unlisted"]
+            parts.append(f"missing {len(unlisted)}" + (f" ({named(unlisted)})" if unlisted else ""))
+        if v.get("skipped"):
+            parts.append("skipped " + ", ".join(f"{_one_line(k)}: {n}" for k, n in v["skipped"].items()))
+        lines.append(f"  instruments {name}: {'; '.join(parts)}")
+    return lines
 
 
 def _health_lines(health: dict[str, Any]) -> list[str]:
@@ -273,7 +324,7 @@ def _health_lines(health: dict[str, Any]) -> list[str]:
         if h["last_error"]:
             text += f", last error: {_one_line(h['last_error'])}"
         lines.append(text)
-    return lines
+    return lines + _instrument_lines(health.get("instruments") or {})
 
 
 def _snapshot(args: argparse.Namespace, settings: Settings, symbol: str | None, exchanges: tuple[str, ...]) -> None:

@@ -59,6 +59,13 @@ class StreamHealth:
     last_error: str = ""
     last_error_ms: int | None = None
     drops: Counter[str] = field(default_factory=Counter)
+    # The adapter's shape (collector.exchanges): connections open now, topics (Binance streams, Bybit
+    # topics) subscribed now, instruments followed, and the topics the venue refused, with its reason.
+    connections: int = 0
+    topics: int = 0
+    instruments: int = 0
+    refusals: int = 0
+    refused_topics: dict[str, str] = field(default_factory=dict)
     log_interval_s: float = 10.0
     _last_drop_log: dict[str, float] = field(default_factory=dict, repr=False)
     _suppressed: Counter[str] = field(default_factory=Counter, repr=False)
@@ -110,5 +117,10 @@ class StreamHealth:
             "last_error": self.last_error,
             "last_error_ms": self.last_error_ms,
             "drops": dict(self.drops),
+            "connections": self.connections,
+            "topics": self.topics,
+            "instruments": self.instruments,
+            "refusals": self.refusals,
+            "refused_topics": dict(self.refused_topics),
             "at_ms": now,
         }

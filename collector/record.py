@@ -77,7 +77,7 @@ async def record(settings: Settings, out: TextIO, *, seconds: float | None, stop
         url = settings.binance_ws_url if exchange == "binance" else settings.bybit_ws_url
         adapter = ADAPTERS[exchange](settings, queue, StreamHealth(exchange, settings.source_for(url)))
         adapter.raw_hook = sink.hook(exchange)
-        log.info("recording %s from %s", exchange, adapter.connect_url())
+        log.info("recording %s from %s", exchange, adapter.url)
         tasks.append(asyncio.create_task(adapter.run(stop)))
     drain = asyncio.create_task(_discard(queue))
     try:

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collector.health import StreamHealth, now_ms
 from collector.pipeline import Pipeline
@@ -27,14 +27,22 @@ from collector.storage.timescale import DatabaseUnavailable, TimescaleWriter
 from common.config import ConfigError, Settings
 from common.events import Event
 
+if TYPE_CHECKING:
+    from collector.exchanges import ExchangeAdapter
+    from collector.instruments.catalog import InstrumentCatalog
+
 log = logging.getLogger("collector.service")
 
 SHUTDOWN_BUDGET_S = 9.0
 _ADAPTER_STOP_S = 2.0
 _PUBLISH_INTERVAL_S = 1.0
+CATALOG_START_S = 20.0  # LIQ_SYMBOLS=ALL: how long start-up waits for the first instrument lists
 
 
 class CollectorService:
+    # The instrument lists' refresh period; None: LIQ_INSTRUMENTS_REFRESH_S (tests shorten it).
+    instruments_refresh_s: float | None = None
+
     def __init__(self, settings: Settings, *, on_redis_batch: Callable[[Batch], None] | None = None) -> None:
         self.settings = settings
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=settings.queue_size)
@@ -54,6 +62,9 @@ class CollectorService:
             ) from None
         self.pipeline = Pipeline(settings, self.queue, self.db, self.live, self.spool, on_redis_batch=on_redis_batch)
         self.health: dict[str, StreamHealth] = {}
+        self.adapters: dict[str, ExchangeAdapter] = {}
+        self.catalog: InstrumentCatalog | None = None
+        self._background: list[asyncio.Task[Any]] = []  # the instrument catalog's tasks
         self.sources: dict[str, str] = {}
         self.started_ms = now_ms()
         self.ready = asyncio.Event()
@@ -67,7 +78,7 @@ class CollectorService:
         await self.live.open()
         adapter_stop = asyncio.Event()
         router_stop = asyncio.Event()
-        adapters = self._start_adapters(adapter_stop) if with_adapters else []
+        adapters = await self._start_adapters(adapter_stop) if with_adapters else []
         router = asyncio.create_task(self.pipeline.run_router(router_stop), name="router")
         database = asyncio.create_task(self.pipeline.run_database(), name="database")
         background_stop = asyncio.Event()
@@ -88,6 +99,7 @@ class CollectorService:
             log.info("shutting down: stopping adapters, draining %d queued events", self.queue.qsize())
             adapter_stop.set()
             await _finish(adapters, _ADAPTER_STOP_S)
+            await _finish(self._background, 1.0)
             router_stop.set()
             await _finish([router], max(0.5, deadline - time.monotonic() - 2.0))
             if not await _finish([database], max(0.5, deadline - time.monotonic() - 1.0)):
@@ -100,9 +112,29 @@ class CollectorService:
             await self.db.close()
             log.info("collector stopped: %s", self.pipeline.state())
 
-    def _start_adapters(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        from collector.exchanges import ADAPTERS  # imported here: nothing connects at import time
+    async def _start_adapters(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        """The instrument catalog, then one adapter per venue on its symbols.
 
+        LIQ_SYMBOLS=ALL: each adapter follows the venue's list (REST, else the stored list; waited
+        for at most `CATALOG_START_S`, then taken up when it comes), and every refresh subscribes
+        listings and unsubscribes delistings on the open connections. An explicit list is followed
+        as configured from the start; the catalog runs beside it only to warn about the symbols a
+        venue does not list (`state()["instruments"]`), so a venue's REST being unreachable never
+        holds anything up."""
+        from collector.exchanges import ADAPTERS  # imported here: nothing connects at import time
+        from collector.instruments.catalog import InstrumentCatalog
+        from collector.instruments.store import InstrumentStore
+
+        catalog = InstrumentCatalog(
+            self.settings, store=InstrumentStore.from_settings(self.settings), refresh_s=self.instruments_refresh_s
+        )
+        self.catalog = catalog
+        first = asyncio.create_task(catalog.start(), name="instruments-start")
+        self._background.append(first)
+        if self.settings.all_symbols:
+            await asyncio.wait({first}, timeout=CATALOG_START_S)
+            if not first.done():
+                log.warning("instrument lists not complete after %.0fs: starting with what is known", CATALOG_START_S)
         tasks: list[asyncio.Task[None]] = []
         for name in self.settings.exchanges:
             url = self.settings.binance_ws_url if name == "binance" else self.settings.bybit_ws_url
@@ -110,9 +142,67 @@ class CollectorService:
             health = StreamHealth(name, source)
             self.health[name] = health
             self.sources[name] = source
-            adapter = ADAPTERS[name](self.settings, self.queue, health)
+            if self.settings.all_symbols:
+                adapter = ADAPTERS[name](
+                    self.settings,
+                    self.queue,
+                    health,
+                    symbols=catalog.symbols(name),
+                    candle_symbols=catalog.candle_symbols(name),
+                )
+            else:
+                adapter = ADAPTERS[name](self.settings, self.queue, health)
+            adapter.instrument_of = catalog.lookup
+            self.adapters[name] = adapter
             tasks.append(asyncio.create_task(adapter.run(stop), name=f"adapter-{name}"))
+
+        async def follow() -> None:
+            await asyncio.gather(first, return_exceptions=True)
+            self._follow_catalog()
+            await catalog.run(stop, lambda _diff: self._follow_catalog())
+
+        self._background.append(asyncio.create_task(follow(), name="instruments"))
+        self._background.append(asyncio.create_task(self._retry_refused(stop), name="instruments-retry"))
         return tasks
+
+    async def _retry_refused(self, stop: asyncio.Event) -> None:
+        """After each successful refresh of a venue's list, its refused topics whose symbol the list
+        still names are sent once more (not before: a refusal is not retried in a loop)."""
+        seen: dict[str, int] = {}
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            if self.catalog is None:
+                continue
+            for name, venue in self.catalog.state().items():
+                refreshed = int(venue["last_refresh_ms"])
+                if refreshed == seen.get(name, refreshed):
+                    seen[name] = refreshed
+                    continue
+                seen[name] = refreshed
+                adapter = self.adapters.get(name)
+                if adapter is not None and adapter.refused:
+                    listed = self.catalog.instruments(name)
+                    retried = adapter.retry_refused([s for s in adapter.symbols if s in listed])
+                    if retried:
+                        log.info("%s: refused topics sent again after the refresh: %d", name, len(retried))
+
+    def _follow_catalog(self) -> None:
+        """LIQ_SYMBOLS=ALL: each adapter's symbols become the catalog's (only the difference is sent)."""
+        if self.catalog is None or not self.settings.all_symbols:
+            return
+        for name, adapter in self.adapters.items():
+            wanted = self.catalog.symbols(name)
+            keep = set(wanted)
+            gone = [s for s in adapter.symbols if s not in keep]
+            have = set(adapter.symbols)
+            new = [s for s in wanted if s not in have]
+            if gone:
+                log.info("%s: %d symbols delisted: unsubscribing them", name, len(gone))
+                adapter.remove_symbols(gone)
+            if new:
+                log.info("%s: following %d more symbols", name, len(new))
+                adapter.add_symbols(new, self.catalog.candle_symbols(name))
 
     def _health_snapshots(self) -> dict[str, dict[str, Any]]:
         return {name: h.snapshot() for name, h in self.health.items()}
@@ -124,6 +214,8 @@ class CollectorService:
             "pid": os.getpid(),
             "sources": self.sources,
             "stopped": stopped,
+            "instruments": self.catalog.state() if self.catalog is not None else {},
+            "instrument_warnings": self.catalog.warnings() if self.catalog is not None else [],
             **self.pipeline.state(),
         }
 

@@ -50,18 +50,29 @@ def canonical_text(amount: Decimal) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def dedup_key(exchange: str, symbol: str, time_ms: int, side: str, price: Decimal, quantity: Decimal) -> int:
+def dedup_key(
+    exchange: str, symbol: str, time_ms: int, side: str, price: Decimal, quantity: Decimal, extra: str = ""
+) -> int:
     """A signed 63-bit key: the same liquidation re-delivered (reconnect, replay) gets the same key.
 
-    blake2b-64 of "exchange|symbol|time|side|price|quantity" with amounts stripped of trailing zeros.
+    blake2b-64 of "exchange|symbol|time|side|price|quantity" with amounts stripped of trailing zeros,
+    then "|extra" when `extra` is given (see `dedup_key_of_texts`).
     """
-    return dedup_key_of_texts(exchange, symbol, time_ms, side, canonical_text(price), canonical_text(quantity))
+    return dedup_key_of_texts(exchange, symbol, time_ms, side, canonical_text(price), canonical_text(quantity), extra)
 
 
-def dedup_key_of_texts(exchange: str, symbol: str, time_ms: int, side: str, price: str, quantity: str) -> int:
+def dedup_key_of_texts(
+    exchange: str, symbol: str, time_ms: int, side: str, price: str, quantity: str, extra: str = ""
+) -> int:
     """`dedup_key` from amounts already in their `canonical_text` (the adapters have it from the wire:
-    `collector.validation.plain_number`), which spares two Decimal-to-text conversions per event."""
+    `collector.validation.plain_number`), which spares two Decimal-to-text conversions per event.
+
+    `extra` tells apart liquidations that agree on every other part: Bybit sends no id, so its
+    adapter passes the frame's push time and the item's index in `data` ("1732400000500#3"), which
+    a re-sent frame reproduces exactly. Empty: the key is the one `dedup_key` gives."""
     text = "|".join((exchange, symbol, str(time_ms), side, price, quantity))
+    if extra:
+        text = f"{text}|{extra}"
     digest = blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True) >> 1
 

@@ -109,6 +109,9 @@ ensure_pg_role_db() {
     || psql_super -c "CREATE ROLE \"$P_USER\" LOGIN SUPERUSER"
   psql_super -tAc "SELECT 1 FROM pg_database WHERE datname = '$P_DB'" | grep -q 1 \
     || psql_super -c "CREATE DATABASE \"$P_DB\" OWNER \"$P_USER\""
+  # The cluster is the project's own: no role gets into the maintenance databases by default, so
+  # liq_reader reaches only the databases whose migration granted it CONNECT (db/migrations/0010).
+  psql_super -c "REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC"
 }
 
 start_redis() {

@@ -7,12 +7,15 @@ the table holds only the latest `latest` liquidations of the selection (ZREVRANG
 at most `MAX_SCAN` members). `snapshot()` also reads the cascades, the per-stream health and the
 collector's state, and `collector_state()` tells "not running" (heartbeat missing or older than
 COLLECTOR_STALE_MS) apart from "running". Redis failures and deadlines raise DataUnavailable.
+`venue_instruments()` folds the collector's per-venue instrument state and each stream's topic
+counts into one `VenueInstruments` per venue, for the live page and the CLI snapshot.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
@@ -23,6 +26,7 @@ import streamlit as st
 
 from app.data.connections import get_redis, redis_errors
 from app.data.history import Breakdown
+from app.format import fmt_datetime
 from common.events import Cascade
 from common.live_view import (
     BUCKET_MS,
@@ -234,6 +238,122 @@ def _latest_rows(
         last = score
         with redis_errors():
             page = client.zrevrangebyscore(keys.liqs, last, lo, start=skip, num=_PAGE, withscores=True)
+
+
+# --- Instruments, topics and connections per venue ---------------------------------------------------
+
+SHOWN_ITEMS = 10  # refused topics / unlisted symbols named at most, per venue, in a cell or an alert
+
+
+def _int(x: object) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def _num(x: object) -> float | None:
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
+
+
+@dataclass
+class VenueInstruments:
+    """What the collector reports about one venue's instruments and topics. `catalog` / `stream`
+    say which part was reported (older collectors report neither: nothing is shown)."""
+
+    exchange: str
+    catalog: bool = False  # the collector state's "instruments" entry for this venue
+    stream: bool = False  # the stream health carried topic counts
+    tracked: int | None = None  # symbols followed (catalog), else the stream's own count
+    listed: int | None = None  # instruments the venue lists
+    candles: int | None = None
+    source: str | None = None  # "rest" | "database" | "none"
+    last_refresh_ms: int | None = None
+    stored_ms: int | None = None
+    error: str = ""
+    failures: int | None = None
+    next_attempt_s: float | None = None
+    unlisted: list[str] = field(default_factory=list)  # configured symbols the venue does not list
+    skipped: dict[str, int] = field(default_factory=dict)  # listed instruments skipped, by reason
+    connections: int | None = None
+    topics: int | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # topic -> the venue's reason
+
+    @property
+    def problem(self) -> str | None:
+        """Collecting nothing (or unverified) for lack of any list: an error, in plain text."""
+        if self.source != "none":
+            return None
+        text = "no instrument list: collecting nothing for ALL"
+        if self.tracked:
+            text += f"; the {self.tracked} configured symbols are collected unverified"
+        return text
+
+    @property
+    def warning(self) -> str | None:
+        """Running on the list stored in TimescaleDB: a warning, in plain text."""
+        if self.source != "database":
+            return None
+        when = fmt_datetime(self.stored_ms) if self.stored_ms else "unknown time"
+        return f"REST unreachable: running on the stored list of {when}"
+
+    def json(self) -> dict[str, Any]:
+        """The reported parts, JSON-ready (times also as YYYYMMDD HH:MM:SS UTC)."""
+        out: dict[str, Any] = {}
+        if self.catalog:
+            out.update(
+                tracked=self.tracked,
+                instruments=self.listed,
+                candles=self.candles,
+                source=self.source,
+                last_refresh_ms=self.last_refresh_ms,
+                last_refresh=fmt_datetime(self.last_refresh_ms) if self.last_refresh_ms else None,
+                stored_ms=self.stored_ms or None,
+                stored=fmt_datetime(self.stored_ms) if self.stored_ms else None,
+                error=self.error,
+                failures=self.failures,
+                next_attempt_s=self.next_attempt_s,
+                unlisted=self.unlisted,
+                skipped=self.skipped,
+                problem=self.problem,
+                warning=self.warning,
+            )
+        if self.stream:
+            out.update(connections=self.connections, topics=self.topics, refused_topics=self.refused)
+            if not self.catalog:
+                out["tracked"] = self.tracked
+        return out
+
+
+def venue_instruments(
+    collector: dict[str, Any] | None, health: dict[str, dict[str, Any]], exchanges: Sequence[str]
+) -> list[VenueInstruments]:
+    """One entry per selected venue that reported anything; malformed values count as absent."""
+    catalog = (collector or {}).get("instruments")
+    catalog = catalog if isinstance(catalog, dict) else {}
+    out = []
+    for exchange in exchanges:
+        v = VenueInstruments(exchange)
+        c = catalog.get(exchange)
+        if isinstance(c, dict):
+            v.catalog = True
+            v.tracked, v.listed, v.candles = _int(c.get("tracked")), _int(c.get("instruments")), _int(c.get("candles"))
+            v.source = str(c["source"]) if c.get("source") is not None else None
+            v.last_refresh_ms, v.stored_ms = _int(c.get("last_refresh_ms")), _int(c.get("stored_ms"))
+            v.error = str(c.get("error") or "")
+            v.failures, v.next_attempt_s = _int(c.get("failures")), _num(c.get("next_attempt_s"))
+            unlisted = c.get("unlisted")
+            v.unlisted = [str(s) for s in unlisted] if isinstance(unlisted, list) else []
+            skipped = c.get("skipped")
+            v.skipped = {str(k): n for k, n in skipped.items() if _int(n)} if isinstance(skipped, dict) else {}
+        h = health.get(exchange) or {}
+        if any(k in h for k in ("connections", "topics", "refused_topics", "instruments")):
+            v.stream = True
+            v.connections, v.topics = _int(h.get("connections")), _int(h.get("topics"))
+            refused = h.get("refused_topics")
+            v.refused = {str(k): str(r) for k, r in refused.items()} if isinstance(refused, dict) else {}
+            if v.tracked is None:
+                v.tracked = _int(h.get("instruments"))
+        if v.catalog or v.stream:
+            out.append(v)
+    return out
 
 
 def stream_age_s(h: dict[str, Any], now: int) -> float | None:

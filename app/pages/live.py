@@ -12,7 +12,16 @@ import pandas as pd
 import streamlit as st
 
 from app.data.connections import DataUnavailable, get_settings
-from app.data.live import LATEST_ROWS, MAX_SCAN, LiveSnapshot, cached_snapshot, stream_age_s
+from app.data.live import (
+    LATEST_ROWS,
+    MAX_SCAN,
+    SHOWN_ITEMS,
+    LiveSnapshot,
+    VenueInstruments,
+    cached_snapshot,
+    stream_age_s,
+    venue_instruments,
+)
 from app.downloads import download_buttons
 from app.format import (
     BINANCE_LOWER_BOUND,
@@ -56,6 +65,7 @@ def _status(snap: LiveSnapshot, exchanges: tuple[str, ...]) -> list[str] | None:
         )
         return None
     _collector_alerts(snap.collector or {})
+    _instrument_alerts(venue_instruments(snap.collector, snap.health, exchanges))
     connected: list[str] = []
     window_start = snap.now_ms - WINDOW_MS
     for exchange in exchanges:
@@ -105,6 +115,36 @@ def _collector_alerts(c: dict[str, Any]) -> None:
             f"{fmt_count(quarantined)} rows refused by TimescaleDB as data were set aside in the quarantine file "
             f"(every other row was stored).{reason}"
         )
+
+
+def _named(items: list[str], more_than: int = SHOWN_ITEMS) -> tuple[list[str], str]:
+    """At most `more_than` items, and the text for the rest ("" when none is left out)."""
+    rest = len(items) - more_than
+    return items[:more_than], (f" and {rest} more" if rest > 0 else "")
+
+
+def _instrument_alerts(venues: list[VenueInstruments]) -> None:
+    """No list, a stored list, refused topics, configured symbols a venue does not list (escaped)."""
+    for v in venues:
+        name = plain_md(v.exchange)
+        error = f" Last REST error: {plain_md(v.error)}." if v.error else ""
+        retry = f" Retrying in {v.next_attempt_s:.0f} s." if v.next_attempt_s else ""
+        if v.problem:
+            st.error(f"Instruments {name}: {v.problem}.{error}{retry}")  # our own text: no venue text in it
+        elif v.warning:
+            st.warning(f"Instruments {name}: {v.warning}.{error}{retry}")
+        if v.refused:
+            shown, more = _named([f"{t} ({r})" for t, r in v.refused.items()], 5)
+            st.warning(
+                f"Stream {name}: {fmt_count(len(v.refused))} topics refused by the venue, not collected: "
+                f"{plain_md('; '.join(shown))}{more}. The other topics carry on."
+            )
+        if v.unlisted:
+            shown, more = _named(v.unlisted)
+            st.warning(
+                f"{name} does not list {plain_md(', '.join(shown))}{more} (configured in LIQ_SYMBOLS): "
+                "not collected there."
+            )
 
 
 def _explain_empty(symbol: str, exchanges: tuple[str, ...], connected: list[str]) -> None:
@@ -178,6 +218,48 @@ def _health_table(snap: LiveSnapshot, exchanges: tuple[str, ...]) -> pd.DataFram
                 "Last error": _one_line(h.get("last_error") or ""),
                 "Drops": fmt_count(sum(drops.values()))
                 + (f" ({', '.join(f'{_one_line(k)}: {v}' for k, v in drops.items())})" if drops else ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _listed(items: list[str]) -> str:
+    shown, more = _named(items)
+    return _one_line(", ".join(shown)) + more
+
+
+def _instruments_table(venues: list[VenueInstruments]) -> pd.DataFrame:
+    """Per venue: instruments tracked, topics refused or missing, connections, last refresh (text)."""
+
+    def count(n: int | None) -> str:
+        return "" if n is None else fmt_count(n)
+
+    rows = []
+    for v in venues:
+        refused = (
+            f"{fmt_count(len(v.refused))} ({_listed([f'{t}: {r}' for t, r in v.refused.items()])})"
+            if v.refused
+            else ("0" if v.stream else "")
+        )
+        missing = f"{fmt_count(len(v.unlisted))} ({_listed(v.unlisted)})" if v.unlisted else ("0" if v.catalog else "")
+        source = _one_line(v.source or "")
+        if v.problem or v.warning:
+            source += f" — {_one_line(v.problem or v.warning)}"
+        rows.append(
+            {
+                "Venue": v.exchange,
+                "Tracked": count(v.tracked),
+                "Listed": count(v.listed),
+                "Candles": count(v.candles),
+                "Connections": count(v.connections),
+                "Topics": count(v.topics),
+                "Refused": refused,
+                "Missing": missing,
+                "Skipped": ", ".join(f"{_one_line(k)}: {n}" for k, n in v.skipped.items()),
+                "Last refresh (UTC)": (fmt_datetime(v.last_refresh_ms) if v.last_refresh_ms else "never")
+                if v.catalog
+                else "",
+                "List source": source,
             }
         )
     return pd.DataFrame(rows)
@@ -304,6 +386,10 @@ def _health_section(snap: LiveSnapshot, view: ViewState) -> None:
     health = _health_table(snap, view.exchanges)
     st.dataframe(health, hide_index=True)
     download_buttons(health, name="stream-health", filter_description=view.describe(), key="live-health")
+    venues = venue_instruments(snap.collector, snap.health, view.exchanges)
+    if venues:
+        st.subheader("Instruments")
+        st.dataframe(_instruments_table(venues), hide_index=True)
     collector = _collector_table(snap.collector or {})
     if len(collector):
         st.subheader("Collector storage")

@@ -1,7 +1,10 @@
 """Exchange adapters: one module per venue, all driven by the reconnecting loop in `connection`.
 
 `ADAPTERS` maps the names in LIQ_EXCHANGES to their adapter classes; the collector service builds
-one per configured exchange and calls `await adapter.run(stop)`.
+one per configured exchange on its symbols (the explicit LIQ_SYMBOLS, or the instrument catalog's
+list for ALL), calls `await adapter.run(stop)`, and passes each instrument refresh on with
+`add_symbols()` / `remove_symbols()` / `retry_refused()`. An adapter spreads its streams over as
+many connections as the venue's limits need (`connection.Shard`).
 """
 
 from __future__ import annotations

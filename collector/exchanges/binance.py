@@ -1,10 +1,24 @@
-"""Binance USD-M futures: liquidations (`<symbol>@forceOrder`) and 1-minute candles (`<symbol>@kline_1m`).
+"""Binance USD-M futures: liquidations (`!forceOrder@arr` or `<symbol>@forceOrder`) and 1-minute
+candles (`<symbol>@kline_1m`).
 
-One combined-stream connection per adapter: `{base}/stream?streams=btcusdt@forceOrder/btcusdt@kline_1m`,
-so the subscription is in the URL and the connection counts as subscribed when it opens. Every
-frame is wrapped as `{"stream": ..., "data": {...}}`. Binance pushes at most one liquidation per
-symbol per second, so every row is `sampled=True` (a lower bound). Connections live at most 24 h:
-we rotate at 23 h 50 m. Binance's protocol pings are answered by websockets itself.
+Whole market (LIQ_SYMBOLS=ALL): every liquidation comes from the one `!forceOrder@arr` stream, on a
+connection of its own (it may be quiet for minutes: the silence watchdog probes it with a protocol
+ping instead of calling it dead). An explicit list keeps one `<symbol>@forceOrder` per symbol, next
+to its candles: exactly the streams asked for, no filtering, and what recorded sessions replay.
+Candles and per-symbol streams are spread over connections of at most `MAX_STREAMS` streams
+(Binance allows 1024 per connection; 200 keeps the URL and the opening burst small). A connection
+URL holds as many of its streams as fit in `URL_BUDGET` characters
+(`{base}/stream?streams=a@kline_1m/b@kline_1m`); the rest, and every later listing, go in
+`{"method":"SUBSCRIBE","params":[...],"id":n}` messages (answered `{"result":null,"id":n}`) of at
+most `PARAMS_PER_MESSAGE` streams, at most 5 messages a second per connection (the venue allows 10);
+a delisting is an UNSUBSCRIBE. Stream names are the symbol lower-cased as Binance wants it
+(`币安人生usdt`: non-ASCII letters lower-case to themselves).
+
+Every frame is wrapped as `{"stream": ..., "data": {...}}`. Binance pushes at most one
+liquidation per symbol per second, so every row is `sampled=True` (a lower bound). Connections
+live at most 24 h: at 23 h 50 m each one is rotated make-before-break (the successor is open and
+subscribed before the old one closes; the dedup key absorbs what both saw). Binance's protocol
+pings are answered by websockets itself.
 
 Sides: `o.S` is the side of the liquidation ORDER: SELL closes a long (LONG liquidated), BUY
 closes a short (SHORT liquidated). The opposite of Bybit's field of the same name.
@@ -15,13 +29,14 @@ symbol, plain decimal numbers, printable text); a bad one is dropped and counted
 
 from __future__ import annotations
 
+import itertools
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from websockets.asyncio.client import ClientConnection
-
-from collector.exchanges.connection import ExchangeAdapter
+from collector.exchanges.connection import ExchangeAdapter, Shard
+from collector.health import one_line
 from collector.validation import (
     Rejected,
     amount_text,
@@ -50,7 +65,10 @@ CANDLES = "kline_1m"
 # The order side tells which position was closed.
 _SIDES = {"SELL": Side.LONG, "BUY": Side.SHORT}
 _FILLED = "FILLED"
-_PARTIALLY_FILLED = "PARTIALLY_FILLED"
+ALL_LIQUIDATIONS = "!forceOrder@arr"
+MAX_STREAMS = 200
+URL_BUDGET = 2000
+PARAMS_PER_MESSAGE = 100
 
 
 def usd_value_of(symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
@@ -60,7 +78,7 @@ def usd_value_of(symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
     return usd_value(symbol, quantity, price, contracts=coin_margined)
 
 
-def stream_names(symbols: tuple[str, ...]) -> list[str]:
+def stream_names(symbols: tuple[str, ...] | list[str]) -> list[str]:
     """The combined-stream names for our symbols, lower case as Binance wants them."""
     names: list[str] = []
     for symbol in symbols:
@@ -69,7 +87,11 @@ def stream_names(symbols: tuple[str, ...]) -> list[str]:
 
 
 def combined_url(base: str, symbols: tuple[str, ...]) -> str:
-    return f"{base.rstrip('/')}/stream?streams={'/'.join(stream_names(symbols))}"
+    return streams_url(base, stream_names(symbols))
+
+
+def streams_url(base: str, streams: list[str]) -> str:
+    return f"{base.rstrip('/')}/stream?streams={'/'.join(streams)}"
 
 
 @dataclass(slots=True)
@@ -81,22 +103,24 @@ class BinanceForceOrder:
     q: str  # original quantity
     p: str  # order price (bankruptcy-side limit)
     ap: str | None  # average fill price
-    X: str  # order status: FILLED, PARTIALLY_FILLED, ...
+    X: str  # order status: FILLED, PARTIALLY_FILLED, EXPIRED (an IOC order filled in part), ...
     z: str | None  # accumulated filled quantity
     T: int  # trade time, ms
 
     def to_event(self, received_ms: int, source: str, max_age_ms: int | None) -> Liquidation:
         """Normalise: quantity z (else q), price ap (else p), only fills, USD value from one place.
 
-        z and ap count as absent when missing, empty or zero; when present they must be plain
-        numbers like every other amount (no falling back to q or p over a malformed one).
+        Any status with a filled quantity `z > 0` is a fill (a partly filled IOC liquidation ends
+        EXPIRED); without one only FILLED counts, for q. z and ap count as absent when missing,
+        empty or zero; when present they must be plain numbers like every other amount (no falling
+        back to q or p over a malformed one).
         """
         side = _SIDES.get(self.S)
         if side is None:
             raise Rejected("bad_value", f"side {self.S[:20]!r}")
         symbol = check_symbol(self.s)
         filled = optional_amount_text(self.z)
-        if self.X != _FILLED and not (self.X == _PARTIALLY_FILLED and filled is not None):
+        if filled is None and self.X != _FILLED:
             raise Rejected("not_filled", repr(self.X[:40]))
         size, quantity = filled if filled is not None else amount_text(self.q)
         price_text, price = optional_amount_text(self.ap) or amount_text(self.p)
@@ -242,21 +266,59 @@ def parse_kline(data: dict[str, Any]) -> BinanceKline:
 
 
 class BinanceAdapter(ExchangeAdapter):
-    """Binance USD-M combined stream for all configured symbols on one connection."""
+    """Binance USD-M combined streams, spread over as many connections as the list needs."""
 
     name: ClassVar[str] = EXCHANGE
     max_lifetime_s: ClassVar[float | None] = 23 * 3600 + 50 * 60
+    make_before_break: ClassVar[bool] = True
+    messages_per_s: ClassVar[float] = 5.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._ids = itertools.count(1)
+        super().__init__(*args, **kwargs)
 
     @classmethod
     def default_url(cls, settings: Settings) -> str:
         return settings.binance_ws_url
 
-    def connect_url(self) -> str:
-        return combined_url(self.url, self.symbols)
+    def fixed_streams(self) -> list[Shard]:
+        if not self.whole_market:
+            return []
+        return [Shard(f"{EXCHANGE}-liquidations", [ALL_LIQUIDATIONS], idle_ok=True, fixed=True)]
 
-    async def subscribe(self, ws: ClientConnection) -> bool:
-        # The streams are in the URL: an open connection is a subscribed one.
-        return True
+    def streams_of(self, symbol: str, candles: bool) -> list[str]:
+        name = symbol.lower()
+        streams = [] if self.whole_market else [f"{name}@{LIQUIDATIONS}"]
+        return [*streams, f"{name}@{CANDLES}"] if candles else streams
+
+    def shard_fits(self, shard: Shard, streams: list[str]) -> bool:
+        return len(shard.wanted) + len(streams) <= MAX_STREAMS
+
+    def may_idle(self, shard: Shard) -> bool:
+        return shard.idle_ok or not any(s.endswith(f"@{CANDLES}") for s in shard.wanted)
+
+    def connect_url(self, shard: Shard) -> str:
+        shard.in_url, used = [], 0
+        for stream in shard.wanted:
+            if shard.in_url and used + len(stream) + 1 > URL_BUDGET:
+                break
+            shard.in_url.append(stream)
+            used += len(stream) + 1
+        return streams_url(self.url, shard.in_url)
+
+    def subscribe(self, shard: Shard) -> bool:
+        # The streams in the URL are subscribed by opening it; the rest go in SUBSCRIBE messages.
+        shard.active.update(shard.in_url)
+        self.request(shard, True, [s for s in shard.wanted if s not in shard.active])
+        return not shard.pending
+
+    def request(self, shard: Shard, subscribe: bool, streams: list[str]) -> None:
+        for start in range(0, len(streams), PARAMS_PER_MESSAGE):
+            batch = streams[start : start + PARAMS_PER_MESSAGE]
+            req_id = next(self._ids)
+            shard.pending[str(req_id)] = (subscribe, batch)
+            method = "SUBSCRIBE" if subscribe else "UNSUBSCRIBE"
+            shard.send(json.dumps({"method": method, "params": batch, "id": req_id}, ensure_ascii=False))
 
     def handle(self, raw: str | bytes, received_ms: int) -> list[Liquidation | Candle]:
         """The dispatcher: one frame -> at most one event; bad input is counted, never raised."""
@@ -267,12 +329,22 @@ class BinanceAdapter(ExchangeAdapter):
                 return [self._on_force_order(data, raw, received_ms)]
             if kind == "kline":
                 return self._on_kline(data, raw, received_ms)
-            if "result" in data and "id" in data:
-                return []  # reply to a SUBSCRIBE request: not data
+            if "id" in data and ("result" in data or "error" in data):
+                self._on_reply(data)  # the answer to a (UN)SUBSCRIBE request: not data
+                return []
             raise Rejected("unknown_message", repr(str(kind)[:40]))
         except Rejected as exc:
             self._drop(exc, raw)
         return []
+
+    def _on_reply(self, data: dict[str, Any]) -> None:
+        """`{"result":null,"id":1}` accepts request 1; `{"error":{"code":2,"msg":"..."},"id":1}` refuses it."""
+        shard = self.current
+        if shard is None:
+            return
+        error = data.get("error")
+        reason = "" if error is None else one_line(str(error.get("msg") if isinstance(error, dict) else error), 200)
+        self._answered(shard, str(data.get("id")), error is None, reason)
 
     def _on_force_order(self, data: dict[str, Any], raw: str | bytes, received_ms: int) -> Liquidation:
         order = parse_force_order(data)

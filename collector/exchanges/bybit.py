@@ -1,10 +1,21 @@
 """Bybit v5 linear: liquidations (`allLiquidation.<SYMBOL>`) and 1-minute candles (`kline.1.<SYMBOL>`).
 
+Topics are spread over as many connections as Bybit's 21,000-character `args` cap per connection
+needs (`ARGS_BUDGET` keeps a margin: about 500 symbols with both topics per connection).
 Subscriptions go in batches of at most 10 topics, each acknowledged with `success` true or false;
-the connection counts as subscribed once every batch is acknowledged, and one refusal closes it
-(reason "subscribe refused: <ret_msg>") to retry with backoff. Bybit wants `{"op": "ping"}` every
-20 s; its pong replies are acks, not data. `allLiquidation` pushes every liquidation (complete
-tape, `sampled=False`) every 500 ms, so one frame may carry many.
+a connection counts as subscribed once every batch is answered. A refusal is per topic
+(`{"success":false,"ret_msg":"Invalid topic :[allLiquidation.BTCUSD]",...}`): the topics it names are
+remembered as refused (shown in the health, not sent again until a refresh lists their symbol again)
+and the rest of that batch is sent again without them; the connection carries on. A listing is
+subscribed, a delisting unsubscribed (`op: unsubscribe`) on the open connection that holds it.
+Bybit wants `{"op": "ping"}` every 20 s; its pong replies are acks that feed the silence watchdog,
+not data. `allLiquidation` pushes every liquidation (complete tape, `sampled=False`) every 500 ms,
+so one frame may carry many; Bybit sends no id, so the dedup key also takes the frame's `ts` and
+the item's index in `data` (twins in one frame stay two, a re-sent frame dedups).
+
+USD value: linear contracts are quantity x price in their quote (USDT, or USDC for `BTCPERP` and
+`BTC-26DEC25`, whose names do not say it: the instrument list, else `guess_instrument`, tells),
+USDC counted at par with USD. `p` is the bankruptcy price.
 
 Sides: `S` is the POSITION side: "Buy" = a long was liquidated (LONG), "Sell" = a short (SHORT).
 The opposite of Binance's field of the same name.
@@ -18,14 +29,15 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, ClassVar
 
-from websockets.asyncio.client import ClientConnection
-
-from collector.exchanges.connection import ExchangeAdapter, SessionEnded
+from collector.exchanges.connection import ExchangeAdapter, Shard
 from collector.health import one_line
 from collector.validation import (
+    MAX_VALUE_USD,
     Rejected,
     amount_text,
     bool_field,
@@ -37,16 +49,21 @@ from collector.validation import (
     int_field,
     parse_json,
     text_field,
-    usd_value,
     volume,
 )
 from common.config import Settings
 from common.events import Candle, Liquidation, Side, dedup_key_of_texts
+from common.instruments import Instrument, guess_instrument
 
 EXCHANGE = "bybit"
 LIQUIDATIONS = "allLiquidation"
 CANDLES = "kline.1"
 SUBSCRIBE_BATCH = 10
+ARGS_CAP = 21_000  # characters of `args` one public connection may hold
+ARGS_BUDGET = 18_000  # what we fill, a margin below the cap
+_USD_QUOTES = frozenset(("USDT", "USDC"))
+_ZERO = Decimal(0)
+
 # The position side is the liquidated side.
 _SIDES = {"Buy": Side.LONG, "Sell": Side.SHORT}
 
@@ -68,8 +85,16 @@ class BybitLiquidation:
     v: str  # executed size, base asset for linear
     p: str  # bankruptcy price
 
-    def to_event(self, received_ms: int, source: str, max_age_ms: int | None) -> Liquidation:
-        """Normalise: a venue symbol, plain numbers made canonical, the key from their canonical text."""
+    def to_event(
+        self,
+        received_ms: int,
+        source: str,
+        max_age_ms: int | None,
+        where: str = "",
+        instrument_of: Callable[[str, str], Instrument] = guess_instrument,
+    ) -> Liquidation:
+        """Normalise: a venue symbol, plain numbers made canonical, the key from their canonical text
+        and `where` (the frame's `ts` and the item's index: "1732400000500#0")."""
         side = _SIDES.get(self.S)
         if side is None:
             raise Rejected("bad_value", f"side {self.S[:20]!r}")
@@ -77,19 +102,25 @@ class BybitLiquidation:
         size, quantity = amount_text(self.v)
         price_text, price = amount_text(self.p)
         time_ms = check_time(self.T, received_ms, max_age_ms)
+        quote = instrument_of(EXCHANGE, symbol).quote
+        if quote not in _USD_QUOTES:
+            raise Rejected("bad_value", f"no USD quote in {symbol}")
+        value = quantity * price  # linear: base quantity x price in USDT or USDC, USDC at par
+        if value > MAX_VALUE_USD or value <= _ZERO:
+            raise Rejected("bad_value", f"value {value}")
         return Liquidation(  # positional: keywords cost ~0.3 us per event
             EXCHANGE,  # exchange
             symbol,  # symbol
             side,  # side
             quantity,  # quantity
             price,  # price
-            usd_value(symbol, quantity, price),  # value_usd
+            value,  # value_usd
             time_ms,  # time_ms
             received_ms,  # received_ms
             self.S,  # raw_side
             source,  # source
             False,  # sampled
-            dedup_key_of_texts(EXCHANGE, symbol, time_ms, side, price_text, size),  # key
+            dedup_key_of_texts(EXCHANGE, symbol, time_ms, side, price_text, size, where),  # key
         )
 
 
@@ -216,30 +247,38 @@ def parse_kline(item: Any, symbol: str) -> BybitKline:
 
 
 class BybitAdapter(ExchangeAdapter):
-    """Bybit v5 public linear stream for all configured symbols on one connection."""
+    """Bybit v5 public linear streams, sharded over connections within the `args` cap."""
 
     name: ClassVar[str] = EXCHANGE
     ping_interval_s: ClassVar[float | None] = 20.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self._req_ids = itertools.count(1)
-        self._pending: set[str] = set()
+        super().__init__(*args, **kwargs)
 
     @classmethod
     def default_url(cls, settings: Settings) -> str:
         return settings.bybit_ws_url
 
-    async def subscribe(self, ws: ClientConnection) -> bool:
-        """Send the topics in batches of 10; confirmed later, when every batch is acknowledged."""
-        self._pending = set()
-        wanted = topics(self.symbols)
-        for start in range(0, len(wanted), SUBSCRIBE_BATCH):
-            req_id = f"sub-{next(self._req_ids)}"
-            self._pending.add(req_id)
-            batch = wanted[start : start + SUBSCRIBE_BATCH]
-            await ws.send(json.dumps({"req_id": req_id, "op": "subscribe", "args": batch}))
-        return False
+    def streams_of(self, symbol: str, candles: bool) -> list[str]:
+        return [f"{LIQUIDATIONS}.{symbol}", f"{CANDLES}.{symbol}"] if candles else [f"{LIQUIDATIONS}.{symbol}"]
+
+    def shard_fits(self, shard: Shard, streams: list[str]) -> bool:
+        used = sum(len(t) + 3 for t in shard.wanted)  # each topic as JSON: quotes and a comma
+        return used + sum(len(t) + 3 for t in streams) <= ARGS_BUDGET
+
+    def subscribe(self, shard: Shard) -> bool:
+        """Send the topics in batches of 10; confirmed later, when every batch is answered."""
+        self.request(shard, True, [t for t in shard.wanted if t not in self.refused])
+        return not shard.pending
+
+    def request(self, shard: Shard, subscribe: bool, streams: list[str]) -> None:
+        op = "subscribe" if subscribe else "unsubscribe"
+        for start in range(0, len(streams), SUBSCRIBE_BATCH):
+            batch = streams[start : start + SUBSCRIBE_BATCH]
+            req_id = f"{'sub' if subscribe else 'unsub'}-{next(self._req_ids)}"
+            shard.pending[req_id] = (subscribe, batch)
+            shard.send(json.dumps({"req_id": req_id, "op": op, "args": batch}, ensure_ascii=False))
 
     def ping_message(self) -> str:
         return json.dumps({"req_id": f"ping-{next(self._req_ids)}", "op": "ping"})
@@ -268,12 +307,17 @@ class BybitAdapter(ExchangeAdapter):
         # One bad item must not cost the good ones of the same frame, whatever is wrong with it.
         events: list[Liquidation | Candle] = []
         clean = clean_frame(raw)
-        for item in _items(msg):
+        ts = msg.get("ts")
+        pushed = str(ts) if type(ts) is int else ""
+        for index, item in enumerate(_items(msg)):
             try:
                 liquidation = parse_liquidation(item)
                 if not clean:
                     check_texts(item, skip="s")
-                events.append(liquidation.to_event(received_ms, self.source, self.max_age_ms))
+                where = f"{pushed}#{index}"
+                events.append(
+                    liquidation.to_event(received_ms, self.source, self.max_age_ms, where, self.instrument_of)
+                )
             except Rejected as exc:
                 self._drop(exc, raw)
             except Exception:
@@ -298,14 +342,21 @@ class BybitAdapter(ExchangeAdapter):
         return events
 
     def _on_op(self, msg: dict[str, Any]) -> None:
-        """Acks of our requests: subscriptions must succeed; pongs only prove the line is alive."""
+        """Answers to our requests. Sample refusal::
+
+        {"success":false,"ret_msg":"Invalid topic :[allLiquidation.BTCUSD]","conn_id":"...",
+         "req_id":"sub-3","op":"subscribe"}
+
+        A refusal costs the topics it names, never the connection; pongs only prove the line is alive.
+        """
         op = msg.get("op")
         if op in ("ping", "pong"):
             return
-        if op != "subscribe":
+        if op not in ("subscribe", "unsubscribe"):
             raise Rejected("unknown_message", f"op {str(op)[:20]}")
-        if msg.get("success") is not True:
-            raise SessionEnded(f"subscribe refused: {one_line(str(msg.get('ret_msg', '')), 200)}")
-        self._pending.discard(str(msg.get("req_id")))
-        if not self._pending:
-            self.subscribed = True
+        shard = self.current
+        if shard is None:
+            return
+        ok = msg.get("success") is True
+        reason = "" if ok else one_line(str(msg.get("ret_msg", "")), 200) or "refused"
+        self._answered(shard, str(msg.get("req_id")), ok, reason)

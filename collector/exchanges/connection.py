@@ -1,18 +1,36 @@
-"""The reconnecting WebSocket loop every exchange adapter shares.
+"""The reconnecting WebSocket connections every exchange adapter shares.
 
-`ExchangeAdapter.run(stop)` connects, subscribes, reads and puts events on the bounded queue
-(`await queue.put`: backpressure, never a drop) until `stop` is set. It reconnects forever, from
-an explicit loop (never by recursion), with capped exponential backoff and jitter that resets
-after a connection lived long enough. Errors never escape: a bad frame is dropped and counted
-(`StreamHealth.drop`), a failed or lost connection is logged (rate-limited) and retried. Venue
-text (refusal messages, error texts quoting the server) is escaped to one line before it becomes
-a reason, so the log, the stored status and the live page get one line each.
+`ExchangeAdapter.run(stop)` keeps one or more connections ("shards") open, each with its own
+streams (Binance stream names, Bybit topics), subscribes, reads and puts events on the bounded
+queue (`await queue.put`: backpressure, never a drop) until `stop` is set. Each shard reconnects
+forever on its own, from an explicit loop (never by recursion), with capped exponential backoff and
+jitter that resets after a connection lived long enough: one shard's trouble never reconnects the
+others. Errors never escape: a bad frame is dropped and counted (`StreamHealth.drop`), a failed or
+lost connection is logged (rate-limited) and retried. Venue text (refusal messages, error texts
+quoting the server) is escaped to one line before it becomes a reason, so the log, the stored
+status and the live page get one line each.
+
+The streams follow the instrument list: `add_symbols()` / `remove_symbols()` (from the instrument
+catalog's refresh) subscribe and unsubscribe on the open connections, or open a new shard when the
+others are full (`shard_fits()`), without touching the rest. A topic the venue refuses is a
+per-topic configuration error: it is logged once, counted, kept in `refused` (shown in
+`StreamHealth.snapshot()["refused_topics"]`) and not sent again until `add_symbols()` names its
+symbol again; the connection and every other topic carry on.
 
 Each connection attempt gets a `connection_id` and a `StreamStatus` life cycle: "connected" when
-the subscription is confirmed, "heartbeat" about every 5 s while messages arrive, "disconnected"
-with a reason when it ends ("server closed 1006", "silence 30s", "subscribe refused: ...",
-"24h rotation", "shutdown", "error: ..."). Subclasses provide the URL, `subscribe()` and the
-frame dispatcher `handle()`; the venue's app-level ping is `ping_message()` (None: no pings).
+its subscriptions are confirmed, "heartbeat" about every 5 s while messages arrive,
+"disconnected" with a reason when it ends ("server closed 1006", "silence 30s", "24h rotation",
+"no streams", "shutdown", "error: ..."). A venue that cuts connections after a fixed lifetime
+(`max_lifetime_s`) gets make-before-break rotation when `make_before_break` is set: a successor
+connection is opened and confirmed before the old one closes, so coverage has no gap (the dedup key
+absorbs events seen on both). A quiet connection is told from a dead one by the connection itself:
+any frame (data, acks, the venue's pongs) feeds the silence watchdog, and a shard that may be idle
+(`Shard.idle_ok`, e.g. Binance's `!forceOrder@arr` alone) is probed with a protocol ping before it
+is called silent.
+
+Subclasses provide the URL of a shard, its opening `subscribe()`, `request()` to (un)subscribe on
+an open connection, the frame dispatcher `handle()` (which may use `self.current` for the shard the
+frame came from) and the venue's app-level ping `ping_message()` (None: no pings).
 """
 
 from __future__ import annotations
@@ -21,10 +39,11 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -34,8 +53,13 @@ from collector.health import StreamHealth, now_ms, one_line
 from collector.validation import Rejected
 from common.config import Settings
 from common.events import Candle, Event, Liquidation, StreamStatus
+from common.instruments import Instrument, guess_instrument
 
 log = logging.getLogger("collector.exchanges")
+
+ROTATION = "24h rotation"
+_WORDS = re.compile(r"[\s,\[\]:;'\"()]+")  # what separates topic names in a venue's refusal text
+_TICK_S = 0.5  # how often a reading session looks up from recv() (retire, rotation, silence)
 
 
 class SessionEnded(Exception):
@@ -46,19 +70,52 @@ class SessionEnded(Exception):
         self.reason = reason
 
 
+class Shard:
+    """One connection of an adapter: the streams it should carry and the state of its current socket."""
+
+    def __init__(self, key: str, streams: Iterable[str] = (), *, idle_ok: bool = False, fixed: bool = False) -> None:
+        self.key = key
+        self.wanted: dict[str, None] = dict.fromkeys(streams)  # what this shard should carry (ordered)
+        self.symbols: dict[str, None] = {}  # the symbols whose streams live here (for coverage)
+        self.idle_ok = idle_ok  # may be quiet for long: probe with a protocol ping before "silence"
+        self.fixed = fixed  # not closed when its symbols are gone (Binance's `!forceOrder@arr`)
+        self.connection_id = ""
+        self.open = False  # a socket is open now
+        self.confirmed = False  # ... and its subscriptions are acknowledged
+        self.active: set[str] = set()  # streams the venue acknowledged on the current socket
+        # request id -> (subscribe?, streams) awaiting the venue's answer
+        self.pending: dict[str, tuple[bool, list[str]]] = {}
+        self.outbox: list[str] = []  # messages for the current socket, sent by its sender task
+        self.wake = asyncio.Event()
+        self.retired = False  # close and do not reconnect (empty, or replaced by a successor)
+        self.successor: Shard | None = None
+        self.in_url: list[str] = []  # Binance: the streams the connection URL itself subscribes
+        self.task: asyncio.Task[None] | None = None
+
+    def send(self, message: str) -> None:
+        self.outbox.append(message)
+        self.wake.set()
+
+    def __repr__(self) -> str:
+        return f"Shard({self.key!r}, {len(self.wanted)} streams, open={self.open})"
+
+
 class ExchangeAdapter:
-    """One exchange's stream: subclasses fill in the protocol, this class keeps it connected."""
+    """One exchange's streams: subclasses fill in the protocol, this class keeps them connected."""
 
     name: ClassVar[str] = ""
     # Tunables as class attributes so that tests (and future venues) can override them.
     heartbeat_interval_s: ClassVar[float] = 5.0
     ping_interval_s: ClassVar[float | None] = None  # app-level ping, e.g. Bybit's {"op": "ping"}
     max_lifetime_s: ClassVar[float | None] = None  # proactive rotation before the venue cuts us
+    make_before_break: ClassVar[bool] = False  # rotate by opening the successor first
+    messages_per_s: ClassVar[float] = 20.0  # outgoing (un)subscribe messages per connection
     backoff_initial_s: ClassVar[float] = 0.5
     backoff_max_s: ClassVar[float] = 30.0
     backoff_reset_after_s: ClassVar[float] = 60.0
     open_timeout_s: ClassVar[float] = 10.0
     close_timeout_s: ClassVar[float] = 0.5  # shutdown must not wait for a slow close handshake
+    probe_timeout_s: ClassVar[float] = 10.0  # an idle shard's protocol ping must be answered within
     # websockets' own keepalive (RFC 6455 pings); it also answers the venue's pings by itself.
     ws_ping_interval_s: ClassVar[float | None] = 20.0
     ws_ping_timeout_s: ClassVar[float | None] = 20.0
@@ -71,23 +128,40 @@ class ExchangeAdapter:
         health: StreamHealth,
         *,
         url: str | None = None,
+        symbols: Iterable[str] | None = None,
+        candle_symbols: Iterable[str] | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.health = health
         self.url = url or self.default_url(settings)
-        self.symbols: tuple[str, ...] = settings.symbols
+        explicit = () if settings.all_symbols else settings.symbols
+        self.symbols: tuple[str, ...] = tuple(explicit if symbols is None else symbols)
+        if candle_symbols is None:
+            wanted = None if settings.all_candle_symbols else set(settings.candle_symbols)
+            candle_symbols = [s for s in self.symbols if wanted is None or s in wanted]
+        self.candle_symbols: set[str] = set(candle_symbols)
+        self.whole_market = settings.all_symbols
         self.source = settings.source_for(self.url)
         # Replays are old on purpose; only live streams reject stale events.
         self.max_age_ms: int | None = settings.max_event_age_s * 1000 if self.source == "live" else None
         self.connection_id = self._new_connection_id()
         # Called with every frame before it is parsed (collector.record tees raw frames with it).
         self.raw_hook: Callable[[str | bytes, int], None] | None = None
-        self.subscribed = False  # set by the venue's code once the subscription is acknowledged
-        self._confirmed = False
+        self.refused: dict[str, str] = health.refused_topics  # topic -> the venue's reason
+        # (exchange, symbol) -> its instrument: the venue's list when the service has one
+        # (`InstrumentCatalog.lookup`), else read from the symbol.
+        self.instrument_of: Callable[[str, str], Instrument] = guess_instrument
+        self._logged_refusals: dict[str, str] = {}
+        self.shards: list[Shard] = []
+        self.current: Shard | None = None  # the shard whose frame `handle()` is reading
+        self._home: dict[str, Shard] = {}  # symbol -> the shard carrying its per-symbol streams
+        self._running = False
+        self._serial = 0
         self._last_retry_log = -1e9
         self._failed_attempts = 0
         self._log = logging.getLogger(f"collector.exchanges.{self.name}")
+        self._layout()
 
     # -- what a venue provides -----------------------------------------------------------------
 
@@ -95,50 +169,240 @@ class ExchangeAdapter:
     def default_url(cls, settings: Settings) -> str:
         raise NotImplementedError
 
-    def connect_url(self) -> str:
-        """The URL of one connection (Binance puts its streams in it)."""
+    def fixed_streams(self) -> list[Shard]:
+        """Shards that do not belong to any one symbol (Binance's `!forceOrder@arr`)."""
+        return []
+
+    def streams_of(self, symbol: str, candles: bool) -> list[str]:
+        """The per-symbol streams of `symbol` (its candle stream too when `candles`)."""
+        raise NotImplementedError
+
+    def may_idle(self, shard: Shard) -> bool:
+        """True when the shard's streams may stay quiet for long (no candles among them)."""
+        return shard.idle_ok
+
+    def shard_fits(self, shard: Shard, streams: list[str]) -> bool:
+        """True when `shard` may take `streams` on top of what it carries (venue limits)."""
+        raise NotImplementedError
+
+    def connect_url(self, shard: Shard) -> str:
+        """The URL of one connection (Binance puts some of its streams in it)."""
         return self.url
 
-    async def subscribe(self, ws: ClientConnection) -> bool:
-        """Send the subscriptions; return True when they are confirmed by the connection alone."""
+    def subscribe(self, shard: Shard) -> bool:
+        """Queue the opening subscriptions of a fresh socket; True when it is confirmed already."""
+        raise NotImplementedError
+
+    def request(self, shard: Shard, subscribe: bool, streams: list[str]) -> None:
+        """Queue one (un)subscribe request for `streams` on the shard's open socket."""
         raise NotImplementedError
 
     def handle(self, raw: str | bytes, received_ms: int) -> list[Liquidation | Candle]:
         """Parse and normalise one frame; drop what is bad via health.drop. Must not raise, except
-        `SessionEnded` to close the connection (e.g. a refused subscription)."""
+        `SessionEnded` to close the connection."""
         raise NotImplementedError
 
     def ping_message(self) -> str | None:
         return None
 
+    # -- the streams follow the instrument list --------------------------------------------------
+
+    def _layout(self) -> None:
+        self.shards = self.fixed_streams()
+        for shard in self.shards:
+            shard.symbols = dict.fromkeys(self.symbols)
+        for symbol in self.symbols:
+            self._place(symbol)
+        self._update_health()
+
+    def _place(self, symbol: str) -> Shard | None:
+        streams = [s for s in self.streams_of(symbol, symbol in self.candle_symbols) if s not in self.refused]
+        if not streams:
+            return None
+        shard = next((s for s in self.shards if not s.fixed and not s.retired and self.shard_fits(s, streams)), None)
+        if shard is None:
+            self._serial += 1
+            shard = Shard(f"{self.name}-{self._serial}")
+            self.shards.append(shard)
+        shard.wanted.update(dict.fromkeys(streams))
+        shard.symbols[symbol] = None
+        self._home[symbol] = shard
+        return shard
+
+    def add_symbols(self, symbols: Iterable[str], candle_symbols: Iterable[str] | None = None) -> None:
+        """Follow `symbols` too (a listing): subscribe them on open connections with room, or a new one.
+        A symbol named again is forgiven its refused topics: they are sent once more."""
+        new = [s for s in symbols if s not in self._home]
+        if candle_symbols is not None:
+            self.candle_symbols |= set(candle_symbols)
+        else:
+            self.candle_symbols |= set(new)
+        for symbol in new:
+            for topic in self.streams_of(symbol, True):
+                self.refused.pop(topic, None)
+        self.symbols = (*self.symbols, *(s for s in new if s not in self.symbols))
+        for shard in self.shards:
+            if shard.fixed:
+                shard.symbols.update(dict.fromkeys(new))
+        for symbol in new:
+            home = self._place(symbol)
+            if home is None:
+                continue
+            if home.task is None and self._running:
+                self._start(home)
+            elif home.open:  # a socket still connecting subscribes everything `wanted` when it opens
+                self.request(home, True, [s for s in self.streams_of(symbol, True) if s in home.wanted])
+        self._update_health()
+
+    def remove_symbols(self, symbols: Iterable[str]) -> None:
+        """Stop following `symbols` (a delisting): unsubscribe them; a shard left empty closes."""
+        gone = set(symbols)
+        self.symbols = tuple(s for s in self.symbols if s not in gone)
+        self.candle_symbols -= gone
+        for symbol in gone:
+            shard = self._home.pop(symbol, None)
+            for fixed in self.shards:
+                if fixed.fixed:
+                    fixed.symbols.pop(symbol, None)
+            if shard is None:
+                continue
+            streams = [s for s in self.streams_of(symbol, True) if s in shard.wanted]
+            for stream in streams:
+                shard.wanted.pop(stream, None)
+            shard.symbols.pop(symbol, None)
+            live = [s for s in streams if s in shard.active]
+            if not shard.wanted and not shard.fixed:
+                shard.retired = True
+                shard.wake.set()
+            elif shard.open and live:
+                self.request(shard, False, live)
+        self.shards = [s for s in self.shards if not (s.retired and s.task is None)]
+        self._update_health()
+
+    def retry_refused(self, listed: Iterable[str]) -> list[str]:
+        """An instrument refresh lists these symbols: their refused topics are forgiven and sent once
+        more (a topic not live yet at a listing gets another chance; a wrong one is refused again,
+        logged again). Returns the topics sent again."""
+        if not self.refused:
+            return []
+        retried: list[str] = []
+        for symbol in listed:
+            topics = [t for t in self.streams_of(symbol, symbol in self.candle_symbols) if t in self.refused]
+            if not topics:
+                continue
+            for topic in topics:
+                del self.refused[topic]
+            retried += topics
+            home = self._home.get(symbol)
+            if home is None:
+                if symbol in self.symbols:
+                    home = self._place(symbol)
+                    if home is not None and home.task is None and self._running:
+                        self._start(home)
+                continue
+            home.wanted.update(dict.fromkeys(topics))
+            if home.open:
+                self.request(home, True, topics)
+        self._update_health()
+        return retried
+
+    def refuse(self, topic: str, reason: str) -> None:
+        """The venue refused `topic`: remember it (not sent again until its symbol is listed again)."""
+        if topic in self.refused:
+            return
+        self.refused[topic] = reason
+        self.health.refusals += 1
+        # Logged once per topic and reason: a refresh that tries it again and is refused again is quiet.
+        level = logging.DEBUG if self._logged_refusals.get(topic) == reason else logging.WARNING
+        self._logged_refusals[topic] = reason
+        self._log.log(level, "%s: topic %s refused: %s", self.name, one_line(topic, 100), one_line(reason, 200))
+        for shard in self.shards:
+            shard.wanted.pop(topic, None)
+
+    def _answered(self, shard: Shard, req_id: str, ok: bool, reason: str = "") -> None:
+        """The venue answered request `req_id`. A refused subscription is narrowed down to the topics
+        it names (the others are sent again without them); when it names none, it is split in
+        halves until each refused topic stands alone (at most 2n-1 requests for n topics)."""
+        entry = shard.pending.pop(req_id, None)
+        if entry is None:
+            return
+        subscribe, streams = entry
+        if ok:
+            if subscribe:
+                shard.active.update(streams)
+            else:
+                shard.active.difference_update(streams)
+            self._update_health()
+            return
+        if not subscribe:
+            shard.active.difference_update(streams)
+            self._log.info("%s: unsubscribe refused: %s", self.name, one_line(reason, 200))
+            return
+        words = set(_WORDS.split(reason))
+        named = [s for s in streams if s in words]
+        for stream in named:
+            self.refuse(stream, reason)
+        rest = [s for s in streams if s not in named and s in shard.wanted]
+        if named:
+            if rest:
+                self.request(shard, True, rest)
+        elif len(rest) == 1:
+            self.refuse(rest[0], reason)
+        elif rest:
+            half = len(rest) // 2
+            self.request(shard, True, rest[:half])
+            self.request(shard, True, rest[half:])
+
+    def _update_health(self) -> None:
+        live = [s for s in self.shards if not s.retired or s.open]
+        self.health.connections = sum(1 for s in live if s.open)
+        self.health.topics = sum(len(s.active) for s in self.shards if s.open)
+        self.health.instruments = len(self.symbols)
+        confirmed = [s for s in self.shards if s.confirmed]
+        self.health.connected = bool(confirmed)
+        if not confirmed:
+            self.health.connected_since_ms = None
+        elif self.health.connected_since_ms is None:
+            self.health.connected_since_ms = now_ms()
+
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Stream until `stop` is set, then put a final "disconnected"/"shutdown" status and return."""
-        worker = asyncio.create_task(self._connect_forever(), name=f"{self.name}-stream")
-        stopper = asyncio.create_task(stop.wait())
+        """Stream until `stop` is set, then put a final "disconnected"/"shutdown" status per connection."""
+        self._running = True
+        for shard in self.shards:
+            self._start(shard)
         try:
-            await asyncio.wait({worker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await stop.wait()
         finally:
-            for task in (worker, stopper):
+            self._running = False
+            tasks = [s.task for s in self.shards if s.task is not None]
+            for shard in self.shards:
+                if shard.successor is not None and shard.successor.task is not None:
+                    tasks.append(shard.successor.task)
+            for task in tasks:
                 task.cancel()
-            for task in (worker, stopper):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._mark_disconnected()
-        await self._status("disconnected", "shutdown")
+        for shard in list(self.shards):
+            shard.open = shard.confirmed = False
+            await self._status(shard, "disconnected", "shutdown")
+        self._update_health()
 
-    async def _connect_forever(self) -> None:
+    def _start(self, shard: Shard) -> None:
+        shard.task = asyncio.create_task(self._connect_forever(shard), name=f"{self.name}-{shard.key}")
+
+    async def _connect_forever(self, shard: Shard) -> None:
         backoff = Backoff(self.backoff_initial_s, self.backoff_max_s)
         first = True
-        while True:
-            self.connection_id = self._new_connection_id()
-            self.subscribed = self._confirmed = False
+        while not shard.retired:
+            shard.connection_id = self.connection_id = self._new_connection_id()
             opened_at: float | None = None
             reason = ""
             try:
                 async with connect(
-                    self.connect_url(),
+                    self.connect_url(shard),
                     open_timeout=self.open_timeout_s,
                     close_timeout=self.close_timeout_s,
                     ping_interval=self.ws_ping_interval_s,
@@ -150,7 +414,7 @@ class ExchangeAdapter:
                     if not first:
                         self.health.reconnects += 1
                     first = False
-                    reason = await self._session(ws)
+                    reason = await self._session(shard, ws)
             except SessionEnded as exc:
                 reason = exc.reason
             except ConnectionClosed as exc:
@@ -159,47 +423,68 @@ class ExchangeAdapter:
                 reason = _error_reason(exc)
             except Exception as exc:  # invalid handshake, bad URL, ...: never crash, retry
                 reason = _error_reason(exc)
+            finally:
+                shard.open = shard.confirmed = False
+                shard.active.clear()
+                self._update_health()
             if opened_at is not None:
-                self._mark_disconnected()
-                await self._status("disconnected", reason)
+                await self._status(shard, "disconnected", reason)
                 if time.monotonic() - opened_at > self.backoff_reset_after_s:
                     backoff.reset()
-            if not reason.startswith("server closed 1000") and reason != "24h rotation":
+            if shard.retired:
+                break
+            if not reason.startswith("server closed 1000") and reason != ROTATION:
                 self.health.error(reason)
             # A planned rotation reconnects at once; anything else waits its turn.
-            wait = 0.0 if reason == "24h rotation" else backoff.next()
+            wait = 0.0 if reason == ROTATION else backoff.next()
             self._log_retry(reason, wait, connected=opened_at is not None)
             await asyncio.sleep(wait)
+        shard.task = None
+        if shard not in self.shards:
+            return
+        self.shards = [s for s in self.shards if s is not shard]
+        self._update_health()
 
-    async def _session(self, ws: ClientConnection) -> str:
+    async def _session(self, shard: Shard, ws: ClientConnection) -> str:
         """Subscribe and read until the connection ends; return the reason it ended."""
         opened = time.monotonic()
-        self.subscribed = await self.subscribe(ws)
-        if self.subscribed:
-            await self._confirm()
+        shard.open, shard.confirmed = True, False
+        shard.active, shard.pending, shard.outbox = set(), {}, []
+        self._update_health()
+        if self.subscribe(shard):
+            await self._confirm(shard)
+        sender = asyncio.create_task(self._send_forever(shard, ws))
         pinger = asyncio.create_task(self._ping_forever(ws)) if self.ping_interval_s else None
         silence = self.settings.silence_timeout_s
-        last_beat = time.monotonic()
+        last_frame = last_beat = time.monotonic()
         try:
             while True:
-                wait = silence
-                if self.max_lifetime_s is not None:
-                    left = self.max_lifetime_s - (time.monotonic() - opened)
-                    if left <= 0:
-                        return "24h rotation"
-                    wait = min(wait, left)
+                if shard.retired and shard.successor is None:
+                    return "no streams"
+                if shard.successor is not None and shard.successor.confirmed:
+                    return ROTATION
+                lifetime = self.max_lifetime_s
+                if lifetime is not None and time.monotonic() - opened >= lifetime and shard.successor is None:
+                    if not self.make_before_break:
+                        return ROTATION
+                    self._spawn_successor(shard)
                 try:
-                    async with asyncio.timeout(wait):
+                    async with asyncio.timeout(_TICK_S):
                         raw = await ws.recv()
                 except TimeoutError:
-                    if wait < silence:
-                        return "24h rotation"
+                    if time.monotonic() - last_frame < silence:
+                        continue
+                    if self.may_idle(shard) and await self._alive(ws):
+                        last_frame = time.monotonic()
+                        continue
                     return f"silence {silence:g}s"
                 received = now_ms()
+                last_frame = time.monotonic()
                 self.health.messages += 1
                 self.health.last_message_ms = received
                 if self.raw_hook is not None:
                     self.raw_hook(raw, received)
+                self.current = shard
                 try:
                     events = self.handle(raw, received)
                 except SessionEnded:
@@ -210,16 +495,59 @@ class ExchangeAdapter:
                 for event in events:
                     self.health.events += 1
                     await self.queue.put(event)
-                if self.subscribed and not self._confirmed:
-                    await self._confirm()
-                if self._confirmed and time.monotonic() - last_beat >= self.heartbeat_interval_s:
+                if not shard.confirmed and not shard.pending:
+                    await self._confirm(shard)
+                if shard.confirmed and time.monotonic() - last_beat >= self.heartbeat_interval_s:
                     last_beat = time.monotonic()
-                    await self._status("heartbeat")
+                    self.health.topics = sum(len(s.active) for s in self.shards if s.open)
+                    await self._status(shard, "heartbeat")
         finally:
-            if pinger is not None:
-                pinger.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pinger
+            for task in (sender, pinger):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if shard.successor is not None:
+                self._hand_over(shard)
+
+    def _spawn_successor(self, shard: Shard) -> None:
+        """Make before break: a new connection with the same streams, opened while this one reads."""
+        successor = Shard(shard.key, shard.wanted, idle_ok=shard.idle_ok, fixed=shard.fixed)
+        successor.symbols = dict(shard.symbols)
+        shard.successor = successor
+        index = self.shards.index(shard) if shard in self.shards else len(self.shards)
+        self.shards.insert(index + 1, successor)
+        for symbol in successor.symbols:
+            if self._home.get(symbol) is shard:
+                self._home[symbol] = successor
+        self._start(successor)
+
+    def _hand_over(self, shard: Shard) -> None:
+        """The old connection of a rotation is closing (its successor is confirmed, or this socket
+        died first): it does not reconnect, the successor carries its streams on."""
+        shard.retired = True
+
+    async def _alive(self, ws: ClientConnection) -> bool:
+        """A quiet connection is alive when it answers a protocol ping in time."""
+        try:
+            pong = await ws.ping()
+            async with asyncio.timeout(self.probe_timeout_s):
+                await pong
+        except (TimeoutError, ConnectionClosed):
+            return False
+        self.health.last_message_ms = now_ms()
+        return True
+
+    async def _send_forever(self, shard: Shard, ws: ClientConnection) -> None:
+        """Send the shard's queued requests, at most `messages_per_s` a second (venue limits)."""
+        gap = 1.0 / self.messages_per_s
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await shard.wake.wait()
+                shard.wake.clear()
+                while shard.outbox:
+                    await ws.send(shard.outbox.pop(0))
+                    await asyncio.sleep(gap)
 
     def _new_connection_id(self) -> str:
         return f"{self.name}-{uuid.uuid4().hex[:12]}"
@@ -233,27 +561,22 @@ class ExchangeAdapter:
                 if message is not None:
                     await ws.send(message)
 
-    async def _confirm(self) -> None:
-        """The subscription is in place: the connection now counts as covering its streams."""
-        if self._confirmed:
+    async def _confirm(self, shard: Shard) -> None:
+        """The subscriptions are in place: the connection now counts as covering its streams."""
+        if shard.confirmed:
             return
-        self._confirmed = True
-        self.health.connected = True
-        self.health.connected_since_ms = now_ms()
-        await self._status("connected")
+        shard.confirmed = True
+        self._update_health()
+        await self._status(shard, "connected")
 
-    def _mark_disconnected(self) -> None:
-        self.health.connected = False
-        self.health.connected_since_ms = None
-
-    async def _status(self, state: str, reason: str = "") -> None:
+    async def _status(self, shard: Shard, state: str, reason: str = "") -> None:
         await self.queue.put(
             StreamStatus(
                 exchange=self.name,
-                connection_id=self.connection_id,
+                connection_id=shard.connection_id,
                 state=state,
                 at_ms=now_ms(),
-                symbols=self.symbols,
+                symbols=tuple(shard.symbols),
                 source=self.source,
                 reason=reason,
             )

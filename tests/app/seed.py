@@ -357,8 +357,34 @@ def redis_health(client: redis.Redis, prefix: str, snapshots: Iterable[Mapping[s
     client.hset(Keys(prefix).health, mapping=mapping)
 
 
-def redis_heartbeat(client: redis.Redis, prefix: str, heartbeat_ms: int, source: str = "live") -> None:
-    """The collector's state hash as collector/pipeline.py writes it (sources: exchange -> source)."""
+def instrument_state(now: int, source: str = "rest", **overrides: Any) -> dict[str, Any]:
+    """One venue of the collector state's "instruments" (InstrumentCatalog.state(), catalog.py)."""
+    state: dict[str, Any] = {
+        "instruments": 612,
+        "tracked": 610,
+        "candles": 610,
+        "source": source,
+        "last_refresh_ms": now - 600_000 if source == "rest" else None,
+        "stored_ms": now - 86_400_000 if source == "database" else 0,
+        "error": "" if source == "rest" else "ConnectError: connection refused",
+        "failures": 0 if source == "rest" else 3,
+        "next_attempt_s": 3000.0 if source == "rest" else 40.0,
+        "unlisted": [],
+        "skipped": {},
+    }
+    state.update(overrides)
+    return state
+
+
+def redis_heartbeat(
+    client: redis.Redis,
+    prefix: str,
+    heartbeat_ms: int,
+    source: str = "live",
+    instruments: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """The collector's state hash as collector/pipeline.py writes it (sources: exchange -> source;
+    `instruments`: exchange -> instrument_state(), absent unless given, as from older collectors)."""
     state = {
         "heartbeat_ms": heartbeat_ms,
         "started_ms": heartbeat_ms - 3_600_000,
@@ -368,6 +394,8 @@ def redis_heartbeat(client: redis.Redis, prefix: str, heartbeat_ms: int, source:
         "spool": {"pending_events": 0, "bytes": 0, "state": "idle"},
         "redis_rebuilt_ms": None,
     }
+    if instruments is not None:
+        state["instruments"] = {k: dict(v) for k, v in instruments.items()}
     client.hset(Keys(prefix).collector, "state", json.dumps(state))
     client.set(Keys(prefix).built, str(heartbeat_ms))
 

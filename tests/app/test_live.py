@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import cli
 from app.data.live import MAX_SCAN, snapshot
-from app.format import fmt_count, fmt_pct, fmt_qty, fmt_usd, share_pct
+from app.format import fmt_count, fmt_datetime, fmt_pct, fmt_qty, fmt_usd, share_pct
 from common.config import Settings
 from common.events import Liquidation
 from common.live_view import BUCKET_MS, Keys
@@ -31,6 +31,7 @@ from tests.app.seed import (
     cascade_of,
     expected_totals,
     health_snapshot,
+    instrument_state,
     liq,
     metric,
     no_exceptions,
@@ -538,3 +539,158 @@ def test_a_healthy_collector_raises_no_alarm(
     assert not at.error and not at.warning
     storage = frame(at, "Collector")
     assert list(storage["State"])[:2] == ["ok", "idle, 0 events, 0 bytes"]
+
+
+# --- Issue #10 item 8: instruments, topics and connections per venue ---------------------------------
+
+REFUSAL = "[x](http://evil.example)"
+
+
+def test_instruments_refusals_and_missing_symbols_per_venue(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Binance on its REST list; Bybit on the stored list, one topic refused with a hostile reason and
+    one configured symbol it does not list: the page and the CLI say so, the reason as text."""
+    now = now_ms()
+    refreshed, stored = now - 600_000, now - 86_400_000
+    redis_heartbeat(
+        sync_redis,
+        settings.redis_prefix,
+        now,
+        instruments={
+            "binance": instrument_state(now, last_refresh_ms=refreshed, skipped={"bad_symbol": 2}),
+            "bybit": instrument_state(
+                now, source="database", tracked=540, instruments=541, candles=100, stored_ms=stored,
+                error=f"timeout {HOSTILE}", unlisted=["BTCUSDT_251226"],
+            ),
+        },
+    )  # fmt: skip
+    redis_health(
+        sync_redis,
+        settings.redis_prefix,
+        [
+            health_snapshot("binance", now, connections=3, topics=611, refused_topics={}, instruments=610),
+            health_snapshot(
+                "bybit", now, connections=2, topics=1080,
+                refused_topics={"allLiquidation.BADUSDT": REFUSAL, "kline.1.BADUSDT": f"line\n# {REFUSAL}"},
+                instruments=540,
+            ),
+        ],
+    )  # fmt: skip
+    app_env(monkeypatch, settings)
+    at = open_app("live")
+    no_exceptions(at)
+    assert not at.error
+    warnings = [w.value for w in at.warning]
+    stamp = fmt_datetime(stored)
+    assert any(f"Instruments bybit: REST unreachable: running on the stored list of {stamp}" in w for w in warnings)
+    assert not any("Instruments binance" in w for w in warnings)
+    refused = [w for w in warnings if "topics refused" in w]
+    assert len(refused) == 1 and refused[0].startswith("Stream bybit: 2 topics refused"), warnings
+    assert "allLiquidation\\.BADUSDT \\(\\[x\\]\\(http" in refused[0], refused
+    assert "bybit does not list BTCUSDT\\_251226 (configured in LIQ_SYMBOLS): not collected there." in warnings
+    markdown = "\n".join([*warnings, *(str(m.value) for m in at.markdown), *(str(c.value) for c in at.caption)])
+    assert not _unescaped_link(markdown) and "\\[x\\]" in markdown and "\n#" not in markdown, markdown
+
+    table = frame(at, "Venue")
+    rows = {r["Venue"]: r for r in table.to_dict("records")}
+    assert list(rows) == ["binance", "bybit"]
+    assert {k: rows["binance"][k] for k in ("Tracked", "Listed", "Connections", "Topics", "Refused", "Missing")} == {
+        "Tracked": "610", "Listed": "612", "Connections": "3", "Topics": "611", "Refused": "0", "Missing": "0",
+    }  # fmt: skip
+    assert rows["binance"]["Last refresh (UTC)"] == fmt_datetime(refreshed)
+    assert rows["binance"]["List source"] == "rest" and rows["binance"]["Skipped"] == "bad_symbol: 2"
+    assert rows["bybit"]["Refused"] == f"2 (allLiquidation.BADUSDT: {REFUSAL}, kline.1.BADUSDT: line # {REFUSAL})"
+    assert rows["bybit"]["Missing"] == "1 (BTCUSDT_251226)"
+    assert rows["bybit"]["List source"] == f"database — REST unreachable: running on the stored list of {stamp}"
+    assert rows["bybit"]["Last refresh (UTC)"] == "never"
+    assert (rows["bybit"]["Connections"], rows["bybit"]["Topics"], rows["bybit"]["Candles"]) == ("2", "1,080", "100")
+
+    assert cli.main(["snapshot", "--json"]) == 0
+    venues = json.loads(capsys.readouterr().out)["health"]["instruments"]
+    assert venues["bybit"]["refused_topics"]["allLiquidation.BADUSDT"] == REFUSAL
+    assert (venues["bybit"]["source"], venues["bybit"]["stored"], venues["bybit"]["unlisted"]) == (
+        "database", stamp, ["BTCUSDT_251226"],
+    )  # fmt: skip
+    assert venues["bybit"]["warning"] == f"REST unreachable: running on the stored list of {stamp}"
+    assert (venues["binance"]["tracked"], venues["binance"]["connections"], venues["binance"]["topics"]) == (
+        610,
+        3,
+        611,
+    )
+    assert venues["binance"]["last_refresh"] == fmt_datetime(refreshed) and venues["binance"]["problem"] is None
+    assert cli.main(["snapshot"]) == 0
+    text = capsys.readouterr().out
+    assert f"  WARNING: instruments bybit: REST unreachable: running on the stored list of {stamp}" in text
+    assert (
+        f"  instruments binance: 610 tracked; 612 listed; candles 610; list from rest, last refresh "
+        f"{fmt_datetime(refreshed)}; connections 3; topics 611; refused 0; missing 0; skipped bad_symbol: 2"
+    ) in text
+    assert f"refused 2 (allLiquidation.BADUSDT: {REFUSAL}, kline.1.BADUSDT: line # {REFUSAL})" in text
+    assert "missing 1 (BTCUSDT_251226)" in text and "\n# " not in text
+
+
+def test_no_instrument_list_is_a_problem(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = now_ms()
+    redis_heartbeat(
+        sync_redis,
+        settings.redis_prefix,
+        now,
+        instruments={
+            "binance": instrument_state(now),
+            "bybit": instrument_state(now, source="none", tracked=0, instruments=0, candles=0),
+        },
+    )
+    many = {f"kline_1m.BAD{i:03d}USDT": "Invalid symbol" for i in range(300)}  # bounded however many
+    redis_health(
+        sync_redis,
+        settings.redis_prefix,
+        [
+            health_snapshot("binance", now, connections=4, topics=900, refused_topics=many),
+            health_snapshot("bybit", now),
+        ],
+    )
+    app_env(monkeypatch, settings)
+    at = open_app("live")
+    no_exceptions(at)
+    refused = [w.value for w in at.warning if "topics refused" in w.value]
+    assert len(refused) == 1 and refused[0].startswith("Stream binance: 300 topics refused") and len(refused[0]) < 600
+    assert refused[0].count("Invalid symbol") == 5 and " and 295 more." in refused[0]
+    binance = frame(at, "Venue").iloc[0]
+    assert binance["Refused"].startswith("300 (kline_1m.BAD000USDT: Invalid symbol, ")
+    assert binance["Refused"].count("Invalid symbol") == 10 and binance["Refused"].endswith(" and 290 more)")
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("Instruments bybit: no instrument list: collecting nothing for ALL.")
+    assert "connection refused" in errors[0] and "Retrying in 40 s" in errors[0]
+    rows = {r["Venue"]: r for r in frame(at, "Venue").to_dict("records")}
+    assert rows["bybit"]["List source"] == "none — no instrument list: collecting nothing for ALL"
+    assert (rows["bybit"]["Tracked"], rows["bybit"]["Connections"], rows["bybit"]["Refused"]) == ("0", "", "")
+
+    assert cli.main(["snapshot", "--json"]) == 0
+    venues = json.loads(capsys.readouterr().out)["health"]["instruments"]
+    assert venues["bybit"]["problem"] == "no instrument list: collecting nothing for ALL"
+    assert "connections" not in venues["bybit"]  # the stream did not report topic counts
+    assert cli.main(["snapshot"]) == 0
+    text = capsys.readouterr().out
+    assert "  PROBLEM: instruments bybit: no instrument list: collecting nothing for ALL (last REST error:" in text
+
+
+def test_an_older_collector_shows_no_instrument_section(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = now_ms()
+    redis_heartbeat(sync_redis, settings.redis_prefix, now)
+    redis_health(sync_redis, settings.redis_prefix, [health_snapshot(e, now) for e in ("binance", "bybit")])
+    app_env(monkeypatch, settings)
+    at = open_app("live")
+    no_exceptions(at)
+    assert not at.error and not at.warning
+    assert not [d for d in at.dataframe if "Venue" in d.value.columns]
+    assert "Instruments" not in [s.value for s in at.subheader]
+    assert cli.main(["snapshot", "--json"]) == 0
+    assert "instruments" not in json.loads(capsys.readouterr().out)["health"]
+    assert cli.main(["snapshot"]) == 0
+    assert "instruments " not in capsys.readouterr().out

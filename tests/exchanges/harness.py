@@ -40,11 +40,17 @@ class Running:
     """An adapter running against a URL, with every event it queued collected in `events`."""
 
     def __init__(
-        self, adapter_cls: type[ExchangeAdapter], url: str, settings: Settings, queue_size: int = 1000
+        self,
+        adapter_cls: type[ExchangeAdapter],
+        url: str,
+        settings: Settings,
+        queue_size: int = 1000,
+        *,
+        symbols: list[str] | None = None,
     ) -> None:
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
         self.health = StreamHealth(adapter_cls.name, settings.source_for(url))
-        self.adapter = adapter_cls(settings, self.queue, self.health, url=url)
+        self.adapter = adapter_cls(settings, self.queue, self.health, url=url, symbols=symbols)
         self.stop_event = asyncio.Event()
         self.events: list[Event] = []
         self.consume = True

@@ -158,7 +158,7 @@ def _mutated(name: str, **order: object) -> str:
         (_mutated("force_order_sell", ap="Infinity", p="Infinity"), "bad_number"),
         (_mutated("force_order_sell", z="200000", ap="97000"), "bad_value"),
         (_mutated("force_order_sell", S="HOLD"), "bad_value"),
-        (_mutated("force_order_sell", X="NEW"), "not_filled"),
+        (_mutated("force_order_sell", X="NEW", z="0"), "not_filled"),
         (_mutated("force_order_sell", X="PARTIALLY_FILLED", z="0"), "not_filled"),
         (_mutated("force_order_sell", T=RECEIVED_MS + 301_000), "future_time"),
         (frame_text("binance", "force_order_new"), "not_filled"),

@@ -9,7 +9,6 @@ from decimal import Decimal
 import pytest
 
 from collector.exchanges.bybit import BybitAdapter, BybitKline, BybitLiquidation, decode, parse_kline, parse_liquidation
-from collector.exchanges.connection import SessionEnded
 from collector.health import StreamHealth
 from common.events import Candle, Liquidation, Side
 from tests.exchanges.harness import RECEIVED_MS, adapter_settings, frame_text, frames
@@ -130,18 +129,68 @@ def test_good_items_survive_a_bad_one_in_the_same_frame() -> None:
 
 def test_acks_confirm_the_subscription_and_pongs_are_not_data() -> None:
     adapter = _adapter()
-    adapter._pending = {"sub-1", "sub-2"}
+    [shard] = adapter.shards
+    adapter.current = shard
+    shard.pending = {"sub-1": (True, ["allLiquidation.BTCUSDT"]), "sub-2": (True, ["kline.1.BTCUSDT"])}
     adapter.handle(frame_text("bybit", "subscribe_ack"), RECEIVED_MS)
-    assert not adapter.subscribed
+    assert list(shard.pending) == ["sub-2"] and shard.active == {"allLiquidation.BTCUSDT"}
     adapter.handle(frame_text("bybit", "subscribe_ack").replace("sub-1", "sub-2"), RECEIVED_MS)
-    assert adapter.subscribed
+    assert not shard.pending and shard.active == {"allLiquidation.BTCUSDT", "kline.1.BTCUSDT"}
     assert adapter.handle(frame_text("bybit", "pong"), RECEIVED_MS) == []
     assert not adapter.health.drops
 
 
-def test_a_refused_subscription_ends_the_session() -> None:
-    with pytest.raises(SessionEnded, match=r"subscribe refused: Invalid symbol :\[allLiquidation.NOPEUSDT\]"):
-        _adapter().handle(frame_text("bybit", "subscribe_refused"), RECEIVED_MS)
+def test_a_refused_topic_is_remembered_and_the_rest_is_sent_again() -> None:
+    adapter = _adapter()
+    [shard] = adapter.shards
+    adapter.current = shard
+    batch = ["allLiquidation.NOPEUSDT", "kline.1.NOPEUSDT", "allLiquidation.BTCUSDT"]
+    shard.wanted.update(dict.fromkeys(batch))
+    shard.pending = {"sub-1": (True, batch)}
+    refusal = json.loads(frame_text("bybit", "subscribe_refused"))
+    refusal.update(req_id="sub-1")
+    assert adapter.handle(json.dumps(refusal), RECEIVED_MS) == []  # no SessionEnded: the connection stays
+    assert adapter.refused == {"allLiquidation.NOPEUSDT": "Invalid symbol :[allLiquidation.NOPEUSDT]"}
+    assert adapter.health.snapshot()["refused_topics"] == adapter.refused and adapter.health.refusals == 1
+    [again] = [json.loads(m) for m in shard.outbox]
+    assert again["op"] == "subscribe" and again["args"] == ["kline.1.NOPEUSDT", "allLiquidation.BTCUSDT"]
+    assert "allLiquidation.NOPEUSDT" not in shard.wanted
+
+
+def test_twin_liquidations_in_one_frame_keep_two_keys_and_a_resent_frame_the_same_ones() -> None:
+    """Issue 10 item 5: Bybit sends no id; the frame's ts and the item's index tell twins apart."""
+    twin = {"T": 1732400000321, "s": "BTCUSDT", "S": "Buy", "v": "0.250", "p": "97012.50"}
+    frame = json.dumps(
+        {"topic": "allLiquidation.BTCUSDT", "type": "snapshot", "ts": 1732400000500, "data": [twin, twin]}
+    )
+    adapter = _adapter()
+    first = [e for e in adapter.handle(frame, RECEIVED_MS) if isinstance(e, Liquidation)]
+    again = [e for e in adapter.handle(frame, RECEIVED_MS + 5000) if isinstance(e, Liquidation)]
+    assert len(first) == 2 and first[0].key != first[1].key
+    assert [e.key for e in again] == [e.key for e in first]
+    later = json.loads(frame)
+    later["ts"] = 1732400001000  # the same item in the next push is another liquidation
+    moved = [e for e in adapter.handle(json.dumps(later), RECEIVED_MS) if isinstance(e, Liquidation)]
+    assert len(moved) == 2 and {e.key for e in moved}.isdisjoint({e.key for e in first})
+
+
+def test_usdc_perpetuals_are_valued_at_par() -> None:
+    """Issue 10 item 5: BTCPERP (quote USDC, not in its name) is valued, not dropped."""
+    item = {"T": 1732400000321, "s": "BTCPERP", "S": "Sell", "v": "0.5", "p": "97000"}
+    frame = json.dumps({"topic": "allLiquidation.BTCPERP", "ts": 1732400000500, "data": [item]})
+    [event] = _adapter().handle(frame, RECEIVED_MS)
+    assert isinstance(event, Liquidation)
+    assert (event.symbol, event.side, event.value_usd) == ("BTCPERP", Side.SHORT, Decimal("48500.0"))
+    pepe = {"T": 1732400000321, "s": "1000PEPEUSDT", "S": "Buy", "v": "2000", "p": "0.0125"}
+    frame = json.dumps({"topic": "allLiquidation.1000PEPEUSDT", "ts": 1732400000500, "data": [pepe]})
+    [event] = _adapter().handle(frame, RECEIVED_MS)
+    assert isinstance(event, Liquidation)
+    assert (event.symbol, event.quantity, event.price, event.value_usd) == (
+        "1000PEPEUSDT",
+        Decimal("2000"),
+        Decimal("0.0125"),
+        Decimal("25.0000"),
+    )
 
 
 def _item(**fields: object) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from collector.exchanges import ADAPTERS, BinanceAdapter, BybitAdapter
 from collector.exchanges.connection import Backoff, ExchangeAdapter
-from collector.replay_server import BinanceServer, BybitServer, FakeServer
+from collector.replay_server import BinanceServer, BybitServer, FakeServer, Peer
 from common.events import Candle, Liquidation, Side, StreamStatus
 from tests.exchanges.harness import Running, adapter_settings, frames
 
@@ -26,9 +26,11 @@ LIQUIDATION = {"binance": B["force_order_sell"]["data"], "bybit": Y["liquidation
 SIDE = {"binance": Side.LONG, "bybit": Side.SHORT}
 
 
-def _running(exchange: str, srv: FakeServer, adapter_cls: type[ExchangeAdapter] | None = None, **kw: int) -> Running:
+def _running(
+    exchange: str, srv: FakeServer, adapter_cls: type[ExchangeAdapter] | None = None, queue_size: int = 1000
+) -> Running:
     settings = adapter_settings(**{f"LIQ_{exchange.upper()}_WS_URL": srv.url})
-    return Running(adapter_cls or ADAPTERS[exchange], srv.url, settings, **kw)
+    return Running(adapter_cls or ADAPTERS[exchange], srv.url, settings, queue_size)
 
 
 @pytest.mark.parametrize("exchange", ["binance", "bybit"])
@@ -110,19 +112,68 @@ async def test_garbage_is_counted_and_the_stream_goes_on(exchange: str) -> None:
         assert len(run.statuses("connected")) == 1 and not run.statuses("disconnected")
 
 
-async def test_refused_subscription_is_retried_until_accepted() -> None:
+async def test_a_refused_topic_costs_that_topic_only() -> None:
+    """Issue 10 item 4: the refused topic is remembered and shown; its request's other topics are
+    sent again without it; the connection and every other symbol carry on."""
     async with BybitServer() as srv:
         srv.refuse = {"kline.1.BTCUSDT"}
-        async with _running("bybit", srv) as run:
-            await run.wait_for(lambda: len(run.statuses("disconnected")) >= 2, within=20)
-            assert not run.statuses("connected") and not run.health.connected
-            reason = run.statuses("disconnected")[0].reason
-            assert reason == "subscribe refused: Invalid topic :[kline.1.BTCUSDT]"
-            assert run.health.last_error == reason
-            srv.refuse = set()
+        settings = adapter_settings(LIQ_BYBIT_WS_URL=srv.url, LIQ_SYMBOLS="BTCUSDT,ETHUSDT")
+        async with Running(BybitAdapter, srv.url, settings) as run:
+            peer = await srv.wait_connected(1)
             await run.wait_for(lambda: bool(run.statuses("connected")), within=20)
-            assert await srv.push(Y["kline_open"]) == 1
-            await run.wait_for(lambda: len(run.candles()) == 1)
+            assert peer.streams == {"allLiquidation.BTCUSDT", "allLiquidation.ETHUSDT", "kline.1.ETHUSDT"}
+            snapshot = run.health.snapshot()
+            assert snapshot["refused_topics"] == {"kline.1.BTCUSDT": "Invalid topic :[kline.1.BTCUSDT]"}
+            assert snapshot["refusals"] == 1 and snapshot["topics"] == 3 and snapshot["connections"] == 1
+            assert await srv.push(Y["liquidation_one"]) == 1
+            eth = json.loads(json.dumps(Y["liquidation_one"]).replace("BTCUSDT", "ETHUSDT"))
+            assert await srv.push(eth) == 1
+            await run.wait_for(lambda: len(run.liquidations()) == 2)
+            assert not run.statuses("disconnected") and run.health.reconnects == 0
+            # The refused topic is not sent again on this connection, nor after a reconnect.
+            await srv.drop_all(None)
+            peer = await srv.wait_connected(2, within=20)
+            await run.wait_for(lambda: len(run.statuses("connected")) == 2, within=20)
+            sent = [t for m in peer.received if '"subscribe"' in m for t in json.loads(m)["args"]]
+            assert "kline.1.BTCUSDT" not in sent and len(sent) == 3
+            # The next refresh that still lists the symbol sends it once more: refused again, counted.
+            assert run.adapter.retry_refused(["BTCUSDT", "ETHUSDT"]) == ["kline.1.BTCUSDT"]
+            await run.wait_for(lambda: run.health.refusals == 2)
+            assert "kline.1.BTCUSDT" in run.adapter.refused and "kline.1.BTCUSDT" not in peer.streams
+            # A delisting and a listing again forgive it too; accepted this time.
+            run.adapter.remove_symbols(["BTCUSDT"])
+            await run.wait_for(lambda: "allLiquidation.BTCUSDT" not in peer.streams)
+            srv.refuse = set()
+            run.adapter.add_symbols(["BTCUSDT"])
+            await run.wait_for(lambda: "kline.1.BTCUSDT" in peer.streams, within=20)
+            assert run.health.snapshot()["refused_topics"] == {} and run.health.snapshot()["topics"] == 4
+            assert len(run.statuses("connected")) == 2 and run.health.reconnects == 1
+
+
+async def test_a_refusal_that_names_no_topic_is_split_until_the_bad_topic_stands_alone() -> None:
+    async with _VagueBybit() as srv:
+        srv.refuse = {"allLiquidation.C07USDT"}
+        symbols = ",".join(f"C{i:02d}USDT" for i in range(12))
+        settings = adapter_settings(LIQ_BYBIT_WS_URL=srv.url, LIQ_SYMBOLS=symbols)
+        async with Running(BybitAdapter, srv.url, settings) as run:
+            peer = await srv.wait_connected(1)
+            await run.wait_for(lambda: bool(run.statuses("connected")), within=20)
+            assert run.adapter.refused == {"allLiquidation.C07USDT": "request refused"}
+            assert len(peer.streams) == 23 and "kline.1.C07USDT" in peer.streams
+            requests = [m for m in peer.received if '"subscribe"' in m]
+            assert len(requests) <= 3 + 2 * 10  # bounded: at most 2n-1 requests per refused batch of n
+
+
+class _VagueBybit(BybitServer):
+    """Refuses a request holding a refused topic without saying which."""
+
+    async def _on_message(self, peer: Peer, text: str) -> None:
+        request = json.loads(text)
+        if request.get("op") == "subscribe" and set(request["args"]) & self.refuse:
+            reply = {"success": False, "ret_msg": "request refused", "req_id": request["req_id"], "op": "subscribe"}
+            await self._send(peer, json.dumps(reply))
+            return
+        await super()._on_message(peer, text)
 
 
 async def test_binance_refused_handshake_is_retried() -> None:
@@ -208,11 +259,14 @@ class _ShortLivedBinance(BinanceAdapter):
 
 
 async def test_binance_rotates_before_the_venue_cuts_the_connection() -> None:
+    """Make before break: the successor is connected before the old connection closes."""
     async with BinanceServer() as srv, _running("binance", srv, _ShortLivedBinance) as run:
         await srv.wait_connected(2, within=20)
-        await run.wait_for(lambda: len(run.statuses("connected")) >= 2)
-        assert run.statuses("disconnected")[0].reason == "24h rotation"
-        assert run.health.last_error == ""
+        await run.wait_for(lambda: len(run.statuses("connected")) >= 2 and bool(run.statuses("disconnected")))
+        first, second = run.statuses("connected")[:2]
+        [ended] = [s for s in run.statuses("disconnected") if s.connection_id == first.connection_id]
+        assert ended.reason == "24h rotation" and second.at_ms <= ended.at_ms
+        assert run.health.last_error == "" and run.health.reconnects == 0
 
 
 async def test_full_queue_applies_backpressure_without_losing_events() -> None:

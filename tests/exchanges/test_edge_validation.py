@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from collector.exchanges.binance import BinanceAdapter
 from collector.exchanges.bybit import BybitAdapter, BybitLiquidation
-from collector.exchanges.connection import ExchangeAdapter, SessionEnded
+from collector.exchanges.connection import ExchangeAdapter
 from collector.health import StreamHealth, one_line
 from collector.replay_server import BybitServer, Peer
 from collector.storage.redis_live import fast_member
@@ -154,8 +154,12 @@ def test_non_ascii_symbols_pass_end_to_end(ascii_only: bool) -> None:
     first, second = bybit.handle(raw, RECEIVED_MS)
     assert (first.symbol, second.symbol) == ("币安人生USDT", "龙虾USDT")
     assert first.value_usd == Decimal("120") * Decimal("97012.5")
-    assert first.key == dedup_key("bybit", "币安人生USDT", 1732400001001, Side.LONG, first.price, first.quantity)
-    assert first.key != dedup_key("bybit", "BTCUSDT", 1732400001001, Side.LONG, first.price, first.quantity)
+    assert first.key == dedup_key(
+        "bybit", "币安人生USDT", 1732400001001, Side.LONG, first.price, first.quantity, "1732400002000#0"
+    )
+    assert first.key != dedup_key(
+        "bybit", "BTCUSDT", 1732400001001, Side.LONG, first.price, first.quantity, "1732400002000#0"
+    )
     assert decode_liquidation(fast_member(first))["symbol"] == "币安人生USDT"
     binance = _adapter(BinanceAdapter)
     [liq] = binance.handle(_force_order(s="牛来USDT"), RECEIVED_MS)
@@ -259,7 +263,9 @@ def test_the_same_liquidation_written_differently_is_one_event() -> None:
     assert events[0] == events[1] == events[2]
     assert {str(e.quantity) for e in events} == {"0.5"} and {str(e.price) for e in events} == {"97012.5"}
     assert len({e.key for e in events}) == 1 and len({fast_member(e) for e in events}) == 1
-    assert events[0].key == dedup_key("bybit", "BTCUSDT", 1732400001001, Side.LONG, Decimal("97012.5"), Decimal("0.5"))
+    assert events[0].key == dedup_key(
+        "bybit", "BTCUSDT", 1732400001001, Side.LONG, Decimal("97012.5"), Decimal("0.5"), "1732400002000#0"
+    )
     assert adapter.handle(_bybit(_item(1732400001001, v="5E-1")), RECEIVED_MS) == []  # exponents are refused
     assert adapter.health.drops == {"bad_number": 1}
     binance = _adapter(BinanceAdapter)
@@ -315,11 +321,16 @@ def test_a_newline_in_a_symbol_or_a_frame_is_one_log_line(caplog: pytest.LogCapt
     assert len(messages) == 2 and "\\n20261201" in messages[1]
 
 
-def test_a_refusal_message_with_a_newline_is_one_line() -> None:
+def test_a_refusal_message_with_a_newline_is_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="collector.exchanges")
+    adapter = _adapter(BybitAdapter)
+    adapter.current = shard = adapter.shards[0]
+    shard.pending = {"sub-1": (True, ["allLiquidation.BTCUSDT"])}
     refusal = {"success": False, "ret_msg": "Invalid topic" + FORGED, "req_id": "sub-1", "op": "subscribe"}
-    with pytest.raises(SessionEnded) as ended:
-        _adapter(BybitAdapter).handle(json.dumps(refusal), RECEIVED_MS)
-    assert "\n" not in ended.value.reason and "\\n20261201" in ended.value.reason
+    adapter.handle(json.dumps(refusal), RECEIVED_MS)
+    [reason] = adapter.refused.values()
+    assert "\n" not in reason and "\\n20261201" in reason
+    assert all("\n" not in m for m in _one_line_records(caplog))
 
 
 class _RefusingBybit(BybitServer):
@@ -332,17 +343,15 @@ class _RefusingBybit(BybitServer):
             await self._send(peer, json.dumps(dict(reply, op="subscribe", conn_id=peer.conn_id)))
 
 
-async def test_a_refusal_over_the_wire_logs_one_line_and_stores_one_line(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_refusal_over_the_wire_logs_one_line_and_shows_one_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="collector.exchanges")
     async with _RefusingBybit() as srv:
         async with Running(BybitAdapter, srv.url, adapter_settings(LIQ_BYBIT_WS_URL=srv.url)) as run:
-            await run.wait_for(lambda: bool(run.statuses("disconnected")))
-            await run.wait_for(lambda: "retrying in" in caplog.text)
-    [first, *_] = run.statuses("disconnected")
-    assert first.reason.startswith("subscribe refused: Invalid topic\\n20261201")
-    assert run.health.last_error.startswith("subscribe refused: Invalid topic\\n20261201")  # escaped once
+            await run.wait_for(lambda: len(run.adapter.refused) == 2)
+    assert not [s for s in run.statuses("disconnected") if s.reason != "shutdown"]
+    assert all(r.startswith("Invalid topic\\n20261201") for r in run.health.snapshot()["refused_topics"].values())
     messages = _one_line_records(caplog)
-    assert any("subscribe refused" in m for m in messages)
+    assert any("refused: Invalid topic" in m for m in messages)
 
 
 def test_a_parser_bug_in_one_item_costs_that_item_only(
@@ -351,10 +360,10 @@ def test_a_parser_bug_in_one_item_costs_that_item_only(
     caplog.set_level(logging.WARNING, logger="collector.exchanges")
     original = BybitLiquidation.to_event
 
-    def buggy(self: BybitLiquidation, received_ms: int, source: str, max_age_ms: int | None) -> Liquidation:
+    def buggy(self: BybitLiquidation, received_ms: int, source: str, max_age_ms: int | None, *rest: Any) -> Liquidation:
         if self.s == "ETHUSDT":
             raise ValueError("boom" + FORGED)
-        return original(self, received_ms, source, max_age_ms)
+        return original(self, received_ms, source, max_age_ms, *rest)
 
     monkeypatch.setattr(BybitLiquidation, "to_event", buggy)
     adapter = _adapter(BybitAdapter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 from decimal import Decimal
@@ -30,7 +31,8 @@ _AMOUNT_TEXT = st.one_of(
 
 def _reference_key(exchange: str, symbol: str, time_ms: int, side: str, price: Decimal, quantity: Decimal) -> int:
     """The key's definition, written the slow and obvious way (bench/synth.py relies on it too)."""
-    text = f"{exchange}|{symbol}|{time_ms}|{side}|{price.normalize():f}|{quantity.normalize():f}"
+    exact = decimal.Context(prec=100)  # normalize() rounds to the context's 28 digits by default
+    text = f"{exchange}|{symbol}|{time_ms}|{side}|{price.normalize(exact):f}|{quantity.normalize(exact):f}"
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True) >> 1
 
 

@@ -98,3 +98,14 @@ def test_on_a_server_of_its_own_liq_reader_reaches_its_database_only(own_pg: Own
             psycopg.connect(reader_url(_on(own_pg.url, dbname), ""), connect_timeout=5).close()
     with psycopg.connect(reader_url(own_pg.url, "")) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("liq_reader",)
+
+
+def test_the_provisioned_server_keeps_liq_reader_out_of_the_maintenance_databases(database_url: str) -> None:
+    """scripts/services.sh revokes PUBLIC's CONNECT on postgres and template1 of the cluster it
+    provisions, so on it liq_reader reaches the project's databases only."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        for name in ("postgres", "template1"):
+            row = admin.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", (name,)).fetchone()
+            assert row == (False,), f"PUBLIC may still connect to {name}"
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        psycopg.connect(_on(reader_url(database_url, ""), "postgres"), connect_timeout=5).close()
