@@ -516,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        symbol = args.symbol or settings.symbols[0]
+        symbol = args.symbol or settings.default_symbol
         exchanges = _exchanges(args.exchanges, settings)
         _COMMANDS[args.command](args, settings, None if symbol == "ALL" else symbol, exchanges)
     except UsageError as exc:

@@ -58,7 +58,7 @@ PAGES = (
 
 
 def _known_symbols(settings: Settings) -> list[str]:
-    symbols = list(settings.symbols)
+    symbols = list(settings.configured_symbols)
     try:
         stored = cached_known_symbols(str(settings.app_database_url))
         symbols += [s for s in stored if s not in symbols and valid_symbol(s)]  # odd stored names are not offered
@@ -69,7 +69,7 @@ def _known_symbols(settings: Settings) -> list[str]:
 
 def _first_run_state(settings: Settings, symbols: list[str]) -> ViewState:
     params = {k: st.query_params.get(k, "") for k in st.query_params}
-    state, warnings = parse_state(params, symbols, settings.exchanges, default_symbol=settings.symbols[0])
+    state, warnings = parse_state(params, symbols, settings.exchanges, default_symbol=settings.default_symbol)
     st.session_state[_WARNINGS_KEY] = (state, warnings)
     return state
 
@@ -102,7 +102,7 @@ def _parse_day_input(raw: str) -> date | None:
 
 def _sidebar(settings: Settings, symbols: list[str], state: ViewState) -> ViewState:
     options = [ALL, *symbols]
-    _init_widget("f_symbol", state.symbol if state.symbol in options else options[1])
+    _init_widget("f_symbol", state.symbol if state.symbol in options else options[min(1, len(options) - 1)])
     _init_widget("f_exchanges", list(state.exchanges))
     hours_choices = list(HOURS_CHOICES)
     if state.hours is not None and state.hours not in hours_choices:
@@ -185,7 +185,7 @@ def main() -> None:
         st.stop()
 
     symbols = _known_symbols(settings)
-    remember_defaults(settings.symbols[0], settings.exchanges)
+    remember_defaults(settings.default_symbol, settings.exchanges)
     first_run = SESSION_KEY not in st.session_state
     state = _first_run_state(settings, symbols) if first_run else current_view()
     set_view(_sidebar(settings, symbols, state))

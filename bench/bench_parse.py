@@ -278,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds per case (default 5)")
     args = parser.parse_args(argv)
     pinned = _pin_one_cpu()
-    settings = load_settings(env={"LIQ_NONLIVE_SOURCE": "bench"}, dotenv=None)
+    settings = load_settings(env={"LIQ_NONLIVE_SOURCE": "bench", "LIQ_SYMBOLS": "BTCUSDT"}, dotenv=None)
     print(f"parse + normalise per frame: {args.rounds} rounds x {args.frames} frames per case, {pinned}")
     print("p99 best: the quietest round (other processes preempt us on a shared machine); p99 all: every sample;")
     print("cpu us: process CPU time per frame, which time spent preempted does not inflate")

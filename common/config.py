@@ -90,6 +90,16 @@ class Settings:
         return self.symbols == (ALL,)
 
     @property
+    def default_symbol(self) -> str:
+        """The symbol a view opens on: the whole market (ALL) unless a list names the first one."""
+        return self.symbols[0]
+
+    @property
+    def configured_symbols(self) -> tuple[str, ...]:
+        """The explicit LIQ_SYMBOLS list; empty for ALL (the venues' lists decide)."""
+        return () if self.all_symbols else self.symbols
+
+    @property
     def all_candle_symbols(self) -> bool:
         """LIQ_CANDLE_SYMBOLS=ALL: candles for every tracked symbol."""
         return self.candle_symbols == (ALL,)
@@ -232,7 +242,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
             raise ConfigError(
                 f"LIQ_EXCHANGES: unknown exchange {exchange!r}; supported: {', '.join(SUPPORTED_EXCHANGES)}"
             )
-    symbols = r.symbols("LIQ_SYMBOLS", "BTCUSDT")
+    symbols = r.symbols("LIQ_SYMBOLS", ALL)
 
     nonlive = r.text("LIQ_NONLIVE_SOURCE", "replay").lower()
     if not _SOURCE_RE.match(nonlive) or nonlive == "live":

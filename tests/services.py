@@ -109,6 +109,7 @@ def make_settings(database_url: str, redis_prefix: str, tmp: Path, **overrides: 
         "LIQ_REDIS_PREFIX": redis_prefix,
         "LIQ_SPOOL_DIR": str(tmp / "spool"),
         "LIQ_NONLIVE_SOURCE": "test",
+        "LIQ_SYMBOLS": "BTCUSDT",  # the tests' own symbol; LIQ_SYMBOLS=ALL is tested on its own
     }
     env.update(overrides)
     return load_settings(env=env, dotenv=None)

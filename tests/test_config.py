@@ -11,7 +11,7 @@ def test_defaults_point_at_the_real_exchanges() -> None:
     assert s.binance_ws_url == BINANCE_WS_URL == "wss://fstream.binance.com/market"
     assert s.bybit_ws_url == BYBIT_WS_URL == "wss://stream.bybit.com/v5/public/linear"
     assert s.exchanges == ("binance", "bybit")
-    assert s.symbols == ("BTCUSDT",)
+    assert s.symbols == ("ALL",)  # the whole market
     assert s.institutional_usd == Decimal(100000)
     assert s.source_for(s.binance_ws_url) == "live"
     assert s.source_for(s.bybit_ws_url) == "live"
@@ -66,3 +66,9 @@ def test_reader_url_keeps_server_and_database() -> None:
         == "postgresql://liq_reader:r%20pw@db.example:6543/liq"
     )
     assert reader_url("postgresql://liq@127.0.0.1/liq", "") == "postgresql://liq_reader@127.0.0.1/liq"
+
+
+def test_an_explicit_symbol_list_is_the_configured_set_and_its_first_is_the_default_view() -> None:
+    s = load_settings(env={"LIQ_SYMBOLS": "ethusdt,币安人生USDT"}, dotenv=None)
+    assert s.symbols == s.configured_symbols == ("ETHUSDT", "币安人生USDT") and not s.all_symbols
+    assert s.default_symbol == "ETHUSDT"

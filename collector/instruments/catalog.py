@@ -316,7 +316,7 @@ class InstrumentCatalog:
             "REST is retried and replaces them when it answers",
             venue.exchange,
             len(stored.instruments),
-            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stored.stored_ms / 1000)),
+            time.strftime("%Y%m%d %H:%M:%S UTC", time.gmtime(stored.stored_ms / 1000)),
         )
 
     def _schedule_retry(self, venue: _Venue) -> None:

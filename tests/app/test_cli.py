@@ -38,6 +38,7 @@ def _run(settings: Settings, *args: str, timeout: float = 120) -> subprocess.Com
         "REDIS_URL": str(settings.redis_url),
         "LIQ_REDIS_PREFIX": settings.redis_prefix,
         "LIQ_NONLIVE_SOURCE": settings.nonlive_source,
+        "LIQ_SYMBOLS": ",".join(settings.symbols),
     }
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],

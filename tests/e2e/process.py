@@ -29,6 +29,7 @@ def collector_env(database_url: str, prefix: str, tmp: Path, **extra: str) -> di
         "LIQ_REDIS_PREFIX": prefix,
         "LIQ_SPOOL_DIR": str(tmp / "spool"),
         "LIQ_NONLIVE_SOURCE": "test",
+        "LIQ_SYMBOLS": "BTCUSDT",
         **extra,
     }
 

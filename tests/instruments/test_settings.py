@@ -13,7 +13,7 @@ def test_defaults() -> None:
     assert (BINANCE_REST_URL, BYBIT_REST_URL) == (s.binance_rest_url, s.bybit_rest_url)
     assert s.instruments_refresh_s == 3600
     assert s.candle_symbols == ("ALL",) and s.all_candle_symbols
-    assert s.symbols == ("BTCUSDT",) and not s.all_symbols  # the default moves to ALL with the wiring
+    assert s.symbols == ("ALL",) and s.all_symbols and s.configured_symbols == () and s.default_symbol == "ALL"
 
 
 def test_all_and_explicit_lists() -> None:
