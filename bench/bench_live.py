@@ -35,18 +35,15 @@ import time
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import redis
-from psycopg import sql
 
+from bench.bench_pipeline import create_bench_database, drop_bench_database
 from collector.storage.redis_live import RedisLive
 from collector.storage.spool import Batch
 from common.config import load_settings
 from common.events import Liquidation, Side
 from common.live_view import WINDOW_MS, Keys
-from db.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -246,21 +243,6 @@ def _viewers(env: dict[str, str], counts: list[int], hold_s: float, log: Path) -
     return rows
 
 
-def _create_database(base_url: str) -> str:
-    name = f"liq_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = urlunsplit(urlsplit(base_url)._replace(path=f"/{name}"))
-    migrate(url)
-    return url
-
-
-def _drop_database(base_url: str, url: str) -> None:
-    name = urlsplit(url).path.lstrip("/")
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=500_000)
@@ -273,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"liqbench:{secrets.token_hex(4)}:"
     keys = Keys(prefix)
     client = redis.Redis.from_url(str(base.redis_url))
-    db_url = _create_database(str(base.database_url))
+    db_url = create_bench_database(str(base.database_url))
     stop = threading.Event()
     beat: threading.Thread | None = None
     try:
@@ -311,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
             client.unlink(key)
         client.close()
-        _drop_database(str(base.database_url), db_url)
+        drop_bench_database(str(base.database_url), db_url)
     return 0
 
 

@@ -61,7 +61,7 @@ def _make_event(i: int, base_ms: int, received_ms: int) -> Liquidation:
     )
 
 
-def _create_database(base_url: str) -> str:
+def create_bench_database(base_url: str) -> str:
     name = f"liq_bench_{secrets.token_hex(4)}"
     with psycopg.connect(base_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -70,7 +70,7 @@ def _create_database(base_url: str) -> str:
     return url
 
 
-def _drop_database(base_url: str, url: str) -> None:
+def drop_bench_database(base_url: str, url: str) -> None:
     name = urlsplit(url).path.lstrip("/")
     with psycopg.connect(base_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -152,7 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     base_env = load_settings()
     prefix = f"liqbench:{secrets.token_hex(4)}:"
-    url = _create_database(base_env.database_url)
+    url = create_bench_database(base_env.database_url)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             env = {
@@ -174,7 +174,7 @@ def main() -> None:
                     f"latency at {target:,} events/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms ({n:,} events)"
                 )
     finally:
-        _drop_database(base_env.database_url, url)
+        drop_bench_database(base_env.database_url, url)
         client = redis.Redis.from_url(base_env.redis_url)
         keys = list(client.scan_iter(match=f"{prefix}*"))
         if keys:
