@@ -23,9 +23,13 @@ from tests.storage.factories import now_ms
 from tests.storage.helpers import db_count, running_service, wait_until
 
 
-def _frame(*items: dict[str, Any]) -> str:
-    """Raw text as the venue sends it; json.dumps writes the NUL as the JSON escape "\\u0000"."""
-    return json.dumps({"topic": "allLiquidation.BTCUSDT", "type": "snapshot", "ts": now_ms(), "data": list(items)})
+def _frame(*items: dict[str, Any], ts: int | None = None) -> str:
+    """Raw text as the venue sends it; json.dumps writes the NUL as the JSON escape "\\u0000".
+
+    A re-sent push keeps its `ts`: Bybit's dedup key holds the push time and the item's index, so
+    the same liquidation in another push is another liquidation (two real twins)."""
+    push = now_ms() if ts is None else ts
+    return json.dumps({"topic": "allLiquidation.BTCUSDT", "type": "snapshot", "ts": push, "data": list(items)})
 
 
 def _item(t: int, symbol: str, side: str, size: str, price: str) -> dict[str, Any]:
@@ -50,7 +54,10 @@ async def test_a_resent_liquidation_is_stored_once_and_a_nul_symbol_costs_only_i
     clean_db: str, redis_prefix: str, sync_redis: redis.Redis, tmp_path: Path
 ) -> None:
     t = now_ms() - 120_000
-    resent = [_frame(_item(t, "BTCUSDT", "Buy", size, "97012.50")) for size in ("0.5", "0.50", "0.500", "5E-1")]
+    push = now_ms()
+    resent = [
+        _frame(_item(t, "BTCUSDT", "Buy", size, "97012.50"), ts=push) for size in ("0.5", "0.50", "0.500", "5E-1")
+    ]
     mixed = _frame(
         _item(t + 1_000, "ETHUSDT", "Sell", "4.20", "3320.15"),
         _item(t + 2_000, "BTC\x00USDT", "Buy", "1.000", "97000.00"),
