@@ -53,3 +53,4 @@ bench: venv-dev services
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_export
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_cascades
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_live
+	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_market

@@ -1,5 +1,6 @@
 """The command line on the app's data functions: `python -m app.cli COMMAND [options]`.
 
+    market  [--hours 1|4|12|24 --min-usd X]     the market overview: every venue and coin
     snapshot                      the live 60-minute view from Redis
     totals  [--since D --until D | --hours N]   accumulated totals from TimescaleDB
     chart   --hours N --out FILE.html           the TradingView-style chart as a standalone page
@@ -10,6 +11,19 @@ are YYYYMMDD (UTC days, --until inclusive), times HH:MM:SS UTC. Exit codes: 0 do
 is unreachable, 2 bad arguments or configuration (with a message saying which).
 It reads the same settings as the app (environment, then .env) and calls the same data functions,
 without Streamlit's caching.
+
+The text layout is the users' old tools': every breakdown line reads
+`LONG: 15 events | 5.2340 BTC | $560,842.00 | 63.5%` (per side, then per exchange under its name,
+`binance (lower bound): ...` for sampled venues, with the lower-bound note below). The amount is in
+the symbol's coin, the canonical base (`1000PEPEUSDT` reads PEPE: amounts x 1000); ALL, the whole
+market, shows USD only, since amounts of different coins do not add up. `snapshot` then lists the
+latest 10 liquidations as a table and the few cascades that matter (at most 5: the active ones, then
+the largest by USD; `... and N smaller cascades`); `totals` gives the data collection period (first
+and last liquidation of the selection) and the average rates per hour over it. `--json` carries the
+same figures (`unit`, `base_amount`, `latest`, `top_cascades`, `period`, `rates_per_hour`), exact.
+
+A new command is a subparser in `_parser()` (with the `common` / `ranged` option parents) plus a
+`_COMMANDS` entry taking (args, settings, symbol or None for ALL, exchanges).
 """
 
 from __future__ import annotations
@@ -19,16 +33,23 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common import venues
+
 if TYPE_CHECKING:
+    import pandas as pd
+
     from app.data.history import Agg, Breakdown
     from common.config import Settings
+    from common.events import Cascade
 
 MAX_HOURS = 10 * 8760
+HOUR_MS = 3_600_000
 
 
 class UsageError(ValueError):
@@ -93,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m app.cli", description=__doc__.split("\n\n")[0] if __doc__ else "")
     sub = parser.add_subparsers(dest="command", required=True)
+    market = sub.add_parser("market", parents=[common], help="every venue and coin over 1, 4, 12 or 24 h")
+    market.add_argument("--hours", type=int, choices=(1, 4, 12, 24), default=24, help="the window (default 24)")
+    market.add_argument("--min-usd", type=_usd, default=Decimal(10_000), help="the feed's threshold (default 10000)")
     sub.add_parser("snapshot", parents=[common], help="the live 60-minute view from Redis")
     sub.add_parser("totals", parents=[common, ranged], help="accumulated totals (default: whole history)")
     chart = sub.add_parser("chart", parents=[common], help="write the TradingView-style chart as HTML")
@@ -147,57 +171,131 @@ def _now_ms() -> int:
 # ---------------------------------------------------------------- output
 
 
+LATEST = 10  # rows of the snapshot's table of latest liquidations
+TOP_CASCADES = 5  # cascades the snapshot lists at most (the largest by USD, active ones first)
+
+
 def _stamp(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y%m%d %H:%M:%S UTC")
 
 
-def _agg_json(a: Agg, total: Decimal) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Unit:
+    """The base unit a single-symbol view reads in: the coin (`BTC`; `PEPE` for `1000PEPEUSDT`,
+    whose amounts are multiplied by 1000). The whole market (ALL) has none: coins do not add up."""
+
+    name: str
+    multiplier: Decimal = Decimal(1)
+
+    def amount(self, quantity: Decimal) -> Decimal:
+        """A stored quantity (the venue's base units) in the canonical base."""
+        return quantity * self.multiplier
+
+
+def _unit(symbol: str | None, exchanges: Sequence[str]) -> Unit | None:
+    from common.instruments import guess_instrument
+
+    if symbol is None:
+        return None
+    inst = guess_instrument(exchanges[0] if exchanges else "", symbol)  # read from the symbol's spelling
+    return Unit(_one_line(inst.base), inst.multiplier)
+
+
+def _row_amount(exchange: str, symbol: str, quantity: Decimal) -> tuple[Decimal, str]:
+    """One liquidation's amount in its own canonical base, and that base's name."""
+    from common.instruments import guess_instrument
+
+    inst = guess_instrument(exchange, symbol)
+    return inst.canonical_quantity(quantity), _one_line(inst.base)
+
+
+def _span(ms: int) -> str:
+    """A duration as the users' tools wrote it: `24d 23h 59m`, `6h 30m`, `12m 5s`, `40s`."""
+    seconds = max(0, ms) // 1000
+    d, rest = divmod(seconds, 86_400)
+    h, rest = divmod(rest, 3_600)
+    m, s = divmod(rest, 60)
+    if d:
+        return f"{d}d {h}h {m}m"
+    if h:
+        return f"{h}h {m}m"
+    return f"{m}m {s}s" if m else f"{s}s"
+
+
+def _events(n: int) -> str:
+    from app.format import fmt_count
+
+    return f"{fmt_count(n)} events"  # "1 events" too: the users' scripts read `N events` (as `market` prints)
+
+
+def _agg_text(a: Agg, total_usd: Decimal, unit: Unit | None) -> str:
+    """`15 events | 5.2340 BTC | $560,842.00 | 63.5%` (no base amount for ALL)."""
+    from app.format import fmt_pct, fmt_qty, fmt_usd, share_pct
+
+    parts = [_events(a.events)]
+    if unit is not None:
+        parts.append(f"{fmt_qty(unit.amount(a.quantity))} {unit.name}")
+    parts += [fmt_usd(a.usd), fmt_pct(share_pct(a.usd, total_usd))]
+    return " | ".join(parts)
+
+
+def _agg_json(a: Agg, total: Decimal, unit: Unit | None) -> dict[str, Any]:
     share = a.usd / total * 100 if total else None
-    return {
+    out: dict[str, Any] = {
         "events": a.events,
-        "quantity": f"{a.quantity:f}",
         "usd": f"{a.usd:f}",
         "share_pct": None if share is None else f"{share:.1f}",
     }
+    if unit is not None:  # the whole market has no base amount: coins do not add up
+        out["quantity"] = f"{a.quantity:f}"  # as stored: the venue's base units (1000PEPE)
+        out["base_amount"] = f"{unit.amount(a.quantity):f}"  # in `unit` (PEPE)
+    return out
 
 
-def _breakdown_json(b: Breakdown) -> dict[str, Any]:
+def _breakdown_json(b: Breakdown, unit: Unit | None, exchanges: Sequence[str]) -> dict[str, Any]:
     from app.data.history import Agg
+    from app.format import lower_bound
 
     total = b.total.usd
     return {
-        "total": _agg_json(b.total, total),
-        "by_side": {s: _agg_json(b.by_side.get(s, Agg()), total) for s in ("LONG", "SHORT")},
-        "by_exchange": {e: _agg_json(a, total) for e, a in sorted(b.by_exchange.items())},
+        "unit": None if unit is None else unit.name,
+        "total": _agg_json(b.total, total, unit),
+        "by_side": {s: _agg_json(b.by_side.get(s, Agg()), total, unit) for s in ("LONG", "SHORT")},
+        "by_exchange": {e: _agg_json(a, total, unit) for e, a in sorted(b.by_exchange.items())},
         "largest_usd": None if b.max_usd is None else f"{b.max_usd:f}",
+        "lower_bound_note": lower_bound(exchanges),
     }
 
 
-def _breakdown_lines(b: Breakdown, exchanges: Sequence[str]) -> list[str]:
+def _breakdown_lines(name: str, b: Breakdown, exchanges: Sequence[str], unit: Unit | None) -> list[str]:
+    """The symbol's (or ALL's) line, then per side and per exchange; shares are of the selection's USD."""
     from app.data.history import Agg
-    from app.format import BINANCE_LOWER_BOUND, LONG_SHORT_LABEL, fmt_count, fmt_pct, fmt_qty, fmt_usd, share_pct
+    from app.format import LONG_SHORT_LABEL, exchange_label, fmt_usd, lower_bound
 
     total = b.total.usd
-    lines = [
-        f"  total      {fmt_usd(total):>22}  {fmt_count(b.total.events):>9} liquidations  {fmt_qty(b.total.quantity)} base"
-    ]
-    lines.append(f"  {LONG_SHORT_LABEL}:")
+    lines = [f"  {_one_line(name)}: {_agg_text(b.total, total, unit)}", f"  {LONG_SHORT_LABEL}:"]
     for side in ("LONG", "SHORT"):
-        a = b.by_side.get(side, Agg())
-        lines.append(
-            f"    {side:<8} {fmt_usd(a.usd):>22}  {fmt_pct(share_pct(a.usd, total)):>7}  {fmt_count(a.events):>9}"
-        )
+        lines.append(f"    {side}: {_agg_text(b.by_side.get(side, Agg()), total, unit)}")
     lines.append("  by exchange:")
     for exchange in exchanges:
-        a = b.by_exchange.get(exchange, Agg())
-        lines.append(
-            f"    {exchange:<8} {fmt_usd(a.usd):>22}  {fmt_pct(share_pct(a.usd, total)):>7}  {fmt_count(a.events):>9}"
-        )
+        lines.append(f"    {exchange_label(exchange)}: {_agg_text(b.by_exchange.get(exchange, Agg()), total, unit)}")
     if b.max_usd is not None:
-        lines.append(f"  largest    {fmt_usd(b.max_usd):>22}")
-    if "binance" in exchanges:
-        lines.append(f"  note: {BINANCE_LOWER_BOUND}")
+        lines.append(f"  largest liquidation: {fmt_usd(b.max_usd)}")
+    if lower_bound(exchanges):
+        lines.append(f"  note: {lower_bound(exchanges)}")
     return lines
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
+    """Columns padded to their widest cell and joined by ` | ` (numbers right-aligned)."""
+    widths = [max(len(c) for c in column) for column in zip(header, *rows, strict=True)]
+    out = []
+    for row in (header, *rows):
+        cells = [
+            c.rjust(w) if r and row is not header else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)
+        ]
+        out.append(" | ".join(cells).rstrip())
+    return out
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> None:
@@ -327,21 +425,122 @@ def _health_lines(health: dict[str, Any]) -> list[str]:
     return lines + _instrument_lines(health.get("instruments") or {})
 
 
+def _latest_json(events: pd.DataFrame, unit: Unit | None) -> list[dict[str, Any]]:
+    """The newest LATEST rows of the window: date, time, venue, side, amount in the coin, USD."""
+    from app.format import fmt_date, fmt_time
+
+    out = []
+    for r in events.head(LATEST).to_dict("records"):
+        at = int(r["time_ms"])
+        row: dict[str, Any] = {
+            "time_ms": at,
+            "date": fmt_date(at),
+            "time": fmt_time(at),
+            "exchange": r["exchange"],
+            "symbol": r["symbol"],
+            "side": str(r["side"]),
+            "usd": f"{r['value_usd']:f}",
+            "source": r["source"],
+        }
+        if unit is not None:
+            amount, base = _row_amount(r["exchange"], r["symbol"], r["quantity"])
+            row.update(base_amount=f"{amount:f}", unit=base)
+        out.append(row)
+    return out
+
+
+def _latest_lines(rows: list[dict[str, Any]], unit: Unit | None, complete: bool) -> list[str]:
+    from app.data.live import MAX_SCAN
+    from app.format import fmt_count, fmt_qty, fmt_usd
+
+    if not rows:
+        return ["  latest liquidations: none in the last 60 minutes"]
+    title = "  latest liquidation" if len(rows) == 1 else f"  latest {len(rows)} liquidations (newest first)"
+    if not complete:  # a rare selection: the scan stopped before finding LATEST rows
+        title += f" (only the newest {fmt_count(MAX_SCAN)} of the window were searched)"
+    header = ["Date", "Time (UTC)", "Exchange", *([] if unit else ["Symbol"]), "Side"]
+    header += [*([f"Amount ({unit.name})"] if unit else []), "USD Value"]
+    right = [False] * (len(header) - (2 if unit else 1)) + [True] * (2 if unit else 1)
+    cells = []
+    for r in rows:
+        row = [r["date"], r["time"], _one_line(r["exchange"]), *([] if unit else [_one_line(r["symbol"])]), r["side"]]
+        row += [*([fmt_qty(Decimal(r["base_amount"]))] if unit else []), fmt_usd(Decimal(r["usd"]))]
+        cells.append(row)
+    return [title + ":", *(f"    {line}" for line in _table(header, cells, right))]
+
+
+def _top_cascades(cascades: Sequence[Cascade]) -> tuple[list[Cascade], str]:
+    """The few cascades that matter: the active ones, then the largest by USD, TOP_CASCADES at most;
+    and the line that counts the others ('' when none is left out). They are "smaller" when the
+    cut only dropped ended cascades below the ones shown, "more" otherwise (too many active)."""
+    ranked = sorted(cascades, key=lambda c: (not c.active, -c.value_usd, -c.end_ms, c.id))
+    shown, rest = ranked[:TOP_CASCADES], ranked[TOP_CASCADES:]
+    if not rest:
+        return shown, ""
+    active = sum(1 for c in rest if c.active)
+    noun = "cascade" if len(rest) == 1 else "cascades"
+    if not active and any(not c.active for c in shown):
+        return shown, f"... and {len(rest)} smaller {noun}"
+    return shown, f"... and {len(rest)} more {noun}" + (f" ({active} still active)" if active else "")
+
+
+def _cascade_json(c: Cascade, unit: Unit | None) -> dict[str, Any]:
+    out = {
+        "id": c.id,
+        "symbol": c.symbol,
+        "side": str(c.side),
+        "start": _stamp(c.start_ms),
+        "end": _stamp(c.end_ms),
+        "events": c.count,
+        "usd": f"{c.value_usd:f}",
+        "active": c.active,
+        "exchanges": list(c.exchanges),
+    }
+    if unit is not None:  # a cascade's quantity is already in the canonical base (collector/cascades.py)
+        out.update(base_amount=f"{c.quantity:f}", unit=unit.name)
+    return out
+
+
+def _cascade_line(c: Cascade, unit: Unit | None) -> str:
+    from app.format import fmt_qty, fmt_usd
+
+    start, end = _stamp(c.start_ms), _stamp(c.end_ms)
+    until = end[9:] if end[:8] == start[:8] else end
+    parts = [_events(c.count), *([f"{fmt_qty(c.quantity)} {unit.name}"] if unit else []), fmt_usd(c.value_usd)]
+    parts.append(", ".join(_one_line(e) for e in c.exchanges))
+    state = "still active" if c.active else "ended"
+    return f"    {c.side} {_one_line(c.symbol)} · {start[:-4]} -> {until} · {state}: {' | '.join(parts)}"
+
+
+def _cascade_lines(cascades: Sequence[Cascade], unit: Unit | None) -> list[str]:
+    if not cascades:
+        return ["  cascades: none in the last 60 minutes"]
+    shown, omitted = _top_cascades(cascades)
+    lines = [f"  cascades ({len(cascades)} in the window; the largest by USD, active ones first):"]
+    lines += [_cascade_line(c, unit) for c in shown]
+    return lines + ([f"    {omitted}"] if omitted else [])
+
+
 def _snapshot(args: argparse.Namespace, settings: Settings, symbol: str | None, exchanges: tuple[str, ...]) -> None:
     from app.data.connections import open_redis
     from app.data.live import snapshot
     from common.live_view import COLLECTOR_STALE_MS, WINDOW_MS, Keys
 
+    keys = Keys(settings.redis_prefix)
     client = open_redis(str(settings.redis_url), settings.redis_timeout_s)
     try:
-        snap = snapshot(client, Keys(settings.redis_prefix), symbol, exchanges)
+        snap = snapshot(client, keys, symbol, exchanges, latest=LATEST)
+        cascades = list(snap.cascades)  # matched on canonical names by the data module
     finally:
         client.close()
+    unit = _unit(symbol, exchanges)
     age = snap.collector_age_ms
     collector = "not running" if age is None or age > COLLECTOR_STALE_MS else "running"
     nonlive = sorted(s for s in snap.sources if s != "live")
     start = snap.now_ms - WINDOW_MS
     health = _health_json(snap.collector, snap.health, exchanges)
+    latest = _latest_json(snap.events, unit)
+    top, _omitted = _top_cascades(cascades)
     data = {
         "command": "snapshot",
         "symbol": symbol or "ALL",
@@ -351,33 +550,84 @@ def _snapshot(args: argparse.Namespace, settings: Settings, symbol: str | None, 
         "collector": collector,
         "sources": sorted(snap.sources),
         "health": health,
-        "cascades": [
-            {
-                "id": c.id,
-                "symbol": c.symbol,
-                "side": str(c.side),
-                "start": _stamp(c.start_ms),
-                "events": c.count,
-                "usd": f"{c.value_usd:f}",
-                "active": c.active,
-            }  # fmt: skip
-            for c in snap.cascades
-        ],
-        **_breakdown_json(snap.totals),
+        "latest": latest,
+        "latest_complete": snap.latest_complete,
+        "cascades": [_cascade_json(c, unit) for c in cascades],
+        "top_cascades": [_cascade_json(c, unit) for c in top],
+        "cascades_omitted": len(cascades) - len(top),
+        **_breakdown_json(snap.totals, unit, exchanges),
     }
     lines = [
         f"{_one_line(symbol or 'ALL')} · last 60 minutes · {_stamp(start)} .. {_stamp(snap.now_ms)} · collector {collector}"
     ]
     if nonlive:
         lines.append(f"  WARNING: includes {', '.join(_one_line(n.upper()) for n in nonlive)} data — not live")
-    lines += _breakdown_lines(snap.totals, exchanges)
-    for c in data["cascades"]:
-        lines.append(
-            f"  cascade {c['start']} {_one_line(c['symbol'])} {c['side']} {c['events']} liquidations "
-            f"${Decimal(c['usd']):,.2f}"
-        )
+    lines += _breakdown_lines(symbol or "ALL", snap.totals, exchanges, unit)
+    lines += _latest_lines(latest, unit, snap.latest_complete)
+    lines += _cascade_lines(cascades, unit)
     lines += _health_lines(health)
     _emit(args, data, lines)
+
+
+@dataclass(frozen=True)
+class Period:
+    """The data collection period of a selection: its first and last liquidation (ms), and the
+    average rates per hour over that span (exact; None when both are the same instant)."""
+
+    first: int
+    last: int
+    events_h: Decimal | None
+    usd_h: Decimal | None
+    base_h: Decimal | None  # None for ALL: coins do not add up
+
+
+def _period(first: int | None, last: int | None, b: Breakdown, unit: Unit | None) -> Period | None:
+    if first is None or last is None or not b.total.events:
+        return None
+    if last <= first:
+        return Period(first, last, None, None, None)
+    hours = Decimal(last - first) / HOUR_MS
+    base = None if unit is None else unit.amount(b.total.quantity) / hours
+    return Period(first, last, b.total.events / hours, b.total.usd / hours, base)
+
+
+def _quantized(x: Decimal, places: str) -> str:
+    return f"{x.quantize(Decimal(places), rounding=ROUND_HALF_UP):f}"
+
+
+def _period_json(p: Period | None) -> dict[str, Any]:
+    if p is None:
+        return {"period": None, "rates_per_hour": None}
+    period = {
+        "first": _stamp(p.first),
+        "last": _stamp(p.last),
+        "first_ms": p.first,
+        "last_ms": p.last,
+        "duration": _span(p.last - p.first),
+        "duration_s": (p.last - p.first) // 1000,
+    }
+    if p.events_h is None or p.usd_h is None:
+        return {"period": period, "rates_per_hour": None}
+    rates = {"events": _quantized(p.events_h, "0.0001"), "usd": _quantized(p.usd_h, "0.01")}
+    if p.base_h is not None:
+        rates["base_amount"] = _quantized(p.base_h, "0.00000001")
+    return {"period": period, "rates_per_hour": rates}
+
+
+def _period_lines(p: Period | None, unit: Unit | None) -> tuple[str, str | None]:
+    """`Data collection period: A -> B (24d 23h 59m)` and `Average rates: ...` (None without events)."""
+    from app.format import fmt_qty, fmt_usd
+
+    if p is None:
+        return "  Data collection period: no liquidations in this range", None
+    head = f"  Data collection period: {_stamp(p.first)} -> {_stamp(p.last)} ({_span(p.last - p.first)})"
+    if p.events_h is None or p.usd_h is None:
+        return head, "  Average rates: n/a (one instant of data)"
+    parts = [f"{p.events_h.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f} events/h"]
+    if unit is not None and p.base_h is not None:
+        parts.append(f"{fmt_qty(p.base_h)} {unit.name}/h")
+    parts.append(f"{fmt_usd(p.usd_h)}/h")
+    return head, f"  Average rates: {' | '.join(parts)}"
 
 
 def _totals(args: argparse.Namespace, settings: Settings, symbol: str | None, exchanges: tuple[str, ...]) -> None:
@@ -388,12 +638,18 @@ def _totals(args: argparse.Namespace, settings: Settings, symbol: str | None, ex
     pool = open_pool(str(settings.app_database_url))
     try:
         f = Filters(symbol, exchanges, not args.include_nonlive)
-        first, _ = event_bounds(pool, f)
+        whole_history = args.since is None and args.until is None and args.hours is None
+        first, last = event_bounds(pool, f) if whole_history else (None, None)
         start, end, label = _range(args, _now_ms(), first)
         b = totals(pool, f, start, end)
+        inside = first is not None and last is not None and start <= first and last < end
+        if b.total.events and not inside:  # the first and last liquidation of the range
+            first, last = event_bounds(pool, f, start, end)
         cov = coverage(pool, f, start, end)
     finally:
         pool.close()
+    unit = _unit(symbol, exchanges)
+    period = _period(first, last, b, unit)
     data = {
         "command": "totals",
         "symbol": symbol or "ALL",
@@ -402,12 +658,17 @@ def _totals(args: argparse.Namespace, settings: Settings, symbol: str | None, ex
         "end": _stamp(end),
         "include_nonlive": args.include_nonlive,
         "connected_pct": {e: f"{p:.1f}" for e, p in sorted(cov.pct_by_exchange.items())},
-        **_breakdown_json(b),
+        **_period_json(period),
+        **_breakdown_json(b, unit, exchanges),
     }
-    lines = [f"{symbol or 'ALL'} · {label} · {_stamp(start)} .. {_stamp(end)}"]
+    period_line, rates_line = _period_lines(period, unit)
+    lines = [f"{_one_line(symbol or 'ALL')} · {label} · {_stamp(start)} .. {_stamp(end)}"]
     if args.include_nonlive:
         lines.append(f"  WARNING: includes {settings.nonlive_source.upper()} data — not live")
-    lines += _breakdown_lines(b, exchanges)
+    lines.append(period_line)
+    lines += _breakdown_lines(symbol or "ALL", b, exchanges, unit)
+    if rates_line:
+        lines.append(rates_line)
     lines.append(
         "  connected: " + ", ".join(f"{e} {fmt_pct(p)} of the period" for e, p in sorted(cov.pct_by_exchange.items()))
     )
@@ -428,7 +689,7 @@ def _chart(args: argparse.Namespace, settings: Settings, symbol: str | None, exc
     start = end - args.hours * 3_600_000
     interval = auto_interval(end - start)
     interval_ms = INTERVAL_MS[interval]
-    price_exchange = next((e for e in ("binance", "bybit") if e in exchanges), exchanges[0])
+    price_exchange = next((e for e in venues.NAMES if e in exchanges), exchanges[0])
     pool = open_pool(str(settings.app_database_url))
     try:
         f = Filters(symbol, exchanges, not args.include_nonlive)
@@ -500,7 +761,25 @@ def _export(args: argparse.Namespace, settings: Settings, symbol: str | None, ex
     _emit(args, data, [f"wrote {rows:,} liquidations to {args.out}", f"filter: {f.describe()}"])
 
 
-_COMMANDS = {"snapshot": _snapshot, "totals": _totals, "chart": _chart, "export": _export}
+def _market(args: argparse.Namespace, settings: Settings, symbol: str | None, exchanges: tuple[str, ...]) -> None:
+    """The Market overview page in the terminal (always the whole market: --symbol does not apply)."""
+    from app.data.connections import open_pool, open_redis
+    from app.data.market import market_overview
+    from app.market_text import market_json, render_market
+
+    pool = open_pool(str(settings.app_database_url))
+    client = open_redis(str(settings.redis_url), settings.redis_timeout_s)
+    try:
+        overview = market_overview(
+            pool, client, settings.redis_prefix, args.hours, _now_ms(), exchanges, args.include_nonlive, args.min_usd
+        )
+    finally:
+        client.close()
+        pool.close()
+    _emit(args, market_json(overview), render_market(overview))
+
+
+_COMMANDS = {"market": _market, "snapshot": _snapshot, "totals": _totals, "chart": _chart, "export": _export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ Public API (stable, also used by the pages and app/cli.py):
     fmt_datetime(t) -> "20260125 13:05:09 UTC"
     fmt_duration(seconds) -> "3d 04:05:06" fmt_age(seconds) -> "12.3 s ago"
     share_pct(part, total) -> Decimal | None
-    LONG_COLOR, SHORT_COLOR, SIDE_COLORS, LONG_SHORT_LABEL, BINANCE_LOWER_BOUND
+    LONG_COLOR, SHORT_COLOR, SIDE_COLORS, LONG_SHORT_LABEL, lower_bound(exchanges)
     agg_table(groups, label) -> display rows     exchange_label('binance') -> 'binance (lower bound)'
     side_style(value) -> CSS for Styler.map on a Side column
     plain_md(text) -> venue text escaped for st.markdown / captions / titles (data, never markup)
@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Protocol
+
+from common import venues
 
 LONG_COLOR = "#e5484d"  # red: longs liquidated
 SHORT_COLOR = "#30a46c"  # green: shorts liquidated
 SIDE_COLORS = {"LONG": LONG_COLOR, "SHORT": SHORT_COLOR}
 LONG_SHORT_LABEL = "liquidated longs vs shorts (USD)"
-BINANCE_LOWER_BOUND = "Binance figures are a lower bound: Binance sends at most one liquidation per symbol per second."
 MISSING = "–"
 
 Number = Decimal | int | float
@@ -190,5 +191,16 @@ def side_style(value: object) -> str:
 
 
 def exchange_label(exchange: str) -> str:
-    """Binance counts are a lower bound; say so wherever its figures appear."""
-    return f"{exchange} (lower bound)" if exchange == "binance" else exchange
+    """A sampled venue's counts are a lower bound; say so wherever its figures appear."""
+    return f"{exchange} (lower bound)" if venues.is_sampled(exchange) else exchange
+
+
+def lower_bound(exchanges: Iterable[str]) -> str:
+    """The caption for figures that include sampled venues (which ones, and how each samples)."""
+    return venues.lower_bound_note(list(exchanges))
+
+
+def with_lower_bound(text: str, exchanges: Iterable[str]) -> str:
+    """`text · <lower-bound note>`, or `text` alone when no sampled venue is among `exchanges`."""
+    note = lower_bound(exchanges)
+    return f"{text} · {note}" if note else text

@@ -44,9 +44,10 @@ from common.symbols import valid_symbol
 _HERE = Path(__file__).resolve().parent
 _WARNINGS_KEY = "url_warnings"
 _STARTED_KEY = "frame_started"
-# (file, title, url path, icon): all seven pages. The url path is the file's stem, the name
+# (file, title, url path, icon): every page, the first one the landing page. The url path is the file's stem, the name
 # Streamlit's legacy multipage mode gives the same file, so a link means one page in both modes.
 PAGES = (
+    ("pages/market.py", "Market", "market", ":material/public:"),  # the landing page
     ("pages/live.py", "Live", "live", ":material/bolt:"),
     ("pages/accumulated.py", "Accumulated", "accumulated", ":material/functions:"),
     ("pages/chart.py", "Chart", "chart", ":material/candlestick_chart:"),
@@ -157,8 +158,8 @@ def register_navigation(visible: bool) -> StreamlitPage:
     ]
 
     def _home() -> None:
-        # Streamlit serves the default page at "/" only; a hidden default that forwards to Live
-        # gives every page, Live included, its own path (/live) for shareable links.
+        # Streamlit serves the default page at "/" only; a hidden default that forwards to the
+        # Market overview gives every page, that one included, its own path (/market) for links.
         st.switch_page(pages[0], query_params=st.query_params.to_dict())
 
     home = st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
+from common import venues
 from common.symbols import valid_symbol
 
 ALL = "ALL"
@@ -50,7 +51,7 @@ _MAX_PARAM_CHARS = 200
 @dataclass(frozen=True)
 class ViewState:
     symbol: str = "BTCUSDT"
-    exchanges: tuple[str, ...] = ("binance", "bybit")
+    exchanges: tuple[str, ...] = venues.NAMES
     hours: int | None = None  # None: whole history
     since: date | None = None
     until: date | None = None  # inclusive

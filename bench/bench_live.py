@@ -275,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 "REDIS_URL": str(base.redis_url),
                 "LIQ_REDIS_PREFIX": prefix,
                 "LIQ_SYMBOLS": "BTCUSDT,ETHUSDT,SOLUSDT",
+                "LIQ_EXCHANGES": "binance,bybit",
                 "LIQ_APP_PASSWORD": "",
                 "LIQ_SPOOL_DIR": tmp,
             }

@@ -4,8 +4,9 @@ Join. Events are grouped by (canonical instrument, side): a resolver maps each e
 `common.instruments.Instrument` (by default `guess_instrument(exchange, symbol)`; the service may
 pass the venues' own lists), so Binance `BTCUSDT`, Bybit `BTCUSDT` and OKX `BTC-USDT-SWAP` form one
 cascade of `BTC-USDT-PERP`. A cascade's `symbol` is that canonical name, its `quantity` the sum of
-the members' sizes in the canonical base asset (`Instrument.base_quantity`: the 1000 of
-`1000PEPEUSDT` and contract sizes applied, so different multipliers are never summed raw) and its
+the members' sizes in the canonical base asset (`Instrument.canonical_quantity`: the 1000 of
+`1000PEPEUSDT` applied to sizes the adapters already turned from contracts into base units, so
+different multipliers are never summed raw; `usd` keeps each venue's USD, its share of the cascade) and its
 prices are per canonical base unit (`Instrument.base_price`).
 
 Rule `relative` (the default; LIQ_CASCADE_RULE). For each (instrument, side) the detector keeps
@@ -419,9 +420,10 @@ class CascadeDetector:
         if ev.key not in self._batch_keys:  # handed to the writers with an earlier batch
             update.flags.append((c.id, ev.key, ev.time_ms))
         c.count += 1
-        c.quantity += instrument.base_quantity(ev.quantity)
+        c.quantity += instrument.canonical_quantity(ev.quantity)
         c.value_usd += ev.value_usd
         c.counts[ev.exchange] = c.counts.get(ev.exchange, 0) + 1
+        c.usd[ev.exchange] = c.usd.get(ev.exchange, Decimal(0)) + ev.value_usd
         active.weighted += event_weight(ev)
         if self.relative:  # the fixed rule never trims it
             active.recent.append((ev.time_ms, ev.value_usd))

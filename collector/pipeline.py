@@ -28,6 +28,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from collector.cascades import CascadeDetector
@@ -38,8 +39,11 @@ from collector.storage.spool import Batch, Spool, SpoolError, SpoolFull, disk_er
 from collector.storage.timescale import DatabaseUnavailable, TimescaleWriter, WriteResult, one_line
 from common.config import Settings
 from common.events import Candle, Cascade, Event, Liquidation, StreamStatus
+from common.instruments import guess_instrument
 from common.live_view import TRIM_MARGIN_MS, WINDOW_MS
 
+DAY_MS = 86_400_000  # the cascade baselines' history
+CANDLE_FLUSH_S = 5.0  # how often the open minute of each candle is written (closed minutes: at once)
 log = logging.getLogger("collector.pipeline")
 
 T = TypeVar("T")
@@ -95,6 +99,15 @@ class Pipeline:
         self.quarantine = Quarantine(spool.path.parent)
         self._quarantined_live = False
         self._next_quarantine_rebuild = 0.0
+        # For the metrics (collector/metrics.py), read when scraped: nothing here waits on them.
+        self.liquidations: dict[tuple[str, str], int] = {}  # (exchange, side) -> routed to storage
+        self.observe_db: Callable[[float], None] | None = None  # seconds per TimescaleDB batch
+        self.observe_redis: Callable[[float], None] | None = None  # seconds per Redis batch
+        # Open candles, the latest update of each (exchange, symbol, minute): written every
+        # CANDLE_FLUSH_S instead of every push (Binance pushes each symbol's open minute 4 times a
+        # second: 2,400 row updates a second for the whole market); a closed minute goes at once.
+        self._open_candles: dict[tuple[str, str, int], Candle] = {}
+        self._candles_due = time.monotonic() + CANDLE_FLUSH_S
         self._blocked_since: float | None = None  # the spool cannot take batches since then
         self._next_block_log = 0.0
         self.routed_events = 0
@@ -105,6 +118,29 @@ class Pipeline:
         self.invalid_events = 0
 
     # --- router --------------------------------------------------------------------------
+    async def seed_cascade_baselines(self, sources: list[str]) -> int:
+        """Teach the cascade detector each instrument's last 24 hours from the 1-minute rollups, so
+        that a restart does not leave it judging cascades against the absolute floor alone for a
+        day. Minutes are summed per canonical instrument over every venue (as the detector counts
+        them) and only complete minutes before this one are read: the live flow adds the rest.
+        Returns the instruments seeded; a database that does not answer costs only the warm start."""
+        now = now_ms()
+        minute = now - now % 60_000
+        try:
+            rows = await self.db.minute_usd(minute - DAY_MS, minute, sources)
+        except DatabaseUnavailable as exc:
+            log.warning("cascade baselines start empty (the relative rule learns from the flow): %s", exc)
+            return 0
+        per: dict[str, dict[int, Decimal]] = {}
+        for exchange, symbol, minute_ms, usd in rows:
+            name = guess_instrument(exchange, symbol).canonical
+            minutes = per.setdefault(name, {})
+            minutes[minute_ms] = minutes.get(minute_ms, Decimal(0)) + usd
+        for name, minutes in per.items():
+            self.detector.seed_baseline(name, sorted(minutes.items()))
+        log.info("cascade baselines: %d instruments from %d stored minutes", len(per), len(rows))
+        return len(per)
+
     async def run_router(self, stop: asyncio.Event) -> None:
         """Route until `stop` is set and the queue is empty (the adapters have stopped by then)."""
         try:
@@ -114,8 +150,9 @@ class Pipeline:
                     break
                 await self._route(batch_events)
             ended = self.detector.close_all()
-            if ended:
-                await self._dispatch(Batch(cascades=ended))
+            pending = self._take_open_candles()
+            if ended or pending:
+                await self._dispatch(Batch(candles=pending, cascades=ended))
         finally:
             self._router_done = True
             self._hurry.set()
@@ -145,10 +182,22 @@ class Pipeline:
         return events
 
     async def _tick(self) -> None:
-        """Quiet second: end cascades that went quiet by wall clock."""
+        """Quiet second: end cascades that went quiet by wall clock; write open candles when due."""
         update = self.detector.tick(now_ms())
-        if update.cascades:
-            await self._dispatch(Batch(cascades=update.cascades))
+        candles = self._due_candles()
+        if update.cascades or candles:
+            await self._dispatch(Batch(candles=candles, cascades=update.cascades))
+
+    def _due_candles(self) -> list[Candle]:
+        if time.monotonic() < self._candles_due:
+            return []
+        return self._take_open_candles()
+
+    def _take_open_candles(self) -> list[Candle]:
+        self._candles_due = time.monotonic() + CANDLE_FLUSH_S
+        pending = list(self._open_candles.values())
+        self._open_candles.clear()
+        return pending
 
     async def _route(self, events: list[Event]) -> None:
         batch = Batch()
@@ -160,10 +209,17 @@ class Pipeline:
                     log.warning("dropped a liquidation with a non-positive amount: %r", ev)
                     continue
                 batch.liquidations.append(ev)
+                counted = (ev.exchange, ev.side.value)
+                self.liquidations[counted] = self.liquidations.get(counted, 0) + 1
                 if ev.value_usd >= self.settings.institutional_usd:
                     log.info(institutional_line(ev))
             elif isinstance(ev, Candle):
-                batch.candles.append(ev)
+                minute = (ev.exchange, ev.symbol, ev.open_ms)
+                if ev.closed:
+                    self._open_candles.pop(minute, None)
+                    batch.candles.append(ev)
+                else:
+                    self._open_candles[minute] = ev
             elif isinstance(ev, StreamStatus):
                 batch.statuses.append(ev)
                 self._own_connections.add(ev.connection_id)
@@ -176,6 +232,7 @@ class Pipeline:
             log.info(line)
         batch.cascades.extend(update.cascades)
         batch.flags.extend(update.flags)
+        batch.candles.extend(self._due_candles())
         self.routed_events += len(events)
         await self._dispatch(batch)
 
@@ -189,7 +246,10 @@ class Pipeline:
             await self._inbox_changed.wait()
         self._hurry.clear()
         self.backpressure_s += time.monotonic() - waited
+        started = time.perf_counter()
         await self.live.write(batch)
+        if self.observe_redis is not None:
+            self.observe_redis(time.perf_counter() - started)
         if self._on_redis_batch is not None:
             self._on_redis_batch(batch)
         self._inbox.append(batch)
@@ -259,12 +319,20 @@ class Pipeline:
         and the write goes on, detached; the spool is replayed only after it ended, so nothing is
         written out of order.
         """
-        write = asyncio.create_task(self.db.write(batch))
+        write = asyncio.create_task(self._timed_write(batch))
         try:
             return await self._watch(write, batch)
         except asyncio.CancelledError:
             write.cancel()
             raise
+
+    async def _timed_write(self, batch: Batch) -> WriteResult:
+        started = time.perf_counter()
+        try:
+            return await self.db.write(batch)
+        finally:
+            if self.observe_db is not None:
+                self.observe_db(time.perf_counter() - started)
 
     def _slow_after(self) -> float:
         """How long a database call may take before it stops holding up the router or a shutdown."""
@@ -408,7 +476,7 @@ class Pipeline:
                     log.error("%d spool lines do not decode: set aside in %s", len(undecodable), self.quarantine.path)
                     await asyncio.to_thread(self.quarantine.add_lines, undecodable, "spool line does not decode")
                 try:
-                    result = await self.db.write(chunk)
+                    result = await self._timed_write(chunk)
                 except DatabaseUnavailable as exc:
                     await self._quarantine(exc.refused)
                     return False

@@ -74,7 +74,7 @@ async def record(settings: Settings, out: TextIO, *, seconds: float | None, stop
     sink = _Sink(out)
     tasks: list[asyncio.Task[None]] = []
     for exchange in settings.exchanges:
-        url = settings.binance_ws_url if exchange == "binance" else settings.bybit_ws_url
+        url = settings.ws_url(exchange)
         adapter = ADAPTERS[exchange](settings, queue, StreamHealth(exchange, settings.source_for(url)))
         adapter.raw_hook = sink.hook(exchange)
         log.info("recording %s from %s", exchange, adapter.url)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from collector.health import StreamHealth, now_ms
+from collector.metrics import Metrics
 from collector.pipeline import Pipeline
 from collector.storage.maintenance import run_maintenance
 from collector.storage.redis_live import RedisLive
@@ -37,6 +38,7 @@ SHUTDOWN_BUDGET_S = 9.0
 _ADAPTER_STOP_S = 2.0
 _PUBLISH_INTERVAL_S = 1.0
 CATALOG_START_S = 20.0  # LIQ_SYMBOLS=ALL: how long start-up waits for the first instrument lists
+EXPLICIT_START_S = 5.0  # an explicit LIQ_SYMBOLS: the same, shorter (the list is known without them)
 
 
 class CollectorService:
@@ -53,7 +55,12 @@ class CollectorService:
             statement_timeout=settings.db_statement_timeout_s,
             batch_timeout=settings.db_batch_timeout_s,
         )
-        self.live = RedisLive(settings.redis_url, settings.redis_prefix, timeout=settings.redis_timeout_s)
+        self.live = RedisLive(
+            settings.redis_url,
+            settings.redis_prefix,
+            timeout=settings.redis_timeout_s,
+            stream_min_usd=settings.alert_stream_min_usd,
+        )
         try:
             self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
         except OSError as exc:
@@ -68,6 +75,9 @@ class CollectorService:
         self.sources: dict[str, str] = {}
         self.started_ms = now_ms()
         self.ready = asyncio.Event()
+        self.metrics = Metrics(self._health_snapshots, self.pipeline.state, lambda: self.pipeline.liquidations)
+        self.pipeline.observe_db = self.metrics.observe_db
+        self.pipeline.observe_redis = self.metrics.observe_redis
 
     async def run(self, stop: asyncio.Event, *, with_adapters: bool = True) -> None:
         await self.db.open()
@@ -76,6 +86,12 @@ class CollectorService:
         except DatabaseUnavailable as exc:
             log.warning("migrations postponed until TimescaleDB answers: %s", exc)
         await self.live.open()
+        if self.settings.metrics_port:
+            self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
+        sources = sorted({self.settings.source_for(self.settings.ws_url(name)) for name in self.settings.exchanges})
+        # In the background: a database that hangs must not hold up the streams.
+        seed = self.pipeline.seed_cascade_baselines(sources)
+        self._background.append(asyncio.create_task(seed, name="cascade-baselines"))
         adapter_stop = asyncio.Event()
         router_stop = asyncio.Event()
         adapters = await self._start_adapters(adapter_stop) if with_adapters else []
@@ -110,6 +126,7 @@ class CollectorService:
                 await self.live.publish(self._health_snapshots(), self._state(stopped=True))
             await self.live.close()
             await self.db.close()
+            self.metrics.close()
             log.info("collector stopped: %s", self.pipeline.state())
 
     async def _start_adapters(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
@@ -117,10 +134,12 @@ class CollectorService:
 
         LIQ_SYMBOLS=ALL: each adapter follows the venue's list (REST, else the stored list; waited
         for at most `CATALOG_START_S`, then taken up when it comes), and every refresh subscribes
-        listings and unsubscribes delistings on the open connections. An explicit list is followed
-        as configured from the start; the catalog runs beside it only to warn about the symbols a
-        venue does not list (`state()["instruments"]`), so a venue's REST being unreachable never
-        holds anything up."""
+        listings and unsubscribes delistings on the open connections. An explicit list names
+        contracts: each venue follows its own spelling of them (`BTCUSDT` is OKX's `BTC-USDT-SWAP`),
+        read from its list once known (waited for at most `EXPLICIT_START_S`); a venue without a
+        list yet gets the configured spellings unverified, and the symbols a venue does not list
+        are warnings (`state()["instruments"]`), so a venue's REST being unreachable never holds
+        anything up for long."""
         from collector.exchanges import ADAPTERS  # imported here: nothing connects at import time
         from collector.instruments.catalog import InstrumentCatalog
         from collector.instruments.store import InstrumentStore
@@ -131,27 +150,26 @@ class CollectorService:
         self.catalog = catalog
         first = asyncio.create_task(catalog.start(), name="instruments-start")
         self._background.append(first)
-        if self.settings.all_symbols:
-            await asyncio.wait({first}, timeout=CATALOG_START_S)
-            if not first.done():
-                log.warning("instrument lists not complete after %.0fs: starting with what is known", CATALOG_START_S)
+        # ALL waits for the lists (there is nothing to follow without them); an explicit list waits
+        # a little, so that `BTCUSDT` starts as OKX's `BTC-USDT-SWAP` rather than as a refused topic.
+        wait_s = CATALOG_START_S if self.settings.all_symbols else EXPLICIT_START_S
+        await asyncio.wait({first}, timeout=wait_s)
+        if not first.done():
+            log.warning("instrument lists not complete after %.0fs: starting with what is known", wait_s)
         tasks: list[asyncio.Task[None]] = []
         for name in self.settings.exchanges:
-            url = self.settings.binance_ws_url if name == "binance" else self.settings.bybit_ws_url
+            url = self.settings.ws_url(name)
             source = self.settings.source_for(url)
             health = StreamHealth(name, source)
             self.health[name] = health
             self.sources[name] = source
-            if self.settings.all_symbols:
-                adapter = ADAPTERS[name](
-                    self.settings,
-                    self.queue,
-                    health,
-                    symbols=catalog.symbols(name),
-                    candle_symbols=catalog.candle_symbols(name),
-                )
-            else:
-                adapter = ADAPTERS[name](self.settings, self.queue, health)
+            adapter = ADAPTERS[name](
+                self.settings,
+                self.queue,
+                health,
+                symbols=catalog.symbols(name),
+                candle_symbols=catalog.candle_symbols(name),
+            )
             adapter.instrument_of = catalog.lookup
             self.adapters[name] = adapter
             tasks.append(asyncio.create_task(adapter.run(stop), name=f"adapter-{name}"))
@@ -188,8 +206,9 @@ class CollectorService:
                         log.info("%s: refused topics sent again after the refresh: %d", name, len(retried))
 
     def _follow_catalog(self) -> None:
-        """LIQ_SYMBOLS=ALL: each adapter's symbols become the catalog's (only the difference is sent)."""
-        if self.catalog is None or not self.settings.all_symbols:
+        """Each adapter's symbols become the catalog's (only the difference is sent): listings and
+        delistings for ALL; for an explicit list, each venue's own spelling once its list is known."""
+        if self.catalog is None:
             return
         for name, adapter in self.adapters.items():
             wanted = self.catalog.symbols(name)

@@ -35,7 +35,10 @@ holding a control character or a surrogate (JSON forbids raw control characters 
 have each item's text fields checked by `check_texts()`.
 
 The helpers are on the hot path (bench/bench_parse.py): plain functions, Decimal's C parser doing
-most of the checking, caches where the stream repeats itself (symbols, candle prices).
+most of the checking, caches where the stream repeats itself (symbols, candle prices, liquidation
+prices: `price_text`). The adapters decode their usual frames with typed msgspec decoders first
+(`WireInt` keeps their integers to what `parse_json` reads as integers) and give everything those
+refuse to the functions here, which name the reason.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ import json.scanner
 import re
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from common.symbols import valid_symbol
@@ -66,6 +70,9 @@ _MAX_NUMBER_CHARS = 28
 # Candle prices seen lately (about 4 MB at most): the whole market's klines repeat them.
 _CANDLE_PRICES: dict[str, Decimal] = {}
 _CANDLE_PRICES_MAX = 16384
+# Liquidation prices seen lately, with their canonical text (`price_text`).
+_PRICES: dict[str, tuple[str, Decimal]] = {}
+_PRICES_MAX = 16384
 LINEAR_QUOTES = ("USDT", "USDC", "BUSD", "USD")
 # COIN-M contract face values in USD (Binance: 100 for BTC, 10 for the others).
 _COIN_M_CONTRACT_USD = {"BTC": Decimal(100)}
@@ -73,6 +80,12 @@ _COIN_M_DEFAULT_USD = Decimal(10)
 # json's own C scanner: json.loads() minus its Python wrapper (BOM and whitespace checks, two
 # regex matches), which costs about a microsecond per frame.
 _scan_json = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed's signature is off
+
+
+# An integer field for typed decoders (msgspec) that must agree with `parse_json`: orjson reads
+# integers outside [-2**63, 2**64) as floats, which the field checks refuse (`bad_field`), so a
+# typed decoder refuses every integer beyond int64 and leaves that frame to the general path.
+WireInt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class Rejected(Exception):
@@ -235,6 +248,35 @@ def amount_text(text: str) -> tuple[str, Decimal]:
     except InvalidOperation:  # not a number, or NaN in the bounds
         pass
     raise _refused(text)
+
+
+def price_text(text: str) -> tuple[str, Decimal]:
+    """`amount_text(text)` for a liquidation price, remembered: prices sit on each symbol's tick grid
+    and come back from one liquidation to the next (a cascade walks through the same levels),
+    where sizes rarely repeat. The memo holds accepted texts only (a refusal raises) and starts
+    over when full (about 4 MB at most)."""
+    known = _PRICES.get(text)
+    if known is None:
+        known = amount_text(text)
+        if len(_PRICES) >= _PRICES_MAX:
+            _PRICES.clear()
+        _PRICES[text] = known
+    return known
+
+
+def optional_price_text(text: str | None) -> tuple[str, Decimal] | None:
+    """`optional_amount_text` of an optional price, remembered like `price_text`."""
+    if not text:
+        return None
+    known = _PRICES.get(text)
+    if known is None:
+        known = optional_amount_text(text)
+        if known is None:
+            return None
+        if len(_PRICES) >= _PRICES_MAX:
+            _PRICES.clear()
+        _PRICES[text] = known
+    return known
 
 
 def amount(text: str) -> Decimal:

@@ -16,17 +16,14 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from common.symbols import valid_symbol
+from common.venues import LIVE_HOSTS, NAMES, VENUES
 
-# The real exchange endpoints. Anything else (replay, fake servers) is never labelled `live`.
-BINANCE_WS_URL = "wss://fstream.binance.com/market"
-BYBIT_WS_URL = "wss://stream.bybit.com/v5/public/linear"
-REAL_HOSTS = frozenset({"fstream.binance.com", "stream.bybit.com"})  # WebSocket hosts only: they label events
-# The venues' public REST APIs (instrument lists). They never label events, so they are not in REAL_HOSTS.
-BINANCE_REST_URL = "https://fapi.binance.com"
-BYBIT_REST_URL = "https://api.bybit.com"
+# The real exchange endpoints are in the venue registry (common.venues): only their WebSocket hosts
+# label events `live`; anything else (replay, fake servers) never is. REST hosts never label events.
+REAL_HOSTS = LIVE_HOSTS
 ALL = "ALL"  # LIQ_SYMBOLS / LIQ_CANDLE_SYMBOLS: every contract the venues list
 
-SUPPORTED_EXCHANGES = ("binance", "bybit")
+SUPPORTED_EXCHANGES = NAMES
 CASCADE_RULES = ("relative", "fixed")  # collector.cascades.RELATIVE, FIXED
 _SOURCE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -51,8 +48,7 @@ class Settings:
     redis_prefix: str
     exchanges: tuple[str, ...]
     symbols: tuple[str, ...]
-    binance_ws_url: str
-    bybit_ws_url: str
+    ws_urls: tuple[tuple[str, str], ...]  # (venue, WebSocket URL) for every registry venue
     nonlive_source: str
     institutional_usd: Decimal
     cascade_window_s: int
@@ -79,10 +75,12 @@ class Settings:
     db_batch_timeout_s: float  # one whole batch transaction, client side
     redis_timeout_s: float  # connect and every Redis command
     # Instrument discovery (collector/instruments): the venues' REST base URLs and the refresh period.
-    binance_rest_url: str
-    bybit_rest_url: str
+    rest_urls: tuple[tuple[str, str], ...]  # (venue, REST base URL) for every registry venue
     instruments_refresh_s: int
     candle_symbols: tuple[str, ...]  # ("ALL",) or the symbols whose candles are kept
+    alert_stream_min_usd: Decimal  # the alerter's stream takes liquidations of at least this USD
+    metrics_host: str  # Prometheus /metrics of the collector: interface ...
+    metrics_port: int  # ... and port (0: no endpoint)
 
     @property
     def all_symbols(self) -> bool:
@@ -103,6 +101,14 @@ class Settings:
     def all_candle_symbols(self) -> bool:
         """LIQ_CANDLE_SYMBOLS=ALL: candles for every tracked symbol."""
         return self.candle_symbols == (ALL,)
+
+    def ws_url(self, venue: str) -> str:
+        """The venue's WebSocket URL: LIQ_<VENUE>_WS_URL, else the real endpoint."""
+        return dict(self.ws_urls)[venue]
+
+    def rest_url(self, venue: str) -> str:
+        """The venue's REST base URL (instrument lists): LIQ_<VENUE>_REST_URL, else the real host."""
+        return dict(self.rest_urls)[venue]
 
     def source_for(self, ws_url: str) -> str:
         """`live` only for the real exchange hosts; anything else gets the non-live label."""
@@ -128,7 +134,7 @@ def _mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _read_dotenv(path: Path) -> dict[str, str]:
+def read_dotenv(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     if not path.is_file():
         return values
@@ -226,7 +232,7 @@ def reader_url(database_url: str, password: str) -> str:
 
 def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
     """Read the configuration once: environment first, then `.env`, then defaults."""
-    merged: dict[str, str] = _read_dotenv(dotenv) if dotenv is not None else {}
+    merged: dict[str, str] = read_dotenv(dotenv) if dotenv is not None else {}
     merged.update(os.environ if env is None else env)
     r = _Reader(merged)
 
@@ -236,7 +242,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
         "LIQ_APP_DATABASE_URL", reader_url(database_url, reader_password), ("postgresql", "postgres")
     )
 
-    exchanges = tuple(e.lower() for e in r.csv("LIQ_EXCHANGES", "binance,bybit"))
+    exchanges = tuple(e.lower() for e in r.csv("LIQ_EXCHANGES", ",".join(NAMES)))
     for exchange in exchanges:
         if exchange not in SUPPORTED_EXCHANGES:
             raise ConfigError(
@@ -280,8 +286,9 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
         redis_prefix=prefix,
         exchanges=exchanges,
         symbols=symbols,
-        binance_ws_url=r.url("LIQ_BINANCE_WS_URL", BINANCE_WS_URL, ("ws", "wss")).rstrip("/"),
-        bybit_ws_url=r.url("LIQ_BYBIT_WS_URL", BYBIT_WS_URL, ("ws", "wss")),
+        ws_urls=tuple(
+            (v.name, r.url(f"{v.env_prefix}_WS_URL", v.ws_url, ("ws", "wss")).rstrip("/")) for v in VENUES.values()
+        ),
         nonlive_source=nonlive,
         institutional_usd=r.decimal("LIQ_INSTITUTIONAL_USD", "100000", Decimal(0)),
         cascade_window_s=cascade_window_s,
@@ -308,8 +315,13 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
         db_statement_timeout_s=r.seconds("LIQ_DB_STATEMENT_TIMEOUT_S", "30", 1, 3600),
         db_batch_timeout_s=r.seconds("LIQ_DB_BATCH_TIMEOUT_S", "60", 1, 3600),
         redis_timeout_s=r.seconds("LIQ_REDIS_TIMEOUT_S", "5", 0.1, 600),
-        binance_rest_url=r.url("LIQ_BINANCE_REST_URL", BINANCE_REST_URL, ("http", "https")).rstrip("/"),
-        bybit_rest_url=r.url("LIQ_BYBIT_REST_URL", BYBIT_REST_URL, ("http", "https")).rstrip("/"),
+        rest_urls=tuple(
+            (v.name, r.url(f"{v.env_prefix}_REST_URL", v.rest_url, ("http", "https")).rstrip("/"))
+            for v in VENUES.values()
+        ),
         instruments_refresh_s=r.whole("LIQ_INSTRUMENTS_REFRESH_S", 3600, 60, 86400),
         candle_symbols=r.symbols("LIQ_CANDLE_SYMBOLS", ALL),
+        alert_stream_min_usd=r.decimal("LIQ_ALERT_STREAM_MIN_USD", "10000", Decimal(0)),
+        metrics_host=r.text("LIQ_METRICS_HOST", "127.0.0.1"),
+        metrics_port=r.whole("LIQ_METRICS_PORT", 9464, 0, 65535),
     )

@@ -15,6 +15,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from hashlib import blake2b
+from struct import Struct
+
+_BLAKE2B_64 = blake2b(digest_size=8)  # fresh state, copied per key
+_INT64 = Struct(">q").unpack
 
 
 class Side(StrEnum):
@@ -70,11 +74,17 @@ def dedup_key_of_texts(
     `extra` tells apart liquidations that agree on every other part: Bybit sends no id, so its
     adapter passes the frame's push time and the item's index in `data` ("1732400000500#3"), which
     a re-sent frame reproduces exactly. Empty: the key is the one `dedup_key` gives."""
-    text = "|".join((exchange, symbol, str(time_ms), side, price, quantity))
-    if extra:
-        text = f"{text}|{extra}"
-    digest = blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True) >> 1
+    if not extra:
+        text = "|".join((exchange, symbol, str(time_ms), side, price, quantity))
+    elif type(extra) is str:  # what f"{text}|{extra}" gives, in one step
+        text = "|".join((exchange, symbol, str(time_ms), side, price, quantity, extra))
+    else:
+        text = f"{'|'.join((exchange, symbol, str(time_ms), side, price, quantity))}|{extra}"
+    # blake2b(text, digest_size=8) as a copy of a keyless one (no keyword parsing, ~0.2 us less),
+    # read as a signed big-endian int64 like int.from_bytes(digest, "big", signed=True).
+    hasher = _BLAKE2B_64.copy()
+    hasher.update(text.encode())
+    return _INT64(hasher.digest())[0] >> 1
 
 
 @dataclass(slots=True)
@@ -167,6 +177,7 @@ class Cascade:
     risk_score: int = 0
     active: bool = True
     source: str = "live"
+    usd: dict[str, Decimal] = field(default_factory=dict)  # USD per exchange: each venue's share
 
     @property
     def exchanges(self) -> tuple[str, ...]:

@@ -28,6 +28,8 @@ _ONE = Decimal(1)
 _QUOTES = ("USDT", "USDC")
 # 1000PEPE, 10000SATS, 1000000MOG, 1MBABYDOGE: a power-of-ten (or "1M") prefix on the coin name.
 _MULTIPLIER_PREFIX = re.compile(r"^(1(?:0+)|1M)(?=[A-Z])")
+# Bybit writes SHIB's the other way round: SHIB1000 (1 followed by three zeros or more, behind).
+_MULTIPLIER_SUFFIX = re.compile(r"^([A-Z][A-Z0-9]*?[A-Z])(1000+)$")
 _DATED_SUFFIX = re.compile(r"-(\d{2}[A-Z]{3}\d{2})$")
 _MONTHS = {
     m: i for i, m in enumerate(("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)
@@ -69,15 +71,24 @@ class Instrument:
             size = size * self.contract_size
         return size * self.multiplier if self.multiplier != _ONE else size
 
+    def canonical_quantity(self, quantity: Decimal) -> Decimal:
+        """An event's quantity (venue base units: contracts already converted by the adapter) in
+        canonical base units: only the multiplier of `1000PEPE`-style names is left to apply."""
+        return quantity * self.multiplier if self.multiplier != _ONE else quantity
+
     def base_price(self, price: Decimal) -> Decimal:
         """The venue's price per canonical base unit (a 1000PEPE price divided by 1000)."""
         return price / self.multiplier if self.multiplier != _ONE else price
 
 
 def split_multiplier(coin: str) -> tuple[str, Decimal]:
-    """`1000PEPE` -> (`PEPE`, 1000); `1MBABYDOGE` -> (`BABYDOGE`, 1000000); `BTC` -> (`BTC`, 1)."""
+    """`1000PEPE` -> (`PEPE`, 1000); `1MBABYDOGE` -> (`BABYDOGE`, 1000000); `SHIB1000` -> (`SHIB`,
+    1000); `BTC` -> (`BTC`, 1)."""
     m = _MULTIPLIER_PREFIX.match(coin)
     if m is None or len(coin) == len(m.group(1)):
+        suffix = _MULTIPLIER_SUFFIX.match(coin)
+        if suffix is not None:
+            return suffix.group(1), Decimal(suffix.group(2))
         return coin, _ONE
     prefix = m.group(1)
     return coin[len(prefix) :], Decimal(1_000_000) if prefix == "1M" else Decimal(prefix)

@@ -23,6 +23,11 @@ share one Redis. The collector is the only writer; the app and CLI only read.
                               redis_rebuilt_ms (readers show what is there, nothing for a missing key)
     {p}live:built:v2    STRING set once the view (members and aggregates) was rebuilt from
                               TimescaleDB; absent means "rebuild before trusting the window"
+    {p}stream:events    STREAM what the alerter reads (consumer group `alerter`): fields `kind`
+                              (`liquidation` | `cascade`) and `data` (stream_liquidation() /
+                              stream_cascade() JSON): liquidations of at least
+                              LIQ_ALERT_STREAM_MIN_USD and every cascade update; about
+                              STREAM_MAXLEN entries kept
 
 Aggregate fields are `<group><kind>`, group = group_text(exchange, side, source) (a JSON array),
 kind `n` (count), `x` (largest USD, canonical text), `q<k>` and `u<k>` (quantity and USD). Amounts
@@ -72,6 +77,7 @@ class Keys:
         self.health = f"{prefix}live:health"
         self.collector = f"{prefix}live:collector"
         self.built = f"{prefix}live:built:v2"  # v2: with aggregates (a v1 view is rebuilt once)
+        self.stream = f"{prefix}stream:events"  # for the alerter
         # The rebuild assembles a new window here, then swaps it in (collector/storage/redis_live.py).
         self.scratch_liqs = f"{self.liqs}:rebuild"
         self.scratch_agg = f"{prefix}live:rebuild:agg:"
@@ -85,6 +91,54 @@ class Keys:
 
     def all(self) -> list[str]:
         return [self.liqs, self.agg_keys, self.sources, self.cascades, self.health, self.collector, self.built]
+
+
+STREAM_MAXLEN = 100_000  # entries of the alerter's stream kept (approximately): hours of cascades and big ones
+
+
+def stream_liquidation(ev: Liquidation) -> str:
+    """A liquidation as the alerter's stream carries it (numbers as exact text)."""
+    return json.dumps(
+        {
+            "exchange": ev.exchange,
+            "symbol": ev.symbol,
+            "side": str(ev.side),
+            "quantity": canonical_text(ev.quantity),
+            "price": canonical_text(ev.price),
+            "value_usd": canonical_text(ev.value_usd),
+            "time_ms": ev.time_ms,
+            "key": str(ev.key),
+            "source": ev.source,
+            "sampled": ev.sampled,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def stream_cascade(c: Cascade) -> str:
+    """A cascade update as the alerter's stream carries it: the start is the first time an id is
+    seen active, the end the update with `active` false."""
+    return json.dumps(
+        {
+            "id": str(c.id),
+            "symbol": c.symbol,
+            "side": str(c.side),
+            "start_ms": c.start_ms,
+            "end_ms": c.end_ms,
+            "events": c.count,
+            "quantity": canonical_text(c.quantity),
+            "value_usd": canonical_text(c.value_usd),
+            "exchanges": list(c.exchanges),
+            "usd_by_exchange": {k: canonical_text(v) for k, v in c.usd.items()},
+            "risk_score": c.risk_score,
+            "active": c.active,
+            "cross_exchange": c.cross_exchange,
+            "source": c.source,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 def bucket_of(time_ms: int) -> int:
@@ -182,6 +236,7 @@ def encode_cascade(c: Cascade) -> str:
             "risk_score": c.risk_score,
             "active": c.active,
             "source": c.source,
+            "usd": {k: f"{v:f}" for k, v in c.usd.items()},
         },
         separators=(",", ":"),
     )
@@ -205,4 +260,5 @@ def decode_cascade(raw: str | bytes) -> Cascade:
         risk_score=int(d["risk_score"]),
         active=bool(d["active"]),
         source=d["source"],
+        usd={k: Decimal(v) for k, v in d.get("usd", {}).items()},  # absent in spools written before it
     )

@@ -30,6 +30,7 @@ TABLES = (
     "candles_1h",
     "cascades",
     "stream_coverage",
+    "alerts",
     "instruments",
 )
 
@@ -110,6 +111,8 @@ def make_settings(database_url: str, redis_prefix: str, tmp: Path, **overrides: 
         "LIQ_SPOOL_DIR": str(tmp / "spool"),
         "LIQ_NONLIVE_SOURCE": "test",
         "LIQ_SYMBOLS": "BTCUSDT",  # the tests' own symbol; LIQ_SYMBOLS=ALL is tested on its own
+        "LIQ_EXCHANGES": "binance,bybit",  # the tests' own venues; all five are tested on their own
+        "LIQ_METRICS_PORT": "0",  # several services may run at once: a test that wants it picks a port
     }
     env.update(overrides)
     return load_settings(env=env, dotenv=None)

@@ -3,23 +3,27 @@ from pathlib import Path
 
 import pytest
 
-from common.config import BINANCE_WS_URL, BYBIT_WS_URL, ConfigError, load_settings, reader_url
+from common.config import ConfigError, load_settings, reader_url
 
 
 def test_defaults_point_at_the_real_exchanges() -> None:
     s = load_settings(env={}, dotenv=None)
-    assert s.binance_ws_url == BINANCE_WS_URL == "wss://fstream.binance.com/market"
-    assert s.bybit_ws_url == BYBIT_WS_URL == "wss://stream.bybit.com/v5/public/linear"
-    assert s.exchanges == ("binance", "bybit")
+    assert [s.ws_url(n) for n in s.exchanges] == [
+        "wss://fstream.binance.com/market",
+        "wss://stream.bybit.com/v5/public/linear",
+        "wss://ws.okx.com/ws/v5/public",
+        "wss://fx-ws.gateio.ws/v4/ws/usdt",
+        "wss://ws.bitget.com/v3/ws/public",
+    ]
+    assert s.exchanges == ("binance", "bybit", "okx", "gate", "bitget")  # every venue of the registry
     assert s.symbols == ("ALL",)  # the whole market
     assert s.institutional_usd == Decimal(100000)
-    assert s.source_for(s.binance_ws_url) == "live"
-    assert s.source_for(s.bybit_ws_url) == "live"
+    assert all(s.source_for(s.ws_url(n)) == "live" for n in s.exchanges)
 
 
 def test_non_real_endpoints_are_never_live() -> None:
     s = load_settings(env={"LIQ_BINANCE_WS_URL": "ws://127.0.0.1:9000/market"}, dotenv=None)
-    assert s.source_for(s.binance_ws_url) == "replay"
+    assert s.source_for(s.ws_url("binance")) == "replay"
     with pytest.raises(ConfigError, match="LIQ_NONLIVE_SOURCE"):
         load_settings(env={"LIQ_NONLIVE_SOURCE": "live"}, dotenv=None)
 
@@ -27,7 +31,7 @@ def test_non_real_endpoints_are_never_live() -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("LIQ_EXCHANGES", "binance,okx"),
+        ("LIQ_EXCHANGES", "binance,kraken"),
         ("LIQ_SYMBOLS", "BTC-USDT;DROP"),
         ("LIQ_INSTITUTIONAL_USD", "lots"),
         ("LIQ_INSTITUTIONAL_USD", "-5"),

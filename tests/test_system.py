@@ -1,8 +1,8 @@
-"""The whole system as `make run` starts it: supervisord with the collector and the app.
+"""The whole system as `make run` starts it: supervisord with the collector, the alerter and the app.
 
 With no internet here, the collector must keep retrying the real exchanges without crashing;
-the app must answer its health check; `supervisorctl status` must show both RUNNING; SIGTERM must
-stop everything cleanly well inside supervisord's stop timeout.
+the app must answer its health check; `supervisorctl status` must show all three RUNNING; SIGTERM
+must stop everything cleanly well inside supervisord's stop timeout.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ def _health_ok(port: int) -> bool:
         return False
 
 
-def test_run_starts_both_programs_and_stops_cleanly(database_url: str, redis_prefix: str, tmp_path: Path) -> None:
+def test_run_starts_every_program_and_stops_cleanly(database_url: str, redis_prefix: str, tmp_path: Path) -> None:
     port = _free_port()
+    rules = tmp_path / "alerts.toml"
+    rules.write_text('[[rule]]\nname = "big"\nkind = "liquidation"\nmin_usd = 1000000\n')
     env = {
         **os.environ,
         **service_env(),
@@ -54,6 +56,9 @@ def test_run_starts_both_programs_and_stops_cleanly(database_url: str, redis_pre
         # The real endpoints (the defaults) are unreachable here: the collector must keep retrying.
         "LIQ_BINANCE_WS_URL": "wss://fstream.binance.com/market",
         "LIQ_BYBIT_WS_URL": "wss://stream.bybit.com/v5/public/linear",
+        "LIQ_METRICS_PORT": str(_free_port()),
+        "LIQ_ALERTS_FILE": str(rules),
+        "LIQ_WEBHOOK_URL": "http://127.0.0.1:9/hook",  # nothing fires: no delivery is attempted
     }
     log_path = tmp_path / "run.log"
     with log_path.open("wb") as log:
@@ -71,9 +76,9 @@ def test_run_starts_both_programs_and_stops_cleanly(database_url: str, redis_pre
                     text=True,
                     check=False,
                 ).stdout
-                return out.count("RUNNING") == 2 and "collector" in out and "app" in out
+                return out.count("RUNNING") == 3 and all(p in out for p in ("collector", "alerter", "app"))
 
-            _wait(both_running, 60, "supervisorctl status to show both programs RUNNING")
+            _wait(both_running, 60, "supervisorctl status to show every program RUNNING")
             _wait(
                 lambda: "retrying" in log_path.read_text(errors="replace").lower(),
                 60,

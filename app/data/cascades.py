@@ -79,7 +79,7 @@ def cascades(
     query = sql.SQL(
         "SELECT c.id, c.symbol, c.side, c.start_time, c.end_time, c.events, c.quantity, c.value_usd, "
         "c.exchanges, c.events_by_exchange, c.cross_exchange, c.peak_minute, c.price_start, c.price_end, "
-        "c.price_move_pct, c.risk_score, c.active, c.source "
+        "c.price_move_pct, c.risk_score, c.active, c.source, c.usd_by_exchange "
         "FROM cascades c WHERE {} ORDER BY c.start_time DESC, c.id LIMIT %s"
     ).format(where)
     params.append(limit)

@@ -28,6 +28,7 @@ from app.data.connections import get_redis, redis_errors
 from app.data.history import Breakdown
 from app.format import fmt_datetime
 from common.events import Cascade
+from common.instruments import cascade_names
 from common.live_view import (
     BUCKET_MS,
     COLLECTOR_STALE_MS,
@@ -181,10 +182,12 @@ def snapshot(
     events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
     cascades = []
+    # Cascades are stored under the canonical instrument (BTC-USDT-PERP), older ones under the venue symbol.
+    names = None if symbol is None else set(cascade_names(symbol, tuple(wanted)))
     for raw in cascades_raw.values():
         c = decode_cascade(raw)
         in_window = c.active or c.end_ms >= lo
-        if in_window and (symbol is None or c.symbol == symbol) and any(e in wanted for e in c.counts):
+        if in_window and (names is None or c.symbol in names) and any(e in wanted for e in c.counts):
             cascades.append(c)
     cascades.sort(key=lambda c: (not c.active, -c.end_ms))
 

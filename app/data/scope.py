@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from app.data.connections import fetch_all, get_pool
 from app.state import ViewState
+from common import venues
 
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
@@ -36,7 +37,7 @@ class Scope:
     start_ms: int
     end_ms: int
     symbol: str | None = "BTCUSDT"
-    exchanges: tuple[str, ...] = ("binance", "bybit")
+    exchanges: tuple[str, ...] = venues.NAMES
     include_nonlive: bool = False
 
     @property

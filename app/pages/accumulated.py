@@ -18,7 +18,6 @@ from app.data.history import (
 )
 from app.downloads import download_buttons
 from app.format import (
-    BINANCE_LOWER_BOUND,
     LONG_SHORT_LABEL,
     agg_table,
     exchange_label,
@@ -30,6 +29,7 @@ from app.format import (
     fmt_qty,
     fmt_time,
     fmt_usd,
+    lower_bound,
     plain_md,
     side_style,
 )
@@ -104,8 +104,8 @@ if totals.total.events:
     by_exchange = {exchange_label(k): v for k, v in totals.by_exchange.items()}
     exchange_rows = pd.DataFrame(agg_table(by_exchange, "Exchange", mixed_assets=mixed))
     st.dataframe(exchange_rows, hide_index=True)
-    if "binance" in totals.by_exchange:
-        st.caption(BINANCE_LOWER_BOUND)
+    if lower_bound(totals.by_exchange):
+        st.caption(lower_bound(totals.by_exchange))
     download_buttons(
         pd.concat([side_rows, exchange_rows], ignore_index=True),
         name="accumulated-totals",

@@ -19,7 +19,6 @@ from app.data.history import cached_coverage
 from app.data.scope import scope_for
 from app.downloads import download_buttons
 from app.format import (
-    BINANCE_LOWER_BOUND,
     LONG_SHORT_LABEL,
     SIDE_COLORS,
     fmt_count,
@@ -27,13 +26,14 @@ from app.format import (
     fmt_usd,
     plain_html,
     plain_md,
+    with_lower_bound,
 )
 from app.gate import require_access
 from app.state import INTERVAL_MS, current_view
+from common import venues
 
 require_access()
 
-EXCHANGE_COLORS = {"binance": "#f0b90b", "bybit": "#4b5cc4"}
 MAX_BARS = 3000  # more bars than this is slower than it is useful: the interval is widened
 _LAYOUT = {
     "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
@@ -118,7 +118,7 @@ def _market_share(series: pd.DataFrame, described: str) -> None:
                 name=plain_html(exchange),
                 stackgroup="share",
                 groupnorm="percent",
-                line_color=EXCHANGE_COLORS.get(str(exchange), "#999"),
+                line_color=venues.color(str(exchange)),
             )
         )
     fig.update_layout(height=300, yaxis_title="% of liquidated USD", **_LAYOUT)
@@ -217,7 +217,7 @@ def _exchanges(summary: pd.DataFrame, timing: pd.DataFrame, described: str) -> N
     fig = go.Figure()
     for exchange, part in timing.groupby("exchange", sort=True):
         fig.add_trace(go.Scatter(x=list(part["hour"]), y=list(part["share_pct"]), name=plain_html(exchange), mode="lines+markers",
-                                 line_color=EXCHANGE_COLORS.get(str(exchange), "#999")))  # fmt: skip
+                                 line_color=venues.color(str(exchange))))  # fmt: skip
     fig.update_layout(
         height=300, xaxis_title="hour of day (UTC)", yaxis_title="% of the exchange's liquidations", **_LAYOUT
     )
@@ -240,7 +240,7 @@ def main() -> None:
         st.error(f"Cannot read the history: {plain_md(exc)}")
         return
     described = scope.describe()
-    st.caption(f"{plain_md(described)} · all times UTC · {BINANCE_LOWER_BOUND}")
+    st.caption(with_lower_bound(f"{plain_md(described)} · all times UTC", scope.exchanges))
     sides = {str(r["side"]): (r["value_usd"], r["share_pct"]) for _, r in analyses.totals_by(series, "side").iterrows()}
     total = sum(series["value_usd"], Decimal(0)) if not series.empty else Decimal(0)
     a, b, c, d = st.columns(4)

@@ -17,7 +17,6 @@ from app.data.connections import DataUnavailable, get_settings
 from app.data.scope import scope_for
 from app.downloads import download_buttons
 from app.format import (
-    BINANCE_LOWER_BOUND,
     SIDE_COLORS,
     fmt_count,
     fmt_datetime,
@@ -28,6 +27,8 @@ from app.format import (
     fmt_usd,
     plain_html,
     plain_md,
+    share_pct,
+    with_lower_bound,
 )
 from app.gate import require_access
 from app.state import MAX_MIN_USD, current_view, param_choice, url_min_usd
@@ -85,6 +86,16 @@ def _events_text(counts: dict[str, int]) -> str:
     return " · ".join(f"{exchange} {n}" for exchange, n in sorted(counts.items()))
 
 
+def _shares_text(usd: dict[str, str]) -> str:
+    """Each venue's share of the cascade's USD, largest first: `okx 52.1% · binance 30.0% · gate 17.9%`."""
+    values = {exchange: Decimal(v) for exchange, v in (usd or {}).items()}
+    total = sum(values.values(), Decimal(0))
+    if total <= 0:
+        return "–"
+    ordered = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
+    return " · ".join(f"{exchange} {fmt_pct(share_pct(v, total))}" for exchange, v in ordered)
+
+
 def _table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -95,6 +106,7 @@ def _table(frame: pd.DataFrame) -> pd.DataFrame:
             "events": frame["events"],
             "events per exchange": [_events_text(c) for c in frame["events_by_exchange"]],
             "USD": [fmt_usd(v) for v in frame["value_usd"]],
+            "USD share per exchange": [_shares_text(u) for u in frame["usd_by_exchange"]],
             "peak minute (UTC)": [
                 fmt_time(t) if t is not None and not pd.isna(t) else "–" for t in frame["peak_minute"]
             ],
@@ -109,7 +121,7 @@ def _table(frame: pd.DataFrame) -> pd.DataFrame:
 def _export_frame(frame: pd.DataFrame) -> pd.DataFrame:
     columns = [
         "id", "symbol", "side", "start_time", "end_time", "duration_s", "events", "events_by_exchange", "quantity",
-        "value_usd", "peak_minute", "price_start", "price_end", "price_move_pct", "move_15m_pct", "move_60m_pct",
+        "value_usd", "usd_by_exchange", "peak_minute", "price_start", "price_end", "price_move_pct", "move_15m_pct", "move_60m_pct",
         "risk_score", "cross_exchange", "source",
     ]  # fmt: skip
     return frame[columns]
@@ -239,7 +251,7 @@ def main() -> None:
     except DataUnavailable as exc:
         st.error(f"Cannot read the history: {plain_md(exc)}")
         return
-    st.caption(f"{plain_md(scope.describe())} · all times UTC · {BINANCE_LOWER_BOUND}")
+    st.caption(with_lower_bound(f"{plain_md(scope.describe())} · all times UTC", scope.exchanges))
     m1, m2 = st.columns(2)
     m1.metric("Cascades", fmt_count(count))
     m2.metric("USD in cascades", fmt_usd(usd))

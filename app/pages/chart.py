@@ -16,9 +16,10 @@ from app.data.history import (
     range_end_ms,
 )
 from app.downloads import download_buttons
-from app.format import BINANCE_LOWER_BOUND, fmt_datetime, fmt_pct, fmt_usd, plain_md
+from app.format import fmt_datetime, fmt_pct, fmt_usd, lower_bound, plain_md
 from app.gate import require_access
 from app.state import INTERVAL_MS, INTERVALS, auto_interval, current_view, set_view
+from common import venues
 
 _MAX_BARS = 3000  # more bars than pixels only slows the browser down
 
@@ -58,7 +59,7 @@ try:
         interval = wider
     interval_ms = INTERVAL_MS[interval]
     bars = cached_liquidation_bars(url, *filters, start, end, interval_ms)
-    price_exchange = next((e for e in ("binance", "bybit") if e in view.exchanges), view.exchanges[0])
+    price_exchange = next((e for e in venues.NAMES if e in view.exchanges), view.exchanges[0])
     candles = (
         cached_candles(url, price_exchange, view.symbol, start, end, interval_ms, view.live_only)
         if view.symbol_filter is not None
@@ -100,8 +101,7 @@ fig = liquidation_chart(
     x_range=(start, end),
 )
 st.plotly_chart(fig, config={"displaylogo": False})
-if "binance" in view.exchanges:
-    st.caption(BINANCE_LOWER_BOUND + " Grey stretches: no stream coverage (missing data).")
+st.caption(f"{lower_bound(view.exchanges)} Grey stretches: no stream coverage (missing data).".strip())
 
 stem = f"liquidations-{view.symbol}-{interval}"
 st.download_button(

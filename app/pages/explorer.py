@@ -19,7 +19,7 @@ from app.data.connections import DataUnavailable, get_pool, get_settings
 from app.data.scope import scope_for
 from app.downloads import download_buttons
 from app.exports import stream_download_buttons
-from app.format import BINANCE_LOWER_BOUND, fmt_count, fmt_datetime, fmt_qty, fmt_usd, plain_md
+from app.format import fmt_count, fmt_datetime, fmt_qty, fmt_usd, plain_md, with_lower_bound
 from app.gate import require_access
 from app.state import MAX_MIN_USD, current_view, url_min_usd
 
@@ -98,7 +98,7 @@ def main() -> None:
         st.error(f"Cannot read the history: {plain_md(exc)}")
         return
     described = f.describe()
-    st.caption(f"{plain_md(described)} · all times UTC · {BINANCE_LOWER_BOUND}")
+    st.caption(with_lower_bound(f"{plain_md(described)} · all times UTC", f.scope.exchanges))
     m1, m2 = st.columns(2)
     m1.metric("Matching liquidations", fmt_count(counted[0]) if counted else "not counted")
     m2.metric("Matching USD", fmt_usd(counted[1]) if counted else "not counted")

@@ -15,7 +15,7 @@ from app.data import heatmap
 from app.data.connections import DataUnavailable, get_settings
 from app.data.scope import scope_for
 from app.downloads import download_buttons
-from app.format import BINANCE_LOWER_BOUND, LONG_COLOR, SHORT_COLOR, fmt_count, fmt_usd, plain_md
+from app.format import LONG_COLOR, SHORT_COLOR, fmt_count, fmt_usd, plain_md, with_lower_bound
 from app.gate import require_access
 from app.state import current_view, param_choice
 
@@ -75,7 +75,7 @@ def main() -> None:
     except DataUnavailable as exc:
         st.error(f"Cannot read the history: {plain_md(exc)}")
         return
-    st.caption(f"{plain_md(scope.describe())} · all times UTC · {BINANCE_LOWER_BOUND}")
+    st.caption(with_lower_bound(f"{plain_md(scope.describe())} · all times UTC", scope.exchanges))
 
     side_filter = None if side == "Both" else side
     selected = hourly if side_filter is None else hourly[hourly["side"] == side_filter]

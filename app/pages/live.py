@@ -24,7 +24,6 @@ from app.data.live import (
 )
 from app.downloads import download_buttons
 from app.format import (
-    BINANCE_LOWER_BOUND,
     LONG_SHORT_LABEL,
     agg_table,
     exchange_label,
@@ -37,6 +36,7 @@ from app.format import (
     fmt_qty,
     fmt_time,
     fmt_usd,
+    lower_bound,
     plain_md,
     side_style,
 )
@@ -345,8 +345,8 @@ def _live_section(snap: LiveSnapshot, view: ViewState) -> None:
     st.subheader("Per exchange")
     by_exchange = {exchange_label(k): v for k, v in t.by_exchange.items()}
     st.dataframe(pd.DataFrame(agg_table(by_exchange, "Exchange", mixed_assets=mixed)), hide_index=True)
-    if "binance" in t.by_exchange:
-        st.caption(BINANCE_LOWER_BOUND)
+    if lower_bound(t.by_exchange):
+        st.caption(lower_bound(t.by_exchange))
     download_buttons(
         pd.concat([sides, pd.DataFrame(agg_table(by_exchange, "Exchange", mixed_assets=mixed))], ignore_index=True),
         name="live-totals",

@@ -10,9 +10,23 @@ many connections as the venue's limits need (`connection.Shard`).
 from __future__ import annotations
 
 from collector.exchanges.binance import BinanceAdapter
+from collector.exchanges.bitget import BitgetAdapter
 from collector.exchanges.bybit import BybitAdapter
 from collector.exchanges.connection import ExchangeAdapter
+from collector.exchanges.gate import GateAdapter
+from collector.exchanges.okx import OkxAdapter
 
-ADAPTERS: dict[str, type[ExchangeAdapter]] = {"binance": BinanceAdapter, "bybit": BybitAdapter}
+# One line per venue; the venue's facts (endpoints, sampling, labels) are in common.venues.
+ADAPTERS: dict[str, type[ExchangeAdapter]] = {
+    a.name: a for a in (BinanceAdapter, BybitAdapter, OkxAdapter, GateAdapter, BitgetAdapter)
+}
 
-__all__ = ["ADAPTERS", "BinanceAdapter", "BybitAdapter", "ExchangeAdapter"]
+__all__ = [
+    "ADAPTERS",
+    "BinanceAdapter",
+    "BitgetAdapter",
+    "BybitAdapter",
+    "ExchangeAdapter",
+    "GateAdapter",
+    "OkxAdapter",
+]

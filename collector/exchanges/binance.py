@@ -31,14 +31,17 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
+
+import msgspec
 
 from collector.exchanges.connection import ExchangeAdapter, Shard
 from collector.health import one_line
 from collector.validation import (
+    MAX_VALUE_USD,
     Rejected,
+    WireInt,
     amount_text,
     bool_field,
     candle_price,
@@ -49,14 +52,15 @@ from collector.validation import (
     int_field,
     object_field,
     optional_amount_text,
+    optional_price_text,
     optional_text,
     parse_json,
+    price_text,
     split_symbol,
     text_field,
     usd_value,
     volume,
 )
-from common.config import Settings
 from common.events import Candle, Liquidation, Side, dedup_key_of_texts
 
 EXCHANGE = "binance"
@@ -66,6 +70,10 @@ CANDLES = "kline_1m"
 _SIDES = {"SELL": Side.LONG, "BUY": Side.SHORT}
 _FILLED = "FILLED"
 ALL_LIQUIDATIONS = "!forceOrder@arr"
+_ZERO = Decimal(0)
+# Symbols already checked (`check_symbol`), with whether their USD value is quantity x price.
+_CHECKED: dict[str, bool] = {}
+_CHECKED_MAX = 8192
 MAX_STREAMS = 200
 URL_BUDGET = 2000
 PARAMS_PER_MESSAGE = 100
@@ -76,6 +84,17 @@ def usd_value_of(symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
     on dstream.binance.com) count contracts of a fixed USD face value."""
     coin_margined = "_" in symbol and split_symbol(symbol)[1] == "USD"
     return usd_value(symbol, quantity, price, contracts=coin_margined)
+
+
+def _checked_symbol(symbol: str) -> bool:
+    """`check_symbol(symbol)` (or `Rejected("bad_symbol")`), then whether its USD value is simply
+    quantity x price (`usd_value_of` of a linear USD(T/C) symbol), remembered for the next event."""
+    check_symbol(symbol)
+    linear = not ("_" in symbol and split_symbol(symbol)[1] == "USD") and split_symbol(symbol)[1] != ""
+    if len(_CHECKED) >= _CHECKED_MAX:
+        _CHECKED.clear()
+    _CHECKED[symbol] = linear
+    return linear
 
 
 def stream_names(symbols: tuple[str, ...] | list[str]) -> list[str]:
@@ -94,9 +113,9 @@ def streams_url(base: str, streams: list[str]) -> str:
     return f"{base.rstrip('/')}/stream?streams={'/'.join(streams)}"
 
 
-@dataclass(slots=True)
-class BinanceForceOrder:
-    """The `o` object of a forceOrder event, with Binance's field names."""
+class BinanceForceOrder(msgspec.Struct, gc=False):
+    """The `o` object of a forceOrder event, with Binance's field names (decoded straight from the
+    frame by `_decode_combined`, or built from a dict by `parse_force_order`)."""
 
     s: str  # symbol, "BTCUSDT"
     S: str  # order side: "SELL" closes a long, "BUY" closes a short
@@ -105,7 +124,7 @@ class BinanceForceOrder:
     ap: str | None  # average fill price
     X: str  # order status: FILLED, PARTIALLY_FILLED, EXPIRED (an IOC order filled in part), ...
     z: str | None  # accumulated filled quantity
-    T: int  # trade time, ms
+    T: WireInt  # trade time, ms
 
     def to_event(self, received_ms: int, source: str, max_age_ms: int | None) -> Liquidation:
         """Normalise: quantity z (else q), price ap (else p), only fills, USD value from one place.
@@ -118,34 +137,48 @@ class BinanceForceOrder:
         side = _SIDES.get(self.S)
         if side is None:
             raise Rejected("bad_value", f"side {self.S[:20]!r}")
-        symbol = check_symbol(self.s)
-        filled = optional_amount_text(self.z)
+        symbol = self.s
+        linear = _CHECKED.get(symbol)
+        if linear is None:
+            linear = _checked_symbol(symbol)
+        z = self.z
+        filled = None
+        if z:
+            try:
+                filled = amount_text(z)
+            except Rejected:  # zero ("0", "0.000") is no fill; anything else is refused as it was
+                filled = optional_amount_text(z)
         if filled is None and self.X != _FILLED:
             raise Rejected("not_filled", repr(self.X[:40]))
         size, quantity = filled if filled is not None else amount_text(self.q)
-        price_text, price = optional_amount_text(self.ap) or amount_text(self.p)
+        canonical_price, price = optional_price_text(self.ap) or price_text(self.p)
         time_ms = check_time(self.T, received_ms, max_age_ms)
+        if linear:  # `usd_value_of` written out for the usual symbol
+            value = quantity * price
+            if value > MAX_VALUE_USD or value <= _ZERO:
+                raise Rejected("bad_value", f"value {value}")
+        else:
+            value = usd_value_of(symbol, quantity, price)
         return Liquidation(  # positional: keywords cost ~0.3 us per event
             EXCHANGE,  # exchange
             symbol,  # symbol
             side,  # side
             quantity,  # quantity
             price,  # price
-            usd_value_of(symbol, quantity, price),  # value_usd
+            value,  # value_usd
             time_ms,  # time_ms
             received_ms,  # received_ms
             self.S,  # raw_side
             source,  # source
             True,  # sampled
-            dedup_key_of_texts(EXCHANGE, symbol, time_ms, side, price_text, size),  # key
+            dedup_key_of_texts(EXCHANGE, symbol, time_ms, side, canonical_price, size),  # key
         )
 
 
-@dataclass(slots=True)
-class BinanceKline:
+class BinanceKline(msgspec.Struct, gc=False):
     """The `k` object of a kline event, with Binance's field names."""
 
-    t: int  # open time, ms: the candle's key
+    t: WireInt  # open time, ms: the candle's key
     s: str  # symbol
     i: str  # interval, "1m"
     o: str  # open
@@ -175,6 +208,27 @@ class BinanceKline:
             received_ms,  # received_ms
             source,  # source
         )
+
+
+class _Payload(msgspec.Struct, gc=False):
+    """The `data` of a combined frame, as far as the fast path reads it."""
+
+    e: str  # event type: "forceOrder", "kline", ...
+    o: BinanceForceOrder | None = None  # the order of a forceOrder event
+    k: BinanceKline | None = None  # the candle of a kline event
+
+
+class _Combined(msgspec.Struct, gc=False):
+    """A combined-stream frame: `{"stream": ..., "data": {...}}`."""
+
+    stream: str
+    data: _Payload
+
+
+# Decodes and type-checks the usual frame in one pass (no dicts for the fields nobody reads).
+# Whatever it refuses (a wrong type, a missing field, bad JSON) goes the general way, which names
+# the reason; it accepts nothing the general way would refuse before `to_event()`.
+_decode_combined = msgspec.json.Decoder(_Combined).decode
 
 
 def decode(raw: str | bytes) -> tuple[str, dict[str, Any]]:
@@ -277,10 +331,6 @@ class BinanceAdapter(ExchangeAdapter):
         self._ids = itertools.count(1)
         super().__init__(*args, **kwargs)
 
-    @classmethod
-    def default_url(cls, settings: Settings) -> str:
-        return settings.binance_ws_url
-
     def fixed_streams(self) -> list[Shard]:
         if not self.whole_market:
             return []
@@ -321,7 +371,26 @@ class BinanceAdapter(ExchangeAdapter):
             shard.send(json.dumps({"method": method, "params": batch, "id": req_id}, ensure_ascii=False))
 
     def handle(self, raw: str | bytes, received_ms: int) -> list[Liquidation | Candle]:
-        """The dispatcher: one frame -> at most one event; bad input is counted, never raised."""
+        """The dispatcher: one frame -> at most one event; bad input is counted, never raised.
+
+        The usual frame (a clean one, see `clean_frame`, so no text field needs `check_texts`) is
+        decoded into the raw schema in one pass; anything the typed decoder refuses, and every
+        other message, is parsed the general way, which names the reason of a drop.
+        """
+        if clean_frame(raw):
+            try:
+                payload = _decode_combined(raw).data
+            except (msgspec.DecodeError, RecursionError):
+                pass
+            else:
+                try:
+                    if payload.e == "forceOrder" and payload.o is not None:
+                        return [payload.o.to_event(received_ms, self.source, self.max_age_ms)]
+                    if payload.e == "kline" and payload.k is not None:
+                        return [self._kline_event(payload.k, received_ms)]
+                except Rejected as exc:
+                    self._drop(exc, raw)
+                    return []
         try:
             _stream, data = decode(raw)
             kind = data.get("e")
@@ -358,6 +427,9 @@ class BinanceAdapter(ExchangeAdapter):
         if not clean_frame(raw):
             check_texts(data)
             check_texts(data["k"], skip="s")
+        return [self._kline_event(kline, received_ms)]
+
+    def _kline_event(self, kline: BinanceKline, received_ms: int) -> Candle:
         if kline.i != "1m":
             raise Rejected("unknown_message", f"kline {kline.i[:10]!r}")
-        return [kline.to_event(received_ms, self.source, self.max_age_ms)]
+        return kline.to_event(received_ms, self.source, self.max_age_ms)

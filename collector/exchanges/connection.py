@@ -167,7 +167,8 @@ class ExchangeAdapter:
 
     @classmethod
     def default_url(cls, settings: Settings) -> str:
-        raise NotImplementedError
+        """LIQ_<NAME>_WS_URL, else the venue's real endpoint (common.venues)."""
+        return settings.ws_url(cls.name)
 
     def fixed_streams(self) -> list[Shard]:
         """Shards that do not belong to any one symbol (Binance's `!forceOrder@arr`)."""

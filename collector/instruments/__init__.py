@@ -1,6 +1,6 @@
 """Instrument discovery: every venue's list of linear USDT and USDC contracts, from its public REST API.
 
-One module per venue, shaped alike (`binance`, `bybit`): the REST path, a typed raw schema with the
+One module per venue, shaped alike (`binance`, `bybit`, `okx`, `gate`, `bitget`): the REST path, a typed raw schema with the
 venue's field names and `to_instrument()` into `common.instruments.Instrument`, `parse_*()` for a
 decoded response and `fetch(base_url, timeout_s)`. `VENUES` is the registry; `catalog` holds the
 current lists and refreshes them, `store` keeps them in TimescaleDB (`instruments`).
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from collector.instruments import binance, bybit
+from collector.instruments import binance, bitget, bybit, gate, okx
 from collector.instruments.base import FetchError, InstrumentsError, Listing, ResponseError
 from common.config import Settings
 
@@ -25,6 +25,9 @@ class Venue:
 VENUES: dict[str, Venue] = {
     binance.EXCHANGE: Venue(binance.fetch, binance.base_url),
     bybit.EXCHANGE: Venue(bybit.fetch, bybit.base_url),
+    okx.EXCHANGE: Venue(okx.fetch, okx.base_url),
+    gate.EXCHANGE: Venue(gate.fetch, gate.base_url),
+    bitget.EXCHANGE: Venue(bitget.fetch, bitget.base_url),
 }
 
 __all__ = ["VENUES", "FetchError", "InstrumentsError", "Listing", "ResponseError", "Venue"]

@@ -54,7 +54,7 @@ _DATED = frozenset({"CURRENT_QUARTER", "NEXT_QUARTER", "CURRENT_MONTH", "NEXT_MO
 
 
 def base_url(settings: Settings) -> str:
-    return settings.binance_rest_url
+    return settings.rest_url(EXCHANGE)
 
 
 @dataclass(frozen=True, slots=True)

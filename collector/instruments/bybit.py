@@ -31,7 +31,6 @@ in front (`1000PEPE`, `10000SATS`) or, for SHIB, behind (`SHIB1000`): both are r
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -60,11 +59,10 @@ PAGE_LIMIT = 1000  # the most Bybit gives per page
 MAX_PAGES = 50  # 50,000 instruments: far beyond any real list
 TRADING = "Trading"
 _CONTRACT_TYPES = {"LinearPerpetual": PERPETUAL, "LinearFutures": DATED}
-_SUFFIX_MULTIPLIER = re.compile(r"^([A-Z][A-Z0-9]*?[A-Z])(1000+)$")  # SHIB1000 -> SHIB, 1000
 
 
 def base_url(settings: Settings) -> str:
-    return settings.bybit_rest_url
+    return settings.rest_url(EXCHANGE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +125,9 @@ class BybitInstrument:
 
 
 def coin_multiplier(coin: str) -> tuple[str, Decimal]:
-    """`1000PEPE` -> (PEPE, 1000) as everywhere, and Bybit's `SHIB1000` -> (SHIB, 1000)."""
-    base, multiplier = split_multiplier(coin)
-    if multiplier == 1:
-        m = _SUFFIX_MULTIPLIER.match(coin)
-        if m:
-            return m.group(1), Decimal(m.group(2))
-    return base, multiplier
+    """`1000PEPE` -> (PEPE, 1000) as everywhere, and Bybit's `SHIB1000` -> (SHIB, 1000)
+    (`common.instruments.split_multiplier` reads both)."""
+    return split_multiplier(coin)
 
 
 def parse_page(data: Any, listing: Listing) -> str:

@@ -111,6 +111,10 @@ class InstrumentCatalog:
         self._candles: frozenset[str] | None = (
             None if settings.all_candle_symbols else frozenset(settings.candle_symbols)
         )
+        # A configured symbol names its contract on every venue: `BTCUSDT` is OKX's `BTC-USDT-SWAP`
+        # and Gate's `BTC_USDT` too (same canonical instrument), so one list serves five spellings.
+        self._explicit_names = _canonical_names(self._explicit or ())
+        self._candle_names = _canonical_names(self._candles or ())
         self._timeout = request_timeout_s
         self._refresh_s = float(settings.instruments_refresh_s if refresh_s is None else refresh_s)
         self._retry_base_s = retry_base_s
@@ -142,10 +146,12 @@ class InstrumentCatalog:
         return list(self._venues[exchange].tracked)
 
     def candle_symbols(self, exchange: str) -> list[str]:
-        return [s for s in self._venues[exchange].tracked if self.wants_candles(s)]
+        venue = self._venues[exchange]
+        return [s for s in venue.tracked if self.wants_candles(s, venue.instruments.get(s))]
 
-    def wants_candles(self, symbol: str) -> bool:
-        return self._candles is None or symbol in self._candles
+    def wants_candles(self, symbol: str, instrument: Instrument | None = None) -> bool:
+        """LIQ_CANDLE_SYMBOLS names it, by its venue spelling or by the same contract on another venue."""
+        return self._candles is None or _named(symbol, instrument, self._candles, self._candle_names)
 
     def has_list(self, exchange: str) -> bool:
         """True once the venue's list is known (from REST or the database)."""
@@ -341,7 +347,7 @@ class InstrumentCatalog:
             unlisted = (
                 ()
                 if venue.source == NONE or self._explicit is None
-                else tuple(s for s in self._explicit if s not in venue.instruments)
+                else tuple(s for s in self._explicit if not _names_any(s, venue.instruments))
             )
             if unlisted != venue.unlisted:
                 venue.unlisted = unlisted
@@ -354,7 +360,36 @@ class InstrumentCatalog:
             return tuple(sorted(venue.instruments))
         if venue.source == NONE:
             return self._explicit
-        return tuple(s for s in self._explicit if s in venue.instruments)
+        order = {s: i for i, s in enumerate(self._explicit)}
+        names = self._explicit_names
+        found = [
+            (order.get(s, order.get(names.get(inst.canonical, ""), len(order))), s)
+            for s, inst in venue.instruments.items()
+            if _named(s, inst, frozenset(self._explicit), names)
+        ]
+        return tuple(s for _, s in sorted(found))
+
+
+def _canonical_names(symbols: Iterable[str]) -> dict[str, str]:
+    """canonical instrument -> the configured symbol that names it (`BTC-USDT-PERP` -> `BTCUSDT`)."""
+    out: dict[str, str] = {}
+    for symbol in symbols:
+        inst = guess_instrument("", symbol)
+        if inst.quote:  # a symbol read as base + USDT/USDC: it names that contract on every venue
+            out.setdefault(inst.canonical, symbol)
+    return out
+
+
+def _named(symbol: str, instrument: Instrument | None, exact: frozenset[str], canonical: dict[str, str]) -> bool:
+    return symbol in exact or (instrument is not None and instrument.canonical in canonical)
+
+
+def _names_any(configured: str, instruments: Mapping[str, Instrument]) -> bool:
+    """The venue lists `configured` itself or a contract with the same canonical instrument."""
+    if configured in instruments:
+        return True
+    wanted = guess_instrument("", configured)
+    return bool(wanted.quote) and any(i.canonical == wanted.canonical for i in instruments.values())
 
 
 def _unlisted_text(venue: _Venue) -> str:

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -40,7 +41,18 @@ from common.live_scripts import (
     write_argv,
     write_keys,
 )
-from common.live_view import BUCKET_MS, TRIM_MARGIN_MS, WINDOW_MS, Keys, decode_cascade, encode_cascade, member_text
+from common.live_view import (
+    BUCKET_MS,
+    STREAM_MAXLEN,
+    TRIM_MARGIN_MS,
+    WINDOW_MS,
+    Keys,
+    decode_cascade,
+    encode_cascade,
+    member_text,
+    stream_cascade,
+    stream_liquidation,
+)
 
 log = logging.getLogger("collector.redis")
 
@@ -57,8 +69,12 @@ class _Flushed(Exception):
 
 
 class RedisLive:
-    def __init__(self, redis_url: str, prefix: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, redis_url: str, prefix: str, *, timeout: float = 5.0, stream_min_usd: Decimal | None = None
+    ) -> None:
         self.keys = Keys(prefix)
+        # The alerter's stream: liquidations of at least this USD and every cascade (None: no stream).
+        self._stream_min_usd = stream_min_usd
         self._url = redis_url
         self._timeout = timeout
         self._deadline = 2 * timeout  # a whole round trip (a pipeline reads several replies)
@@ -147,6 +163,8 @@ class RedisLive:
             for c in batch.cascades:
                 if not c.active:
                     self._ended[c.id] = c.end_ms
+        if self._stream_min_usd is not None:
+            self._stream(pipe, batch)
         self._trim(pipe)
         if not len(pipe):
             return True
@@ -157,6 +175,17 @@ class RedisLive:
             self._lost(exc)
             return False
         return True
+
+    def _stream(self, pipe: Any, batch: Batch) -> None:
+        """Append what the alerter may need, in the same round trip (the hot path never waits on it)."""
+        floor = self._stream_min_usd
+        for ev in batch.liquidations:
+            if floor is not None and ev.value_usd >= floor:
+                entry = {"kind": "liquidation", "data": stream_liquidation(ev)}
+                pipe.xadd(self.keys.stream, entry, maxlen=STREAM_MAXLEN, approximate=True)
+        for c in batch.cascades:
+            entry = {"kind": "cascade", "data": stream_cascade(c)}
+            pipe.xadd(self.keys.stream, entry, maxlen=STREAM_MAXLEN, approximate=True)
 
     def _trim(self, pipe: Any) -> None:
         now = time.monotonic()

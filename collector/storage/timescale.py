@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
@@ -415,6 +416,18 @@ class TimescaleWriter:
 
         return await self._run(op, "closing stale coverage")
 
+    async def minute_usd(self, since_ms: int, until_ms: int, sources: list[str]) -> list[tuple[str, str, int, Decimal]]:
+        """(exchange, symbol, minute start ms, USD of both sides) from the 1-minute rollups in
+        [since, until), for the given sources: what the cascade baselines learn from at start."""
+        since, until = ms_to_datetime(since_ms), ms_to_datetime(until_ms)
+
+        async def op() -> list[tuple[str, str, int, Decimal]]:
+            async with self._connection() as conn:
+                cur = await conn.execute(q.MINUTE_USD, (since, until, sources))
+                return [(r[0], r[1], int(r[2]), r[3]) for r in await cur.fetchall()]
+
+        return await self._run(op, "reading the cascade baselines")
+
     async def fetch_window(self, since_ms: int) -> tuple[list[Liquidation], list[Cascade]]:
         """Liquidations since `since_ms` and cascades active or ended since then (Redis rebuild)."""
         since = ms_to_datetime(since_ms)
@@ -430,7 +443,8 @@ class TimescaleWriter:
                 liqs = [q.liquidation_from_row(r) for r in await cur.fetchall()]
                 cur = await conn.execute(
                     """SELECT id, symbol, side, start_time, end_time, events, quantity, value_usd,
-                              events_by_exchange, peak_minute, price_start, price_end, risk_score, active, source
+                              events_by_exchange, peak_minute, price_start, price_end, risk_score, active, source,
+                              usd_by_exchange
                        FROM cascades WHERE active OR end_time >= %s""",
                     (since,),
                 )

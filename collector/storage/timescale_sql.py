@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -93,17 +94,25 @@ SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCL
     source = EXCLUDED.source
 """
 
+MINUTE_USD = """
+SELECT exchange, symbol, (extract(epoch FROM bucket) * 1000)::bigint, sum(value_usd)
+FROM liquidations_1m
+WHERE bucket >= %s AND bucket < %s AND source = ANY(%s)
+GROUP BY exchange, symbol, bucket
+"""
+
 UPSERT_CASCADE = """
 INSERT INTO cascades (id, symbol, side, start_time, end_time, events, quantity, value_usd, exchanges,
                       events_by_exchange, cross_exchange, peak_minute, price_start, price_end,
-                      price_move_pct, risk_score, active, source)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                      price_move_pct, risk_score, active, source, usd_by_exchange)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (id) DO UPDATE
 SET start_time = EXCLUDED.start_time, end_time = EXCLUDED.end_time, events = EXCLUDED.events,
     quantity = EXCLUDED.quantity, value_usd = EXCLUDED.value_usd, exchanges = EXCLUDED.exchanges,
     events_by_exchange = EXCLUDED.events_by_exchange, cross_exchange = EXCLUDED.cross_exchange,
     peak_minute = EXCLUDED.peak_minute, price_start = EXCLUDED.price_start, price_end = EXCLUDED.price_end,
-    price_move_pct = EXCLUDED.price_move_pct, risk_score = EXCLUDED.risk_score, active = EXCLUDED.active
+    price_move_pct = EXCLUDED.price_move_pct, risk_score = EXCLUDED.risk_score, active = EXCLUDED.active,
+    usd_by_exchange = EXCLUDED.usd_by_exchange
 """
 
 FLAG_MEMBERS = """
@@ -265,6 +274,7 @@ def cascade_row(c: Cascade) -> tuple[Any, ...]:
         c.risk_score,
         c.active,
         c.source,
+        Jsonb({k: f"{v:f}" for k, v in c.usd.items()}),
     )
 
 
@@ -303,4 +313,5 @@ def cascade_from_row(r: tuple[Any, ...]) -> Cascade:
         risk_score=r[12],
         active=r[13],
         source=r[14],
+        usd={k: Decimal(v) for k, v in r[15].items()},
     )

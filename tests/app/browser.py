@@ -87,6 +87,7 @@ def app_env(settings: Settings, password: str = "", **extra: str) -> dict[str, s
         "LIQ_REDIS_PREFIX": settings.redis_prefix,
         "LIQ_NONLIVE_SOURCE": "test",
         "LIQ_SYMBOLS": ",".join(settings.symbols),
+        "LIQ_EXCHANGES": ",".join(settings.exchanges),
         "LIQ_APP_PASSWORD": password,
         **extra,
     }

@@ -40,6 +40,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.data.connections import close_all
 from app.gate import forget_attempts
+from common import venues
 from common.config import Settings
 from common.events import Candle, Cascade, Liquidation, Side
 from common.live_scripts import add_liquidations
@@ -50,7 +51,7 @@ MAIN = ROOT / "app" / "main.py"
 ENTRY = Path(__file__).resolve().parent / "entry.py"
 PAGE_FILES = {
     name: ROOT / "app" / "pages" / f"{name}.py"
-    for name in ("live", "accumulated", "chart", "heatmap", "cascades", "analyses", "explorer")
+    for name in ("market", "live", "accumulated", "chart", "heatmap", "cascades", "analyses", "explorer")
 }
 
 
@@ -75,7 +76,7 @@ def liq(
     source: str = "live",
     cascade_id: int | None = None,
 ) -> Liquidation:
-    """One liquidation; USD = quantity * price, Binance rows are sampled (a lower bound)."""
+    """One liquidation; USD = quantity * price; rows of sampled venues (Binance, OKX...) are a lower bound."""
     q, p = Decimal(quantity), Decimal(price)
     raw_side = {("binance", "LONG"): "SELL", ("binance", "SHORT"): "BUY"}.get(
         (exchange, side), "Buy" if side == "LONG" else "Sell"
@@ -91,7 +92,7 @@ def liq(
         received_ms=time_ms + 150,
         raw_side=raw_side,
         source=source,
-        sampled=exchange == "binance",
+        sampled=venues.is_sampled(exchange),
         cascade_id=cascade_id,
     )
 
@@ -382,6 +383,7 @@ def redis_heartbeat(
     heartbeat_ms: int,
     source: str = "live",
     instruments: Mapping[str, Mapping[str, Any]] | None = None,
+    exchanges: Sequence[str] = ("binance", "bybit"),
 ) -> None:
     """The collector's state hash as collector/pipeline.py writes it (sources: exchange -> source;
     `instruments`: exchange -> instrument_state(), absent unless given, as from older collectors)."""
@@ -389,7 +391,7 @@ def redis_heartbeat(
         "heartbeat_ms": heartbeat_ms,
         "started_ms": heartbeat_ms - 3_600_000,
         "pid": 4242,
-        "sources": {"binance": source, "bybit": source},
+        "sources": dict.fromkeys(exchanges, source),
         "queue": 0,
         "spool": {"pending_events": 0, "bytes": 0, "state": "idle"},
         "redis_rebuilt_ms": None,
@@ -443,6 +445,7 @@ def app_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, **extra: str) -
         "LIQ_REDIS_PREFIX": settings.redis_prefix,
         "LIQ_NONLIVE_SOURCE": settings.nonlive_source,
         "LIQ_SYMBOLS": ",".join(settings.symbols),
+        "LIQ_EXCHANGES": ",".join(settings.exchanges),
         "LIQ_APP_PASSWORD": "",
     }
     env.update(extra)
@@ -459,12 +462,13 @@ def _page_path(script: Path, page: str) -> str:
 
 
 def open_app(page: str | None = None, params: Mapping[str, str] | None = None, timeout: float = 60) -> AppTest:
-    """Run the frame (optionally with URL params), then switch to `page` (url path) and run it."""
+    """Run the frame (optionally with URL params: it lands on the Market overview), then switch to
+    `page` (url path) and run it."""
     at = AppTest.from_file(str(ENTRY), default_timeout=timeout)
     for name, value in (params or {}).items():
         at.query_params[name] = value
     at.run()
-    if page is not None and page != "live":
+    if page is not None and page != "market":  # the landing page
         at.switch_page(_page_path(ENTRY, page)).run()
     return at
 

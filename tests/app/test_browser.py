@@ -36,6 +36,8 @@ from tests.app.seed import (
 HOUR = 3_600_000
 # (url path, query string, text the finished page shows). app2: add heatmap, cascades, analyses, explorer.
 PAGES: list[tuple[str, str, str]] = [
+    ("market", "window=24", "Market overview"),
+    ("market", "window=1&feed_min=1000", "Market overview"),
     ("live", "", "Live — last 60 minutes"),
     ("accumulated", "", "Accumulated"),
     ("chart", "hours=24", "Chart"),
@@ -76,8 +78,8 @@ def test_every_page_renders_in_chromium(server: str, settings: Settings, sync_re
             page.get_by_role("heading", name="Filters").wait_for(timeout=30_000)
             assert_no_errors(page, "heatmap first")
             page.goto(server + "/?symbol=BTCUSDT&hours=24", wait_until="domcontentloaded")
-            wait_until_done(page, "Live — last 60 minutes")
-            assert page.url.startswith(f"{server}/live"), page.url  # the root forwards to /live
+            wait_until_done(page, "Market overview")
+            assert page.url.startswith(f"{server}/market"), page.url  # the root forwards to /market
             assert "hours=24" in page.url  # ... keeping the view in the link
             for path, query, title in PAGES:
                 page.goto(f"{server}/{path}" + (f"?{query}" if query else ""), wait_until="domcontentloaded")

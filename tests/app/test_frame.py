@@ -120,8 +120,17 @@ def test_time_range_and_auto_interval() -> None:
     assert [auto_interval(h * hour) for h in (1, 24, 168, 720, 8760)] == ["1m", "5m", "1h", "4h", "1d"]
 
 
-def test_navigation_lists_all_seven_pages() -> None:
-    assert [p[2] for p in PAGES] == ["live", "accumulated", "chart", "heatmap", "cascades", "analyses", "explorer"]
+def test_navigation_lists_every_page_market_first() -> None:
+    assert [p[2] for p in PAGES] == [
+        "market",
+        "live",
+        "accumulated",
+        "chart",
+        "heatmap",
+        "cascades",
+        "analyses",
+        "explorer",
+    ]
 
 
 def test_hostile_url_warns_and_falls_back(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:

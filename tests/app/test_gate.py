@@ -48,6 +48,7 @@ from tests.app.seed import app_env as apptest_env
 PASSWORD = "gate-s3cret"
 # Each page with the heading it shows once open (and that the gate must not show).
 TITLES = {
+    "market": "Market overview",
     "live": "Live — last 60 minutes",
     "accumulated": "Accumulated",
     "chart": "Chart",

@@ -30,6 +30,8 @@ def collector_env(database_url: str, prefix: str, tmp: Path, **extra: str) -> di
         "LIQ_SPOOL_DIR": str(tmp / "spool"),
         "LIQ_NONLIVE_SOURCE": "test",
         "LIQ_SYMBOLS": "BTCUSDT",
+        "LIQ_EXCHANGES": "binance,bybit",
+        "LIQ_METRICS_PORT": "0",
         **extra,
     }
 

@@ -209,7 +209,11 @@ async def test_sigkill_while_the_database_hangs_then_restart_stores_what_was_spo
                 )
                 await wait_until(lambda: len(spooled_liquidations(spool)) == 30_000, within=30, what="all spooled")
                 assert time.monotonic() - hung_at < 40
-                assert "spooled meanwhile" in log.read_text()
+                # The batch in flight was spooled without waiting for its deadline; or, when the hang
+                # caught the pool's one open connection busy (a start-up read), no new connection
+                # could be had and the batches went straight to the spool: either way, not waited for.
+                text = log.read_text()
+                assert "spooled meanwhile" in text or "batches go to the spool until it answers" in text
                 assert db_count(clean_db) == 0
                 proc.kill()
                 await asyncio.to_thread(proc.wait, 15)

@@ -4,6 +4,7 @@ lists and WebSocket streams), the real collector service, TimescaleDB and Redis.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import redis
 
+from collector.exchanges.binance import BinanceAdapter
 from collector.replay_server import BybitServer
 from collector.service import CollectorService
 from common.config import Settings
@@ -172,3 +175,61 @@ async def test_the_whole_market_is_followed_listed_and_delisted_without_reconnec
                 assert health["binance"].reconnects == health["bybit"].reconnects == 0
                 assert _coverage(clean_db) == coverage  # the same connections, all still open
                 assert all(open_ for _, _, open_ in coverage) and len(coverage) == 4
+
+
+async def test_binance_rotation_in_the_service_leaves_no_gap_in_coverage(
+    clean_db: str, redis_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: make-before-break rotation end to end. With connections that live 2 s, liquidations
+    pushed all along are stored exactly once each, and the stored coverage of the liquidation stream
+    (`!forceOrder@arr`) has no hole: each connection opened before its predecessor closed."""
+    monkeypatch.setattr(BinanceAdapter, "max_lifetime_s", 2.0)
+    with FakeBinanceRest(binance_market(5)) as binance_rest:
+        symbols = [s["symbol"] for s in binance_rest.symbols]
+        async with WholeMarketBinance() as binance:
+            settings = services.make_settings(
+                clean_db,
+                redis_prefix,
+                tmp_path,
+                LIQ_SYMBOLS="ALL",
+                LIQ_EXCHANGES="binance",
+                LIQ_CANDLE_SYMBOLS="NOSUCHUSDT",  # no candle connection: the liquidation stream alone
+                LIQ_BINANCE_WS_URL=binance.url,
+                LIQ_BINANCE_REST_URL=binance_rest.url,
+            )
+            async with _service(settings) as service:
+                health = service.health["binance"]
+                await wait_until(lambda: health.connections == 1, what="binance connected")
+                start, pushed = now_ms() - 30_000, 0
+                while len(_rotations(clean_db)) < 3:
+                    await binance.push(_binance_liq(symbols[pushed % 5], start + pushed, "SELL"))
+                    pushed += 1
+                    await asyncio.sleep(0.02)
+                for i in range(20):  # and some after the last rotation
+                    await binance.push(_binance_liq(symbols[i % 5], start + pushed, "BUY"))
+                    pushed += 1
+                await wait_until(lambda: db_count(clean_db) == pushed, what="every pushed liquidation stored")
+                await asyncio.sleep(1.0)
+                assert db_count(clean_db) == pushed  # nothing doubled by the overlap
+                assert health.reconnects == 0
+    # The connections of `!forceOrder@arr` form a chain of rows: each opened before the last closed.
+    with psycopg.connect(clean_db) as conn:
+        rows = conn.execute(
+            "SELECT symbols, connected_at, coalesce(disconnected_at, last_seen_at) FROM stream_coverage"
+            " WHERE exchange = 'binance' ORDER BY connected_at"
+        ).fetchall()
+    chains: dict[tuple[str, ...], list[tuple[Any, Any]]] = {}
+    for symbols_, started, ended in rows:
+        chains.setdefault(tuple(symbols_), []).append((started, ended))
+    assert len(chains) == 1 and len(rows) >= 4, chains
+    for chain in chains.values():
+        for (_, ended), (started, _) in itertools.pairwise(chain):
+            assert started <= ended, (
+                f"a gap in coverage: a connection closed at {ended}, its successor opened at {started}"
+            )
+
+
+def _rotations(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT connection_id FROM stream_coverage WHERE reason = '24h rotation'").fetchall()
+    return [r[0] for r in rows]

@@ -31,7 +31,12 @@ def frame_text(exchange: str, name: str) -> str:
 
 def adapter_settings(**env: str) -> Settings:
     """Settings for adapter tests: no database or Redis needed, non-live label "test"."""
-    base = {"LIQ_NONLIVE_SOURCE": "test", "LIQ_SILENCE_TIMEOUT_S": "2", "LIQ_SYMBOLS": "BTCUSDT"}
+    base = {
+        "LIQ_NONLIVE_SOURCE": "test",
+        "LIQ_SILENCE_TIMEOUT_S": "2",
+        "LIQ_SYMBOLS": "BTCUSDT",
+        "LIQ_EXCHANGES": "binance,bybit",
+    }
     base.update(env)
     return load_settings(env=base, dotenv=None)
 

@@ -73,8 +73,8 @@ async def test_replay_serves_the_sample_session_to_adapters() -> None:
         assert urls["LIQ_BYBIT_WS_URL"].endswith("/v5/public/linear")
         settings = adapter_settings(LIQ_SYMBOLS="BTCUSDT,ETHUSDT", **urls)
         async with (
-            Running(BinanceAdapter, settings.binance_ws_url, settings) as binance,
-            Running(BybitAdapter, settings.bybit_ws_url, settings) as bybit,
+            Running(BinanceAdapter, settings.ws_url("binance"), settings) as binance,
+            Running(BybitAdapter, settings.ws_url("bybit"), settings) as bybit,
         ):
             await binance.wait_for(lambda: len(binance.liquidations()) == 3 and len(binance.candles()) == 1)
             await bybit.wait_for(lambda: len(bybit.liquidations()) == 9 and len(bybit.candles()) == 1)
@@ -100,7 +100,7 @@ async def test_replay_keeps_the_recorded_spacing(tmp_path: Path) -> None:
     async with _process("collector.replay", str(session), "--speed", "2") as proc:
         urls = await _urls(proc)
         settings = adapter_settings(**urls)
-        async with Running(BybitAdapter, settings.bybit_ws_url, settings) as run:
+        async with Running(BybitAdapter, settings.ws_url("bybit"), settings) as run:
             await run.wait_for(lambda: len(run.liquidations()) == 2)
         first, second = run.liquidations()
     gap = second.received_ms - first.received_ms
@@ -142,8 +142,8 @@ async def test_record_writes_data_frames_that_replay_reproduces(tmp_path: Path) 
     async with _process("collector.replay", str(out), "--speed", "0") as proc:
         settings = adapter_settings(**await _urls(proc))
         async with (
-            Running(BinanceAdapter, settings.binance_ws_url, settings) as binance,
-            Running(BybitAdapter, settings.bybit_ws_url, settings) as bybit,
+            Running(BinanceAdapter, settings.ws_url("binance"), settings) as binance,
+            Running(BybitAdapter, settings.ws_url("bybit"), settings) as bybit,
         ):
             await binance.wait_for(lambda: len(binance.liquidations()) == 1)
             await bybit.wait_for(lambda: len(bybit.liquidations()) == 5 and bybit.health.drops["bad_json"] == 1)
@@ -166,7 +166,7 @@ def test_rebase_moves_only_exchange_times() -> None:
 async def test_rebased_replay_looks_live() -> None:
     async with _process("collector.replay", str(SESSION), "--speed", "0", "--rebase") as proc:
         settings = adapter_settings(LIQ_SYMBOLS="BTCUSDT,ETHUSDT", **await _urls(proc))
-        async with Running(BybitAdapter, settings.bybit_ws_url, settings) as run:
+        async with Running(BybitAdapter, settings.ws_url("bybit"), settings) as run:
             await run.wait_for(lambda: len(run.liquidations()) == 9 and len(run.candles()) == 1)
     now = time.time_ns() // 1_000_000
     for liq in run.liquidations():

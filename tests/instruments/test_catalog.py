@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from collector.instruments.catalog import Diff, InstrumentCatalog
+from collector.instruments.base import Listing
+from collector.instruments.catalog import Diff, Fetch, InstrumentCatalog
 from collector.instruments.store import InstrumentStore
 from common.config import Settings
+from common.instruments import guess_instrument
 from tests import services
 from tests.fakes.rest import (
     FakeBinanceRest,
@@ -289,3 +292,55 @@ async def test_a_hanging_venue_neither_delays_the_other_nor_the_stop(
     assert changes == [Diff(listed={"bybit": ("NEWUSDT",)})]
     stop.set()
     await asyncio.wait_for(task, 2)  # the binance request in flight is abandoned
+
+
+async def test_an_explicit_symbol_names_its_contract_on_every_venue(clean_db: str, tmp_path: Path) -> None:
+    """`BTCUSDT` in LIQ_SYMBOLS is BTC's USDT perpetual: OKX follows `BTC-USDT-SWAP`, Gate `BTC_USDT`;
+    `1000PEPEUSDT` is OKX's `PEPE-USDT-SWAP` (one canonical PEPE-USDT-PERP); Gate's spelling
+    `ETH_USDT` names ETH's USDT perpetual everywhere too; the USDC perpetual is not the USDT one."""
+    lists = {
+        "binance": ["BTCUSDT", "1000PEPEUSDT", "ETHUSDT"],
+        "bybit": ["BTCUSDT", "BTCPERP", "1000PEPEUSDT"],
+        "okx": ["BTC-USDT-SWAP", "BTC-USDC-SWAP", "PEPE-USDT-SWAP", "ETH-USDT-SWAP"],
+        "gate": ["BTC_USDT", "ETH_USDT"],
+        "bitget": ["ETHUSDT"],
+    }
+
+    def fetcher(exchange: str) -> Fetch:
+        async def fetch(base_url: str, timeout_s: float) -> Listing:
+            listing = Listing(exchange)
+            for symbol in lists[exchange]:
+                listing.add(dataclasses.replace(guess_instrument(exchange, symbol), listed=True))
+            return listing
+
+        return fetch
+
+    settings = services.make_settings(
+        clean_db,
+        "liqtest:catalog:",
+        tmp_path,
+        LIQ_EXCHANGES="binance,bybit,okx,gate,bitget",
+        LIQ_SYMBOLS="BTCUSDT,1000PEPEUSDT,ETH_USDT",
+        LIQ_CANDLE_SYMBOLS="BTCUSDT",
+    )
+    catalog = InstrumentCatalog(settings, fetchers={name: fetcher(name) for name in lists})
+    await catalog.start()
+    assert {name: catalog.symbols(name) for name in lists} == {
+        "binance": ["BTCUSDT", "1000PEPEUSDT", "ETHUSDT"],
+        "bybit": ["BTCUSDT", "1000PEPEUSDT"],  # not BTCPERP: BTC-USDC-PERP is another contract
+        "okx": ["BTC-USDT-SWAP", "PEPE-USDT-SWAP", "ETH-USDT-SWAP"],  # not BTC-USDC-SWAP
+        "gate": ["BTC_USDT", "ETH_USDT"],
+        "bitget": ["ETHUSDT"],
+    }
+    assert {name: catalog.candle_symbols(name) for name in lists} == {
+        "binance": ["BTCUSDT"],
+        "bybit": ["BTCUSDT"],
+        "okx": ["BTC-USDT-SWAP"],
+        "gate": ["BTC_USDT"],
+        "bitget": [],
+    }
+    assert catalog.warnings() == [
+        "bybit does not list ETH_USDT: named in LIQ_SYMBOLS, not followed there",
+        "gate does not list 1000PEPEUSDT: named in LIQ_SYMBOLS, not followed there",
+        "bitget does not list BTCUSDT, 1000PEPEUSDT: named in LIQ_SYMBOLS, not followed there",
+    ]

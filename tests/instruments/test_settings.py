@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 
-from common.config import BINANCE_REST_URL, BYBIT_REST_URL, REAL_HOSTS, ConfigError, load_settings
+from common.config import REAL_HOSTS, ConfigError, load_settings
+from common.venues import VENUES
 
 
 def test_defaults() -> None:
     s = load_settings(env={}, dotenv=None)
-    assert (s.binance_rest_url, s.bybit_rest_url) == ("https://fapi.binance.com", "https://api.bybit.com")
-    assert (BINANCE_REST_URL, BYBIT_REST_URL) == (s.binance_rest_url, s.bybit_rest_url)
+    assert [s.rest_url(n) for n in ("binance", "bybit", "okx", "gate", "bitget")] == [
+        "https://fapi.binance.com",
+        "https://api.bybit.com",
+        "https://www.okx.com",
+        "https://api.gateio.ws",
+        "https://api.bitget.com",
+    ]
+    assert all(s.rest_url(name) == v.rest_url for name, v in VENUES.items())
     assert s.instruments_refresh_s == 3600
     assert s.candle_symbols == ("ALL",) and s.all_candle_symbols
     assert s.symbols == ("ALL",) and s.all_symbols and s.configured_symbols == () and s.default_symbol == "ALL"
@@ -28,11 +37,13 @@ def test_all_and_explicit_lists() -> None:
     )
     assert s.symbols == ("ALL",) and s.all_symbols
     assert s.candle_symbols == ("BTCUSDT", "币安人生USDT") and not s.all_candle_symbols
-    assert s.binance_rest_url == "http://127.0.0.1:8081" and s.instruments_refresh_s == 60
+    assert s.rest_url("binance") == "http://127.0.0.1:8081" and s.instruments_refresh_s == 60
 
 
 def test_rest_hosts_never_label_events_live() -> None:
-    assert "fapi.binance.com" not in REAL_HOSTS and "api.bybit.com" not in REAL_HOSTS
+    for v in VENUES.values():
+        assert v.ws_host in REAL_HOSTS
+        assert urlsplit(v.rest_url).hostname not in REAL_HOSTS
 
 
 @pytest.mark.parametrize(

@@ -367,8 +367,10 @@ def test_multiplier_quantities_are_converted_before_they_are_summed() -> None:
     assert c.price_move_pct == 0
 
 
-def test_a_catalog_resolver_supplies_contract_sizes() -> None:
-    """The venues' lists know what a symbol cannot tell: OKX counts BTC-USDT-SWAP in contracts of 0.01 BTC."""
+def test_contracts_are_converted_once_at_the_edge_never_again_in_the_cascade() -> None:
+    """OKX counts BTC-USDT-SWAP in contracts of 0.01 BTC; its adapter stores 100 contracts as 1 BTC
+    (the instrument list's contract size), so the cascade adds that 1 BTC as it is, with a resolver
+    that knows the contract size as well (applying it twice would make 0.01 BTC)."""
     okx = replace(
         guess_instrument("okx", "BTC-USDT-SWAP"), size_unit=CONTRACTS, contract_size=Decimal("0.01"), listed=True
     )
@@ -377,7 +379,7 @@ def test_a_catalog_resolver_supplies_contract_sizes() -> None:
         return okx if (ev.exchange, ev.symbol) == (okx.exchange, okx.symbol) else guess_resolver(ev)
 
     contracts = [
-        replace(liq("okx", T0 + i * 1_000, qty="100", symbol="BTC-USDT-SWAP"), value_usd=Decimal(50_000))
+        replace(liq("okx", T0 + i * 1_000, qty="1", symbol="BTC-USDT-SWAP"), value_usd=Decimal(50_000))
         for i in range(3)
     ]
     btc = [liq("bybit", T0 + 300 + i * 1_000, qty="1") for i in range(2)]

@@ -1,0 +1,102 @@
+"""The alerter process wired together: rules, Redis stream reader, health poller, store, deliverer.
+
+`AlerterService(settings, rules).run(stop)` returns after `stop` is set: the reader stops before
+acknowledging anything more, deliveries get a few seconds to finish (unfinished ones stay `fired`
+in `alerts` and are delivered on the next start), then the pool and the Redis client close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from alerter.delivery import Deliverer
+from alerter.engine import Engine, now_ms
+from alerter.rules import Rule
+from alerter.settings import AlerterSettings
+from alerter.store import AlertStore
+from alerter.stream import StreamReader
+
+log = logging.getLogger("alerter")
+
+DELIVERY_GRACE_S = 3.0
+
+
+class AlerterService:
+    def __init__(self, settings: AlerterSettings, rules: list[Rule]) -> None:
+        self.settings = settings
+        self.rules = rules
+        c = settings.common
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=c.redis_timeout_s,
+            socket_timeout=c.redis_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+        )
+        self.store = AlertStore(
+            settings.database_url, connect_timeout=c.db_connect_timeout_s, max_size=settings.concurrency + 2
+        )
+        self.deliverer = Deliverer(settings, self.store)
+        self.engine = Engine(settings, rules, self.redis, self.store, self.deliverer)
+        self.reader = StreamReader(
+            self.redis, settings.redis_prefix, settings.consumer, claim_idle_s=settings.claim_idle_s
+        )
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.store.open()
+        try:
+            await self.reader.ensure_group()
+            for d in await self.store.undelivered():  # the previous run stopped mid-delivery
+                self.deliverer.submit(d)
+            await self._seed()
+            tasks = [asyncio.create_task(self.reader.run(self._handle, stop), name="stream")]
+            if any(r.kind == "stream" for r in self.rules):
+                tasks.append(asyncio.create_task(self._health_loop(stop), name="health"))
+            self.ready.set()
+            log.info("alerter running: %d rules, channels %s", len(self.rules), ", ".join(self.settings.channels()))
+            await stop.wait()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.deliverer.close(DELIVERY_GRACE_S)
+        finally:
+            await self.store.close()
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()  # type: ignore[attr-defined]  # the stubs predate aclose
+
+    async def _handle(self, kind: str, data: dict[str, Any], recovered: bool) -> None:
+        try:
+            await self.engine.handle(kind, data, recovered=recovered)
+        except (KeyError, ValueError, TypeError, ArithmeticError) as exc:  # a malformed entry: logged, skipped
+            log.warning("stream %s entry skipped: %s: %.300r", kind, type(exc).__name__, data)
+
+    async def _seed(self) -> None:
+        minutes = max((r.minutes or 0 for r in self.rules if r.kind == "volume"), default=0)
+        if not minutes:
+            return
+        entries = await self.reader.recent(now_ms() - int(minutes * 60_000))
+        for kind, data in entries:
+            if kind == "liquidation":
+                with contextlib.suppress(KeyError, ValueError, TypeError, ArithmeticError):
+                    self.engine.seed(data)
+        log.info("volume windows seeded from %d stream entries", len(entries))
+
+    async def _health_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.engine.check_health()
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("reading stream health failed: %s", exc)
+            except Exception:
+                log.exception("stream health check failed")
+            try:
+                await asyncio.wait_for(stop.wait(), self.settings.health_interval_s)
+            except TimeoutError:
+                pass
