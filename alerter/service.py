@@ -19,9 +19,9 @@ from redis.exceptions import RedisError
 
 from alerter.delivery import Deliverer
 from alerter.engine import Engine, now_ms
+from alerter.metrics import AlerterMetrics, CountingStore
 from alerter.rules import Rule
 from alerter.settings import AlerterSettings
-from alerter.store import AlertStore
 from alerter.stream import StreamReader
 
 log = logging.getLogger("alerter")
@@ -41,10 +41,12 @@ class AlerterService:
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
         )
-        self.store = AlertStore(
+        self.store = CountingStore(
             settings.database_url, connect_timeout=c.db_connect_timeout_s, max_size=settings.concurrency + 2
         )
         self.deliverer = Deliverer(settings, self.store)
+        self.metrics = AlerterMetrics(lambda: self.deliverer.in_flight)
+        self.store.metrics = self.metrics
         self.engine = Engine(settings, rules, self.redis, self.store, self.deliverer)
         self.reader = StreamReader(
             self.redis, settings.redis_prefix, settings.consumer, claim_idle_s=settings.claim_idle_s
@@ -53,6 +55,8 @@ class AlerterService:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.open()
+        if self.settings.metrics_port:
+            self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
         try:
             await self.reader.ensure_group()
             for d in await self.store.undelivered():  # the previous run stopped mid-delivery
@@ -67,6 +71,7 @@ class AlerterService:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.deliverer.close(DELIVERY_GRACE_S)
         finally:
+            self.metrics.close()
             await self.store.close()
             with contextlib.suppress(Exception):
                 await self.redis.aclose()  # type: ignore[attr-defined]  # the stubs predate aclose

@@ -38,6 +38,8 @@ class AlerterSettings:
     fired_ttl_s: int  # lifetime of the dedup keys {prefix}alert:fired:<rule>:<key>
     consumer: str  # this process's consumer name in the group `alerter`
     claim_idle_s: float  # entries another consumer left pending this long are claimed (XAUTOCLAIM)
+    metrics_host: str  # Prometheus /metrics of the alerter: interface ...
+    metrics_port: int  # ... and port (0: no endpoint)
 
     @property
     def redis_url(self) -> str:
@@ -161,4 +163,6 @@ def load_alerter_settings(env: dict[str, str] | None = None, dotenv: Path | None
         fired_ttl_s=e.whole("LIQ_ALERT_FIRED_TTL_S", 7 * 86400, 60, 365 * 86400),
         consumer=consumer,
         claim_idle_s=e.number("LIQ_ALERT_CLAIM_IDLE_S", "60", 0, 86400),
+        metrics_host=e.text("LIQ_METRICS_HOST", "127.0.0.1"),
+        metrics_port=e.whole("LIQ_ALERTER_METRICS_PORT", 9465, 0, 65535),
     )

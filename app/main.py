@@ -53,6 +53,7 @@ PAGES = (
     ("pages/chart.py", "Chart", "chart", ":material/candlestick_chart:"),
     ("pages/heatmap.py", "Heatmap", "heatmap", ":material/grid_on:"),
     ("pages/cascades.py", "Cascades", "cascades", ":material/waterfall_chart:"),
+    ("pages/alerts.py", "Alerts", "alerts", ":material/notifications:"),
     ("pages/analyses.py", "Analyses", "analyses", ":material/analytics:"),
     ("pages/explorer.py", "Explorer", "explorer", ":material/table_view:"),
 )

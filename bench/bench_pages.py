@@ -19,7 +19,7 @@ hypertable caches yet (the first load after an app or database restart, or after
 recycles a connection): the first touch of each chunk costs several ms. Both run after one
 untimed call that fills the server's shared buffers. The exit status judges the warm medians.
 
-app2: register your pages with `PAGES["name"] = (function, target_ms)` in the section at the end.
+A page is registered with `PAGES["name"] = (function, target_ms)`.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.pool.close()  # cold calls replaced the first pool
 
 
-# --- app2's pages (heatmap, cascades, analyses, explorer) -------------------------------------
+# --- heatmap, cascades, analyses, explorer -----------------------------------------------------
 # Each mirrors what its page computes on a cold cache: the view's Scope (whole history starts at
 # the first event, as app.data.scope.scope_for does), then every query the page runs.
 

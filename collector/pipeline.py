@@ -43,6 +43,7 @@ from common.instruments import guess_instrument
 from common.live_view import TRIM_MARGIN_MS, WINDOW_MS
 
 DAY_MS = 86_400_000  # the cascade baselines' history
+STALE_CLOSE_S = 10.0  # how often the leader closes what a dead collector left open
 CANDLE_FLUSH_S = 5.0  # how often the open minute of each candle is written (closed minutes: at once)
 log = logging.getLogger("collector.pipeline")
 
@@ -103,6 +104,10 @@ class Pipeline:
         self.liquidations: dict[tuple[str, str], int] = {}  # (exchange, side) -> routed to storage
         self.observe_db: Callable[[float], None] | None = None  # seconds per TimescaleDB batch
         self.observe_redis: Callable[[float], None] | None = None  # seconds per Redis batch
+        # Several collectors may write one record (collector/leader.py): only the leader writes
+        # cascades; every collector detects them, so a successor carries on. One alone always leads.
+        self.is_leader: Callable[[], bool] = lambda: True
+        self._next_stale_close = 0.0
         # Open candles, the latest update of each (exchange, symbol, minute): written every
         # CANDLE_FLUSH_S instead of every push (Binance pushes each symbol's open minute 4 times a
         # second: 2,400 row updates a second for the whole market); a closed minute goes at once.
@@ -149,7 +154,7 @@ class Pipeline:
                 if batch_events is None:
                     break
                 await self._route(batch_events)
-            ended = self.detector.close_all()
+            ended = self.detector.close_all() if self.is_leader() else []
             pending = self._take_open_candles()
             if ended or pending:
                 await self._dispatch(Batch(candles=pending, cascades=ended))
@@ -185,8 +190,9 @@ class Pipeline:
         """Quiet second: end cascades that went quiet by wall clock; write open candles when due."""
         update = self.detector.tick(now_ms())
         candles = self._due_candles()
-        if update.cascades or candles:
-            await self._dispatch(Batch(candles=candles, cascades=update.cascades))
+        cascades = update.cascades if self.is_leader() else []
+        if cascades or candles:
+            await self._dispatch(Batch(candles=candles, cascades=cascades))
 
     def _due_candles(self) -> list[Candle]:
         if time.monotonic() < self._candles_due:
@@ -228,10 +234,15 @@ class Pipeline:
             elif isinstance(ev, Cascade):
                 batch.cascades.append(ev)
         update = self.detector.process(batch.liquidations, now_ms())
-        for line in update.lines:
-            log.info(line)
-        batch.cascades.extend(update.cascades)
-        batch.flags.extend(update.flags)
+        if self.is_leader():
+            for line in update.lines:
+                log.info(line)
+            batch.cascades.extend(update.cascades)
+            batch.flags.extend(update.flags)
+        else:  # the leader names and stores cascades; a second name for one would double it
+            for ev in batch.liquidations:
+                ev.cascade_id = None
+            batch.cascades.clear()
         batch.candles.extend(self._due_candles())
         self.routed_events += len(events)
         await self._dispatch(batch)
@@ -505,7 +516,10 @@ class Pipeline:
         """Spool replay, stale coverage at start, Redis rebuild: each only when the database answers."""
         if not await self._drain_spool():
             return
-        if not self._stale_closed:
+        if self._stale_closed and time.monotonic() >= self._next_stale_close:
+            self._stale_closed = False  # again: a collector beside this one may have died meanwhile
+        if not self._stale_closed and self.is_leader():
+            self._next_stale_close = time.monotonic() + STALE_CLOSE_S
             try:
                 own_cascades = [c.id for c in self.detector.active]
                 done = await self._patient(self.db.close_stale(self._own_connections, own_cascades, self._started_ms))

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from collector.health import StreamHealth, now_ms
+from collector.leader import Leadership
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline
 from collector.storage.maintenance import run_maintenance
@@ -76,6 +77,8 @@ class CollectorService:
         self.started_ms = now_ms()
         self.ready = asyncio.Event()
         self.metrics = Metrics(self._health_snapshots, self.pipeline.state, lambda: self.pipeline.liquidations)
+        self.leadership = Leadership(settings)
+        self.pipeline.is_leader = lambda: self.leadership.is_leader
         self.pipeline.observe_db = self.metrics.observe_db
         self.pipeline.observe_redis = self.metrics.observe_redis
 
@@ -86,6 +89,9 @@ class CollectorService:
         except DatabaseUnavailable as exc:
             log.warning("migrations postponed until TimescaleDB answers: %s", exc)
         await self.live.open()
+        leadership_stop = asyncio.Event()
+        await self.leadership.first(within_s=2.0)
+        leadership = asyncio.create_task(self.leadership.run(leadership_stop), name="leadership")
         if self.settings.metrics_port:
             self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
         sources = sorted({self.settings.source_for(self.settings.ws_url(name)) for name in self.settings.exchanges})
@@ -99,7 +105,10 @@ class CollectorService:
         database = asyncio.create_task(self.pipeline.run_database(), name="database")
         background_stop = asyncio.Event()
         publisher = asyncio.create_task(self._publish_loop(background_stop), name="publisher")
-        maintenance = asyncio.create_task(run_maintenance(self.settings, background_stop), name="maintenance")
+        maintenance = asyncio.create_task(
+            run_maintenance(self.settings, background_stop, is_leader=lambda: self.leadership.is_leader),
+            name="maintenance",
+        )
         # Everything allocated so far (modules, clients, pools) lives as long as the process: freezing
         # it keeps full collections, which would otherwise stall the event loop for tens of
         # milliseconds on every pass over it, down to the objects created while running.
@@ -124,6 +133,8 @@ class CollectorService:
             await _finish([publisher, maintenance], 1.0)
             with contextlib.suppress(Exception):
                 await self.live.publish(self._health_snapshots(), self._state(stopped=True))
+            leadership_stop.set()
+            await _finish([leadership], 2.0)
             await self.live.close()
             await self.db.close()
             self.metrics.close()
@@ -148,6 +159,7 @@ class CollectorService:
             self.settings, store=InstrumentStore.from_settings(self.settings), refresh_s=self.instruments_refresh_s
         )
         self.catalog = catalog
+        catalog.is_leader = lambda: self.leadership.is_leader
         first = asyncio.create_task(catalog.start(), name="instruments-start")
         self._background.append(first)
         # ALL waits for the lists (there is nothing to follow without them); an explicit list waits

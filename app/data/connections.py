@@ -10,7 +10,7 @@ st.error instead of a traceback. Programming errors (bad SQL) are not caught her
 retried inside a page run: the pool re-checks connections on checkout, so the next rerun after a
 restart of the service works again.
 
-Public API (stable, also used by app2):
+Public API:
     get_settings() -> Settings
     get_pool(url) -> ConnectionPool          app_pool() -> pool on settings.app_database_url
     get_redis(url) -> redis.Redis            app_redis() -> client on settings.redis_url

@@ -18,7 +18,8 @@ per-topic configuration error: it is logged once, counted, kept in `refused` (sh
 symbol again; the connection and every other topic carry on.
 
 Each connection attempt gets a `connection_id` and a `StreamStatus` life cycle: "connected" when
-its subscriptions are confirmed, "heartbeat" about every 5 s while messages arrive,
+its subscriptions are confirmed, "heartbeat" about every 5 s while it is alive (messages, or quiet
+within the silence limit),
 "disconnected" with a reason when it ends ("server closed 1006", "silence 30s", "24h rotation",
 "no streams", "shutdown", "error: ..."). A venue that cuts connections after a fixed lifetime
 (`max_lifetime_s`) gets make-before-break rotation when `make_before_break` is set: a successor
@@ -474,6 +475,11 @@ class ExchangeAdapter:
                         raw = await ws.recv()
                 except TimeoutError:
                     if time.monotonic() - last_frame < silence:
+                        # Quiet is not silent: the line answered recently, so it still covers its
+                        # streams (stored coverage is refreshed by these beats, traffic or not).
+                        if shard.confirmed and time.monotonic() - last_beat >= self.heartbeat_interval_s:
+                            last_beat = time.monotonic()
+                            await self._status(shard, "heartbeat")
                         continue
                     if self.may_idle(shard) and await self._alive(ws):
                         last_frame = time.monotonic()

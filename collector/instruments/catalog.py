@@ -107,6 +107,8 @@ class InstrumentCatalog:
         retry_cap_s: float = RETRY_CAP_S,
     ) -> None:
         self._store = store
+        # Several collectors may share one database (collector/leader.py): the leader stores the lists.
+        self.is_leader: Callable[[], bool] = lambda: True
         self._explicit: tuple[str, ...] | None = None if settings.all_symbols else settings.symbols
         self._candles: frozenset[str] | None = (
             None if settings.all_candle_symbols else frozenset(settings.candle_symbols)
@@ -275,7 +277,7 @@ class InstrumentCatalog:
         log.log(level, "%s: %s", venue.exchange, listing.summary())
         if recovered or was == DATABASE:
             log.info("%s: the instrument list answers again (it was %s)", venue.exchange, was)
-        if self._store is not None:
+        if self._store is not None and self.is_leader():  # one collector of several writes the lists
             try:
                 delisted = await self._store.save(venue.exchange, new.values())
             except StoreError as exc:

@@ -6,7 +6,9 @@ not answer (within the connect timeout and the batch deadline) is skipped until 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 
 import psycopg
 
@@ -48,10 +50,20 @@ async def apply_retention(
     return dropped
 
 
-async def run_maintenance(settings: Settings, stop: asyncio.Event, interval_s: float = INTERVAL_S) -> None:
-    """Apply retention now and every `interval_s` until `stop` is set."""
+async def run_maintenance(
+    settings: Settings,
+    stop: asyncio.Event,
+    interval_s: float = INTERVAL_S,
+    is_leader: Callable[[], bool] = lambda: True,
+) -> None:
+    """Apply retention now and every `interval_s` until `stop` is set, on the leading collector only
+    (collector/leader.py: several collectors may share one database)."""
     plan = retention_plan(settings)
     while not stop.is_set():
+        if not is_leader():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(interval_s, 5.0))
+            continue
         try:
             async with asyncio.timeout(settings.db_batch_timeout_s):
                 await apply_retention(settings.database_url, plan, connect_timeout=settings.db_connect_timeout_s)

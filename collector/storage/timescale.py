@@ -44,6 +44,8 @@ from common.events import Cascade, Liquidation, ms_to_datetime
 from db.migrate import migrate
 
 log = logging.getLogger("collector.timescale")
+# Coverage rows not refreshed for this long belong to a collector that is gone (heartbeats: every 5 s).
+STALE_COVERAGE_MS = 15_000
 
 T = TypeVar("T")
 
@@ -398,18 +400,26 @@ class TimescaleWriter:
             raise self._unavailable(exc, status) from exc
 
     async def close_stale(
-        self, own_connections: Iterable[str], own_cascades: Iterable[int], before_ms: int | None = None
+        self,
+        own_connections: Iterable[str],
+        own_cascades: Iterable[int],
+        before_ms: int | None = None,
+        stale_ms: int = STALE_COVERAGE_MS,
     ) -> tuple[int, int]:
-        """Close what a killed process left open: coverage rows end at their last heartbeat or at the
-        last event that process stored after it (received before `before_ms`, this process's start),
-        its active cascades end where they are. Returns (coverage rows, cascades) closed."""
+        """Close what a killed process left open: coverage rows not refreshed for `stale_ms` (a live
+        collector refreshes its own every few seconds) end at their last heartbeat or at the last
+        event stored after it (received before `before_ms`, this process's start), and active
+        cascades other than `own_cascades` end where they are (the leader calls this: the others
+        write no cascades). Returns (coverage rows, cascades) closed."""
         own = list(own_connections)
         cascades = list(own_cascades)
-        before = ms_to_datetime(int(time.time() * 1000) if before_ms is None else before_ms)
+        now = int(time.time() * 1000)
+        before = ms_to_datetime(now if before_ms is None else before_ms)
+        stale = ms_to_datetime(now - stale_ms)
 
         async def op() -> tuple[int, int]:
             async with self._connection() as conn, conn.transaction():
-                cur = await conn.execute(q.CLOSE_STALE, {"own": own, "before": before})
+                cur = await conn.execute(q.CLOSE_STALE, {"own": own, "before": before, "stale": stale})
                 closed = cur.rowcount
                 cur = await conn.execute(q.END_STALE_CASCADES, (cascades,))
                 return closed, cur.rowcount

@@ -143,6 +143,7 @@ SET disconnected_at = GREATEST(s.last_seen_at, (
           AND l.time > s.last_seen_at AND l.time < %(before)s AND l.received_at < %(before)s)),
     reason = 'collector stopped'
 WHERE s.disconnected_at IS NULL AND NOT (s.connection_id = ANY(%(own)s::text[]))
+  AND s.last_seen_at < %(stale)s  -- another collector's live rows are refreshed every few seconds
 """
 
 END_STALE_CASCADES = """

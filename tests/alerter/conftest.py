@@ -91,6 +91,7 @@ class Alerter:
             "LIQ_ALERT_MAX_ATTEMPTS": "3",
             "LIQ_ALERT_HEALTH_INTERVAL_S": "0.05",
             "LIQ_ALERT_CLAIM_IDLE_S": "0",
+            "LIQ_ALERTER_METRICS_PORT": "0",  # a test that wants it picks a free port
         }
         base.update(env)
         return load_alerter_settings(env=base, dotenv=None)

@@ -7,14 +7,17 @@ import hmac
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from alerter.messages import when
 from alerter.stream import GROUP, stream_key
@@ -266,6 +269,7 @@ def test_process_runs_and_stops_on_sigterm(
         LIQ_TELEGRAM_CHAT_ID="5",
         LIQ_TELEGRAM_API_URL=telegram.url,
         LIQ_WEBHOOK_URL=webhook.url,
+        LIQ_ALERTER_METRICS_PORT=str(port := _free_port()),
     )
     sync_redis.xadd(stream_key(redis_prefix), {"kind": "liquidation", "data": json.dumps(liq(key=31))})
     proc = subprocess.Popen(
@@ -276,6 +280,13 @@ def test_process_runs_and_stops_on_sigterm(
         while len(telegram.requests) + len(webhook.requests) < 2:
             assert time.monotonic() < deadline and proc.poll() is None, "no alert from the process"
             time.sleep(0.05)
+        # /metrics: the alert fired on both channels, both delivered (as the `alerts` table says).
+        while (m := _scrape(port)).get(("liq_alerts_delivered_total", ())) != 2:
+            assert time.monotonic() < deadline, m
+            time.sleep(0.05)
+        rule = next(r for r in alert_rows(alerts_db))["rule"]
+        assert m["liq_alerts_fired_total", (("kind", "liquidation"), ("rule", rule))] == 2
+        assert m["liq_alerts_failed_total", ()] == 0 and m["liq_alert_deliveries_in_flight", ()] == 0
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
     finally:
@@ -322,3 +333,22 @@ async def test_entries_as_the_collector_encodes_them(alerter: Alerter) -> None:
     ]
     assert texts[0].split("\n")[2] == "OKX BTC-USDT-SWAP: 1.5000 BTC at $90,000.00 (sampled feed)"
     assert texts[2].split("\n")[3] == "venues: Bybit $135,000.00, OKX $135,000.00 (cross-venue)"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

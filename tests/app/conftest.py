@@ -10,12 +10,12 @@ from psycopg_pool import ConnectionPool
 from app.data.connections import open_pool
 from common.config import Settings
 from common.events import Liquidation
-from tests.app.seed import seed_app2
+from tests.app.seed import seed_history
 
 
 @pytest.fixture
 def seeded(settings: Settings) -> list[Liquidation]:
-    return seed_app2(settings.database_url)
+    return seed_history(settings.database_url)
 
 
 @pytest.fixture

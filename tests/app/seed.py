@@ -16,7 +16,6 @@ Typical use (fixtures `settings`, `clean_db`, `redis_prefix`, `sync_redis` from 
     at = open_app("live", {"symbol": "BTCUSDT"})
     assert metric(at, "USD liquidated") == fmt_usd(expected_totals(liqs).usd)
 
-app2 may add functions at the END of this file, in its own clearly separated section.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ MAIN = ROOT / "app" / "main.py"
 ENTRY = Path(__file__).resolve().parent / "entry.py"
 PAGE_FILES = {
     name: ROOT / "app" / "pages" / f"{name}.py"
-    for name in ("market", "live", "accumulated", "chart", "heatmap", "cascades", "analyses", "explorer")
+    for name in ("market", "live", "accumulated", "chart", "heatmap", "cascades", "alerts", "analyses", "explorer")
 }
 
 
@@ -520,30 +519,30 @@ def all_text(at: AppTest) -> str:
 
 
 # =================================================================================================
-# app2 section (heatmap, cascades, analyses, explorer, downloads, CLI): one fixed dataset dated
+# The history dataset (heatmap, cascades, analyses, explorer, downloads, CLI): one fixed dataset dated
 # 20261101 .. 20261120 UTC, so pages open with ?since=20261101&until=20261120 and every expected
 # figure is computed from the same Liquidation objects that were written.
 # =================================================================================================
 
-APP2_START_MS = 1_793_491_200_000  # 20261101 00:00:00 UTC
-APP2_DAYS = 20
-APP2_RANGE = {"since": "20261101", "until": "20261120"}
-APP2_CASCADE_LONG = 7_001  # BTCUSDT LONG, binance + bybit, 20261106 10:00:00 .. 10:00:45
-APP2_CASCADE_SHORT = 7_002  # BTCUSDT SHORT, bybit only, 20261113 15:30:00 .. 15:30:20
-APP2_LONG_START_MS = APP2_START_MS + 5 * 86_400_000 + 10 * 3_600_000
-APP2_SHORT_START_MS = APP2_START_MS + 12 * 86_400_000 + 15 * 3_600_000 + 30 * 60_000
+HISTORY_START_MS = 1_793_491_200_000  # 20261101 00:00:00 UTC
+HISTORY_DAYS = 20
+HISTORY_RANGE = {"since": "20261101", "until": "20261120"}
+HISTORY_CASCADE_LONG = 7_001  # BTCUSDT LONG, binance + bybit, 20261106 10:00:00 .. 10:00:45
+HISTORY_CASCADE_SHORT = 7_002  # BTCUSDT SHORT, bybit only, 20261113 15:30:00 .. 15:30:20
+HISTORY_LONG_START_MS = HISTORY_START_MS + 5 * 86_400_000 + 10 * 3_600_000
+HISTORY_SHORT_START_MS = HISTORY_START_MS + 12 * 86_400_000 + 15 * 3_600_000 + 30 * 60_000
 
 
-def app2_liquidations() -> list[Liquidation]:
+def history_liquidations() -> list[Liquidation]:
     """About 1,800 liquidations over 20 days: two symbols, both exchanges, ~5% non-live, two cascades."""
     import random
 
     rng = random.Random(20261101)
     out: list[Liquidation] = []
-    for day in range(APP2_DAYS):
+    for day in range(HISTORY_DAYS):
         for _ in range(90):
             hour = rng.choice((0, 3, 8, 9, 13, 14, 14, 15, 20, 21, 23))  # a clear hour-of-day pattern
-            t = APP2_START_MS + day * 86_400_000 + hour * 3_600_000 + rng.randrange(3_600_000)
+            t = HISTORY_START_MS + day * 86_400_000 + hour * 3_600_000 + rng.randrange(3_600_000)
             symbol = rng.choice(("BTCUSDT", "BTCUSDT", "ETHUSDT"))
             cents = rng.randrange(9_000_000, 10_000_000) if symbol == "BTCUSDT" else rng.randrange(300_000, 400_000)
             out.append(
@@ -564,8 +563,8 @@ def app2_liquidations() -> list[Liquidation]:
                 "LONG",
                 "1.5",
                 str(95_000 - 100 * i),
-                APP2_LONG_START_MS + i * 9_000,
-                cascade_id=APP2_CASCADE_LONG,
+                HISTORY_LONG_START_MS + i * 9_000,
+                cascade_id=HISTORY_CASCADE_LONG,
             )
         )
     for i in range(5):
@@ -575,47 +574,47 @@ def app2_liquidations() -> list[Liquidation]:
                 "SHORT",
                 "2",
                 str(96_000 + 50 * i),
-                APP2_SHORT_START_MS + i * 5_000,
-                cascade_id=APP2_CASCADE_SHORT,
+                HISTORY_SHORT_START_MS + i * 5_000,
+                cascade_id=HISTORY_CASCADE_SHORT,
             )
         )
     return out
 
 
-def app2_candles() -> list[Candle]:
+def history_candles() -> list[Candle]:
     """BTCUSDT 1-minute candles on both exchanges from 30 minutes before to 70 after each cascade.
     Closes rise by 1 a minute: 94971 (binance) and 94971.5 (bybit) in the first minute."""
     out: list[Candle] = []
-    for start_ms in (APP2_LONG_START_MS, APP2_SHORT_START_MS):
+    for start_ms in (HISTORY_LONG_START_MS, HISTORY_SHORT_START_MS):
         out += make_candles("binance", "BTCUSDT", start_ms - 30 * 60_000, 101, price="94970", step="1")
         out += make_candles("bybit", "BTCUSDT", start_ms - 30 * 60_000, 101, price="94970.5", step="1")
     return out
 
 
-def app2_cascades(liqs: Sequence[Liquidation]) -> list[Cascade]:
+def history_cascades(liqs: Sequence[Liquidation]) -> list[Cascade]:
     from dataclasses import replace
 
-    long_members = [e for e in liqs if e.cascade_id == APP2_CASCADE_LONG]
-    short_members = [e for e in liqs if e.cascade_id == APP2_CASCADE_SHORT]
+    long_members = [e for e in liqs if e.cascade_id == HISTORY_CASCADE_LONG]
+    short_members = [e for e in liqs if e.cascade_id == HISTORY_CASCADE_SHORT]
     return [
-        replace(cascade_of(long_members, APP2_CASCADE_LONG), risk_score=80),
-        replace(cascade_of(short_members, APP2_CASCADE_SHORT), risk_score=45),
+        replace(cascade_of(long_members, HISTORY_CASCADE_LONG), risk_score=80),
+        replace(cascade_of(short_members, HISTORY_CASCADE_SHORT), risk_score=45),
     ]
 
 
-def seed_app2(database_url: str) -> list[Liquidation]:
-    """Write the app2 dataset (liquidations + rollups, cascades, candles); return the liquidations."""
-    liqs = app2_liquidations()
+def seed_history(database_url: str) -> list[Liquidation]:
+    """Write the history dataset (liquidations + rollups, cascades, candles); return the liquidations."""
+    liqs = history_liquidations()
     insert_liquidations(database_url, liqs)
-    insert_cascades(database_url, app2_cascades(liqs))
-    insert_candles(database_url, app2_candles())
+    insert_cascades(database_url, history_cascades(liqs))
+    insert_candles(database_url, history_candles())
     return liqs
 
 
-def app2_select(
+def history_select(
     liqs: Iterable[Liquidation],
-    start_ms: int = APP2_START_MS,
-    end_ms: int = APP2_START_MS + APP2_DAYS * 86_400_000,
+    start_ms: int = HISTORY_START_MS,
+    end_ms: int = HISTORY_START_MS + HISTORY_DAYS * 86_400_000,
     symbol: str | None = "BTCUSDT",
     exchanges: Sequence[str] = ("binance", "bybit"),
     include_nonlive: bool = False,

@@ -15,18 +15,18 @@ from app.format import fmt_count, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
 from tests.app.seed import (
-    APP2_DAYS,
-    APP2_RANGE,
-    APP2_START_MS,
+    HISTORY_DAYS,
+    HISTORY_RANGE,
+    HISTORY_START_MS,
     all_text,
-    app2_select,
     app_env,
+    history_select,
     metric,
     no_exceptions,
     open_app,
 )
 
-END_MS = APP2_START_MS + APP2_DAYS * 86_400_000
+END_MS = HISTORY_START_MS + HISTORY_DAYS * 86_400_000
 
 
 def _day(e: Liquidation) -> str:
@@ -37,10 +37,10 @@ def _day(e: Liquidation) -> str:
 def test_volume_series_equals_raw_rows_for_any_interval(
     seeded: list[Liquidation], pool: ConnectionPool, interval: str
 ) -> None:
-    start, end = APP2_START_MS + 86_400_000 + 59_999, END_MS - 3_600_001  # not aligned to anything
+    start, end = HISTORY_START_MS + 86_400_000 + 59_999, END_MS - 3_600_001  # not aligned to anything
     scope = Scope(start, end, None, ("binance", "bybit"), True)
     series = analyses.volume_series(pool, scope, interval)
-    chosen = app2_select(seeded, start, end, symbol=None, include_nonlive=True)
+    chosen = history_select(seeded, start, end, symbol=None, include_nonlive=True)
     step = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}[interval]
     expected: dict[tuple[int, str, str], Decimal] = defaultdict(Decimal)
     for e in chosen:
@@ -51,9 +51,9 @@ def test_volume_series_equals_raw_rows_for_any_interval(
 
 
 def test_daily_summary(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    scope = Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
     daily = analyses.daily_summary(analyses.volume_series(pool, scope, "1d")).set_index("day")
-    chosen = app2_select(seeded)
+    chosen = history_select(seeded)
     assert list(daily.index) == sorted({_day(e) for e in chosen})
     for day in ("20261101", "20261106", "20261120"):
         rows = [e for e in chosen if _day(e) == day]
@@ -67,8 +67,8 @@ def test_daily_summary(seeded: list[Liquidation], pool: ConnectionPool) -> None:
 
 
 def test_price_levels_and_exchange_comparison(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
-    chosen = app2_select(seeded)
+    scope = Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    chosen = history_select(seeded)
     levels = analyses.price_levels(pool, scope, 40)
     assert sum(levels["value_usd"], Decimal(0)) == sum(e.value_usd for e in chosen)
     assert int(levels["events"].sum()) == len(chosen)
@@ -94,7 +94,7 @@ def test_price_levels_and_exchange_comparison(seeded: list[Liquidation], pool: C
 
 
 def test_empty_range_gives_empty_frames(pool: ConnectionPool, clean_db: str) -> None:
-    scope = Scope(APP2_START_MS, APP2_START_MS, None, ("binance", "bybit"), False)
+    scope = Scope(HISTORY_START_MS, HISTORY_START_MS, None, ("binance", "bybit"), False)
     assert analyses.volume_series(pool, scope, "1h").empty
     assert analyses.daily_summary(analyses.volume_series(pool, scope, "1d")).empty
     assert analyses.exchange_summary(analyses.volume_series(pool, scope, "1h")).empty
@@ -106,9 +106,9 @@ def test_page_shows_seeded_totals(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
 ) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("analyses", {**APP2_RANGE, "symbol": "ALL", "interval": "1h"})
+    at = open_app("analyses", {**HISTORY_RANGE, "symbol": "ALL", "interval": "1h"})
     no_exceptions(at)
-    chosen = app2_select(seeded, symbol=None)
+    chosen = history_select(seeded, symbol=None)
     assert metric(at, "Liquidated USD") == fmt_usd(sum(e.value_usd for e in chosen))
     assert metric(at, "Liquidations") == fmt_count(len(chosen))
     assert metric(at, "LONG USD") == fmt_usd(sum(e.value_usd for e in chosen if e.side == "LONG"))
@@ -120,9 +120,9 @@ def test_page_shows_seeded_totals(
     assert "connected 0.0% of the period" in all_text(at)  # no stream_coverage rows were seeded
 
     # Non-live rows join in only with the toggle; the frame then says so.
-    at = open_app("analyses", {**APP2_RANGE, "symbol": "ALL", "interval": "1h", "nonlive": "1"})
+    at = open_app("analyses", {**HISTORY_RANGE, "symbol": "ALL", "interval": "1h", "nonlive": "1"})
     no_exceptions(at)
-    everything = app2_select(seeded, symbol=None, include_nonlive=True)
+    everything = history_select(seeded, symbol=None, include_nonlive=True)
     assert len(everything) > len(chosen)
     assert metric(at, "Liquidations") == fmt_count(len(everything))
     assert "not live" in all_text(at), [w.value for w in at.warning]
@@ -132,16 +132,16 @@ def test_page_for_one_symbol_draws_price_levels(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
 ) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("analyses", {**APP2_RANGE, "symbol": "ETHUSDT"})
+    at = open_app("analyses", {**HISTORY_RANGE, "symbol": "ETHUSDT"})
     no_exceptions(at)
-    chosen = app2_select(seeded, symbol="ETHUSDT")
+    chosen = history_select(seeded, symbol="ETHUSDT")
     assert metric(at, "Liquidated USD") == fmt_usd(sum(e.value_usd for e in chosen))
     assert len(at.get("plotly_chart")) == 7
 
 
 def test_page_empty_state(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("analyses", APP2_RANGE)
+    at = open_app("analyses", HISTORY_RANGE)
     no_exceptions(at)
     assert metric(at, "Liquidated USD") == fmt_usd(0)
     assert "No liquidations in this range" in all_text(at)

@@ -1,7 +1,7 @@
 """Every page in a real headless chromium against a real `streamlit run` server and seeded data.
 
 Screenshots land in tests/artifacts/ (git-ignored) for a human look. Chromium comes from Debian
-(/usr/bin/chromium); without it this test fails, it never skips. app2 adds its pages to PAGES.
+(/usr/bin/chromium); without it this test fails, it never skips.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.app.seed import (
 )
 
 HOUR = 3_600_000
-# (url path, query string, text the finished page shows). app2: add heatmap, cascades, analyses, explorer.
+# (url path, query string, text the finished page shows): every page.
 PAGES: list[tuple[str, str, str]] = [
     ("market", "window=24", "Market overview"),
     ("market", "window=1&feed_min=1000", "Market overview"),
@@ -42,10 +42,10 @@ PAGES: list[tuple[str, str, str]] = [
     ("accumulated", "", "Accumulated"),
     ("chart", "hours=24", "Chart"),
     ("chart", "hours=168&markers=1", "Chart"),
-    # app2's pages
     ("heatmap", "hours=48", "Heatmap"),
     ("heatmap", "hours=48&hm_side=SHORT&hm_metric=Count", "Heatmap"),
     ("cascades", "", "Cascades"),
+    ("alerts", "hours=24", "Alerts"),
     ("analyses", "hours=48", "Analyses"),
     ("explorer", "hours=48&min_usd=10000", "Explorer"),
 ]

@@ -13,36 +13,36 @@ from app.format import fmt_count, fmt_pct, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
 from tests.app.seed import (
-    APP2_CASCADE_LONG,
-    APP2_CASCADE_SHORT,
-    APP2_DAYS,
-    APP2_LONG_START_MS,
-    APP2_RANGE,
-    APP2_SHORT_START_MS,
-    APP2_START_MS,
+    HISTORY_CASCADE_LONG,
+    HISTORY_CASCADE_SHORT,
+    HISTORY_DAYS,
+    HISTORY_LONG_START_MS,
+    HISTORY_RANGE,
+    HISTORY_SHORT_START_MS,
+    HISTORY_START_MS,
     all_text,
-    app2_candles,
-    app2_cascades,
     app_env,
+    history_candles,
+    history_cascades,
     metric,
     no_exceptions,
     open_app,
     shown,
 )
 
-END_MS = APP2_START_MS + APP2_DAYS * 86_400_000
+END_MS = HISTORY_START_MS + HISTORY_DAYS * 86_400_000
 
 
 def _close_at(exchange: str, minute_ms: int) -> Decimal:
-    (candle,) = [c for c in app2_candles() if c.exchange == exchange and c.open_ms == minute_ms]
+    (candle,) = [c for c in history_candles() if c.exchange == exchange and c.open_ms == minute_ms]
     return candle.close
 
 
 def test_cascades_with_price_moves_from_candles(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    scope = Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
     frame = cascades.cascades(pool, scope)
-    assert list(frame["id"]) == [APP2_CASCADE_SHORT, APP2_CASCADE_LONG]  # newest first
-    expected = {c.id: c for c in app2_cascades(seeded)}
+    assert list(frame["id"]) == [HISTORY_CASCADE_SHORT, HISTORY_CASCADE_LONG]  # newest first
+    expected = {c.id: c for c in history_cascades(seeded)}
     for _, row in frame.iterrows():
         c = expected[int(row["id"])]
         assert row["value_usd"] == c.value_usd and row["events"] == c.count
@@ -55,32 +55,34 @@ def test_cascades_with_price_moves_from_candles(seeded: list[Liquidation], pool:
         for minutes in (15, 60):
             after = _close_at(first_exchange, end_minute + minutes * 60_000)
             assert row[f"move_{minutes}m_pct"] == (after - c.price_end) / c.price_end * 100
-    assert bool(frame.loc[frame["id"] == APP2_CASCADE_LONG, "cross_exchange"].iloc[0])
+    assert bool(frame.loc[frame["id"] == HISTORY_CASCADE_LONG, "cross_exchange"].iloc[0])
 
 
 def test_cascade_filters(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
-    assert list(cascades.cascades(pool, scope, side="LONG")["id"]) == [APP2_CASCADE_LONG]
-    assert list(cascades.cascades(pool, scope, exchange="binance")["id"]) == [APP2_CASCADE_LONG]
-    assert list(cascades.cascades(pool, scope, min_usd=Decimal(900_000))["id"]) == [APP2_CASCADE_SHORT]
+    scope = Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    assert list(cascades.cascades(pool, scope, side="LONG")["id"]) == [HISTORY_CASCADE_LONG]
+    assert list(cascades.cascades(pool, scope, exchange="binance")["id"]) == [HISTORY_CASCADE_LONG]
+    assert list(cascades.cascades(pool, scope, min_usd=Decimal(900_000))["id"]) == [HISTORY_CASCADE_SHORT]
     assert cascades.cascades(pool, scope, min_usd=Decimal(10_000_000)).empty
-    assert list(cascades.cascades(pool, scope, limit=1)["id"]) == [APP2_CASCADE_SHORT]  # the newest
-    all_of_them = app2_cascades(seeded)
+    assert list(cascades.cascades(pool, scope, limit=1)["id"]) == [HISTORY_CASCADE_SHORT]  # the newest
+    all_of_them = history_cascades(seeded)
     assert cascades.cascade_totals(pool, scope) == (2, sum(c.value_usd for c in all_of_them))
     assert cascades.cascade_totals(pool, scope, side="SHORT") == (1, all_of_them[1].value_usd)
-    eth = Scope(APP2_START_MS, END_MS, "ETHUSDT", ("binance", "bybit"), False)
+    eth = Scope(HISTORY_START_MS, END_MS, "ETHUSDT", ("binance", "bybit"), False)
     assert cascades.cascades(pool, eth).empty
-    members = cascades.cascade_members(pool, APP2_CASCADE_LONG, APP2_LONG_START_MS, APP2_LONG_START_MS + 45_000)
-    assert list(members["event_key"]) == [e.key for e in seeded if e.cascade_id == APP2_CASCADE_LONG]
+    members = cascades.cascade_members(
+        pool, HISTORY_CASCADE_LONG, HISTORY_LONG_START_MS, HISTORY_LONG_START_MS + 45_000
+    )
+    assert list(members["event_key"]) == [e.key for e in seeded if e.cascade_id == HISTORY_CASCADE_LONG]
 
 
 def test_page_lists_cascades_and_zooms_into_one(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
 ) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("cascades", {**APP2_RANGE, "cascade": str(APP2_CASCADE_LONG)})
+    at = open_app("cascades", {**HISTORY_RANGE, "cascade": str(HISTORY_CASCADE_LONG)})
     no_exceptions(at)
-    cascades = app2_cascades(seeded)
+    cascades = history_cascades(seeded)
     assert metric(at, "Cascades") == fmt_count(2)
     assert metric(at, "USD in cascades") == fmt_usd(sum(c.value_usd for c in cascades))
     table = at.dataframe[0].value
@@ -96,7 +98,7 @@ def test_page_lists_cascades_and_zooms_into_one(
     assert len(members) == long_cascade.count
     assert "20261106 10:00:00 UTC" in all_text(at)
 
-    at.selectbox(key="cascade").set_value(APP2_CASCADE_SHORT).run()
+    at.selectbox(key="cascade").set_value(HISTORY_CASCADE_SHORT).run()
     no_exceptions(at)
     assert metric(at, "Cascade USD") == fmt_usd(cascades[1].value_usd)
     assert len(at.dataframe[1].value) == cascades[1].count
@@ -106,7 +108,7 @@ def test_page_filters_and_empty_state(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
 ) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("cascades", {**APP2_RANGE, "c_side": "SHORT"})
+    at = open_app("cascades", {**HISTORY_RANGE, "c_side": "SHORT"})
     no_exceptions(at)
     assert metric(at, "Cascades") == fmt_count(1)
     at.number_input(key="c_min").set_value(5_000_000).run()
@@ -119,9 +121,9 @@ def test_page_warns_on_hostile_params(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
 ) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("cascades", {**APP2_RANGE, "c_min": "1e400", "c_exchange": "<script>", "c_side": "x"})
+    at = open_app("cascades", {**HISTORY_RANGE, "c_min": "1e400", "c_exchange": "<script>", "c_side": "x"})
     no_exceptions(at)
     warnings = shown(" ".join(str(w.value) for w in at.warning))
     assert "c_min" in warnings and "c_exchange" in warnings and "c_side" in warnings
     assert metric(at, "Cascades") == fmt_count(2)  # defaults: everything
-    assert APP2_SHORT_START_MS > APP2_LONG_START_MS
+    assert HISTORY_SHORT_START_MS > HISTORY_LONG_START_MS

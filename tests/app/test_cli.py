@@ -18,17 +18,17 @@ import redis
 from common.config import Settings
 from common.events import Cascade, Liquidation, Side
 from tests.app.seed import (
-    APP2_START_MS,
+    HISTORY_START_MS,
     ROOT,
-    app2_select,
     expected_totals,
+    history_select,
     insert_liquidations,
     liq,
     now_ms,
     redis_cascades,
     redis_heartbeat,
     redis_liquidations,
-    seed_app2,
+    seed_history,
 )
 
 
@@ -102,7 +102,7 @@ def _check_breakdown(data: dict[str, Any], liqs: list[Liquidation]) -> None:
 
 
 def test_totals_json_equals_seeded_rows(settings: Settings) -> None:
-    seeded = seed_app2(settings.database_url)
+    seeded = seed_history(settings.database_url)
     ranged, whole, eth = _run_all(
         settings,
         ["totals", "--since", "20261101", "--until", "20261120", "--json"],
@@ -111,7 +111,7 @@ def test_totals_json_equals_seeded_rows(settings: Settings) -> None:
     )
     data = _json(ranged)
     assert data["start"] == "20261101 00:00:00 UTC" and data["end"] == "20261121 00:00:00 UTC"
-    _check_breakdown(data, app2_select(seeded))
+    _check_breakdown(data, history_select(seeded))
 
     data = _json(whole)
     _check_breakdown(data, seeded)
@@ -119,7 +119,9 @@ def test_totals_json_equals_seeded_rows(settings: Settings) -> None:
     for agg in (data["total"], *data["by_side"].values(), *data["by_exchange"].values()):
         assert "base_amount" not in agg and "quantity" not in agg
     data = _json(eth)
-    _check_breakdown(data, app2_select(seeded, APP2_START_MS + 4 * 86_400_000, symbol="ETHUSDT", exchanges=("bybit",)))
+    _check_breakdown(
+        data, history_select(seeded, HISTORY_START_MS + 4 * 86_400_000, symbol="ETHUSDT", exchanges=("bybit",))
+    )
 
 
 def _lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -433,11 +435,11 @@ def test_snapshot_text_latest_table_and_top_cascades(settings: Settings, sync_re
 
 
 def test_export_streams_the_filtered_rows(settings: Settings, tmp_path: Path) -> None:
-    seeded = seed_app2(settings.database_url)
+    seeded = seed_history(settings.database_url)
     target = tmp_path / "out" / "shorts.parquet"
     args = ["export", "--out", str(target), "--since", "20261101", "--until", "20261120", "--side", "short"]
     data = _json(_run(settings, *args, "--min-usd", "250000", "--json"))
-    expected = [e for e in app2_select(seeded, side="SHORT") if e.value_usd >= 250_000]
+    expected = [e for e in history_select(seeded, side="SHORT") if e.value_usd >= 250_000]
     assert data["rows"] == len(expected) > 0
     table = pq.read_table(target)
     assert sorted(table.column("event_key").to_pylist()) == sorted(e.key for e in expected)

@@ -37,23 +37,23 @@ from tests.app.browser import (
 )
 from tests.app.browser import app_env as app_env_for_browser
 from tests.app.seed import (
-    APP2_DAYS,
-    APP2_RANGE,
-    APP2_START_MS,
-    app2_select,
+    HISTORY_DAYS,
+    HISTORY_RANGE,
+    HISTORY_START_MS,
     app_env,
+    history_select,
     no_exceptions,
     open_app,
-    seed_app2,
+    seed_history,
 )
 
-END_MS = APP2_START_MS + APP2_DAYS * 86_400_000
+END_MS = HISTORY_START_MS + HISTORY_DAYS * 86_400_000
 FILTER_TEXT = "BTCUSDT; bybit; SHORT; minimum 1000 USD"
 
 
 @pytest.fixture
 def seeded(settings: Settings) -> list[Liquidation]:
-    return seed_app2(settings.database_url)
+    return seed_history(settings.database_url)
 
 
 @pytest.fixture
@@ -64,12 +64,12 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
 
 
 def _filter() -> explorer.ExplorerFilter:
-    scope = Scope(APP2_START_MS + 3_600_000, END_MS - 3_600_000, "BTCUSDT", ("bybit",), False)
+    scope = Scope(HISTORY_START_MS + 3_600_000, END_MS - 3_600_000, "BTCUSDT", ("bybit",), False)
     return explorer.ExplorerFilter(scope, side="SHORT", min_usd=Decimal(1000))
 
 
 def _expected(seeded: list[Liquidation]) -> list[Liquidation]:
-    rows = app2_select(seeded, APP2_START_MS + 3_600_000, END_MS - 3_600_000, exchanges=("bybit",), side="SHORT")
+    rows = history_select(seeded, HISTORY_START_MS + 3_600_000, END_MS - 3_600_000, exchanges=("bybit",), side="SHORT")
     return sorted((e for e in rows if e.value_usd >= 1000), key=lambda e: (e.time_ms, e.key))
 
 
@@ -197,7 +197,7 @@ def test_every_page_table_offers_csv_and_parquet(
 ) -> None:
     app_env(monkeypatch, settings)
     for page, minimum in (("heatmap", 4), ("cascades", 4), ("analyses", 10), ("explorer", 2)):
-        at = open_app(page, APP2_RANGE)
+        at = open_app(page, HISTORY_RANGE)
         no_exceptions(at)
         labels = [b.proto.label for b in at.get("download_button")]
         assert len(labels) >= minimum, (page, labels)
@@ -205,8 +205,8 @@ def test_every_page_table_offers_csv_and_parquet(
 
 
 def _explorer_expected(seeded: list[Liquidation]) -> list[Liquidation]:
-    """What Explorer's default view of APP2_RANGE selects (BTCUSDT, both venues, live only), oldest first."""
-    return sorted(app2_select(seeded), key=lambda e: (e.time_ms, e.key))
+    """What Explorer's default view of HISTORY_RANGE selects (BTCUSDT, both venues, live only), oldest first."""
+    return sorted(history_select(seeded), key=lambda e: (e.time_ms, e.key))
 
 
 def test_explorer_exports_everything_only_when_asked(
@@ -214,7 +214,7 @@ def test_explorer_exports_everything_only_when_asked(
 ) -> None:
     app_env(monkeypatch, settings)
     monkeypatch.setattr(exports, "_export_dir_path", tmp_path)
-    at = open_app("explorer", APP2_RANGE)
+    at = open_app("explorer", HISTORY_RANGE)
     at.button(key="x_next").click().run()  # reruns of every kind: no export runs
     at.button(key="x_prev").click().run()
     no_exceptions(at)
@@ -250,7 +250,7 @@ def test_explorer_full_download_works_in_chromium(
     server_tmp = tmp_path / "server-tmp"
     server_tmp.mkdir()
     expected = _explorer_expected(seeded)
-    query = "&".join(f"{k}={v}" for k, v in APP2_RANGE.items())
+    query = "&".join(f"{k}={v}" for k, v in HISTORY_RANGE.items())
     with (
         app_server(app_env_for_browser(settings, TMPDIR=str(server_tmp)), log_name="download-server.log") as url,
         sync_playwright() as p,

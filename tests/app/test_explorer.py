@@ -14,21 +14,21 @@ from app.format import fmt_count, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
 from tests.app.seed import (
-    APP2_CASCADE_LONG,
-    APP2_CASCADE_SHORT,
-    APP2_DAYS,
-    APP2_RANGE,
-    APP2_START_MS,
+    HISTORY_CASCADE_LONG,
+    HISTORY_CASCADE_SHORT,
+    HISTORY_DAYS,
+    HISTORY_RANGE,
+    HISTORY_START_MS,
     all_text,
-    app2_select,
     app_env,
+    history_select,
     metric,
     no_exceptions,
     open_app,
     shown,
 )
 
-END_MS = APP2_START_MS + APP2_DAYS * 86_400_000
+END_MS = HISTORY_START_MS + HISTORY_DAYS * 86_400_000
 
 
 def _newest_first(liqs: list[Liquidation]) -> list[int]:
@@ -36,7 +36,7 @@ def _newest_first(liqs: list[Liquidation]) -> list[int]:
 
 
 def test_keyset_pages_walk_every_row_once(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(APP2_START_MS, END_MS, None, ("binance", "bybit"), True)
+    scope = Scope(HISTORY_START_MS, END_MS, None, ("binance", "bybit"), True)
     f = explorer.ExplorerFilter(scope)
     keys: list[int] = []
     after: tuple[datetime, int] | None = None
@@ -46,15 +46,15 @@ def test_keyset_pages_walk_every_row_once(seeded: list[Liquidation], pool: Conne
         if len(page) < 250:
             break
         after = (page["time"].iloc[-1].to_pydatetime(), int(page["event_key"].iloc[-1]))
-    expected = _newest_first(app2_select(seeded, symbol=None, include_nonlive=True))
+    expected = _newest_first(history_select(seeded, symbol=None, include_nonlive=True))
     assert keys == expected
     assert explorer.explorer_count(pool, f) == (len(expected), sum(e.value_usd for e in seeded))
 
 
 def test_row_filters(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(APP2_START_MS, END_MS, "BTCUSDT", ("bybit",), False)
+    scope = Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("bybit",), False)
     big = explorer.ExplorerFilter(scope, side="SHORT", min_usd=Decimal(200_000))
-    expected = [e for e in app2_select(seeded, exchanges=("bybit",), side="SHORT") if e.value_usd >= 200_000]
+    expected = [e for e in history_select(seeded, exchanges=("bybit",), side="SHORT") if e.value_usd >= 200_000]
     page = explorer.explorer_page(pool, big, limit=10_000)
     assert [int(k) for k in page["event_key"]] == _newest_first(expected)
     assert explorer.explorer_count(pool, big) == (len(expected), sum(e.value_usd for e in expected))
@@ -64,9 +64,11 @@ def test_row_filters(seeded: list[Liquidation], pool: ConnectionPool) -> None:
     assert explorer.explorer_count(pool, explorer.ExplorerFilter(wide, min_usd=Decimal(1))) is None
     assert explorer.explorer_count(pool, explorer.ExplorerFilter(wide)) is not None
 
-    members = explorer.ExplorerFilter(Scope(APP2_START_MS, END_MS, "BTCUSDT", ("binance", "bybit")), cascade_only=True)
+    members = explorer.ExplorerFilter(
+        Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit")), cascade_only=True
+    )
     rows = explorer.explorer_page(pool, members, limit=10_000)
-    assert set(rows["cascade_id"]) == {APP2_CASCADE_LONG, APP2_CASCADE_SHORT}
+    assert set(rows["cascade_id"]) == {HISTORY_CASCADE_LONG, HISTORY_CASCADE_SHORT}
     assert len(rows) == len([e for e in seeded if e.cascade_id is not None])
 
 
@@ -74,9 +76,9 @@ def test_page_paginates_with_next_and_previous(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
 ) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("explorer", APP2_RANGE)
+    at = open_app("explorer", HISTORY_RANGE)
     no_exceptions(at)
-    chosen = app2_select(seeded)
+    chosen = history_select(seeded)
     assert metric(at, "Matching liquidations") == fmt_count(len(chosen))
     assert metric(at, "Matching USD") == fmt_usd(sum(e.value_usd for e in chosen))
     ordered = sorted(chosen, key=lambda e: (e.time_ms, e.key), reverse=True)
@@ -99,24 +101,24 @@ def test_page_filters_from_url_and_hostile_values(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
 ) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("explorer", {**APP2_RANGE, "min_usd": "300000", "side": "LONG"})
+    at = open_app("explorer", {**HISTORY_RANGE, "min_usd": "300000", "side": "LONG"})
     no_exceptions(at)
-    expected = [e for e in app2_select(seeded, side="LONG") if e.value_usd >= 300_000]
+    expected = [e for e in history_select(seeded, side="LONG") if e.value_usd >= 300_000]
     assert metric(at, "Matching liquidations") == fmt_count(len(expected))
-    at = open_app("explorer", {**APP2_RANGE, "cascade_only": "1"})
+    at = open_app("explorer", {**HISTORY_RANGE, "cascade_only": "1"})
     no_exceptions(at)
     assert metric(at, "Matching liquidations") == fmt_count(11)
 
-    at = open_app("explorer", {**APP2_RANGE, "min_usd": "1 OR 1=1", "cascade_only": "yes please"})
+    at = open_app("explorer", {**HISTORY_RANGE, "min_usd": "1 OR 1=1", "cascade_only": "yes please"})
     no_exceptions(at)
     warnings = shown(" ".join(str(w.value) for w in at.warning))
     assert "min_usd" in warnings and "cascade_only" in warnings
-    assert metric(at, "Matching liquidations") == fmt_count(len(app2_select(seeded)))
+    assert metric(at, "Matching liquidations") == fmt_count(len(history_select(seeded)))
 
 
 def test_page_empty_state(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("explorer", APP2_RANGE)
+    at = open_app("explorer", HISTORY_RANGE)
     no_exceptions(at)
     assert metric(at, "Matching liquidations") == fmt_count(0)
     assert "No liquidation matches this filter" in all_text(at)

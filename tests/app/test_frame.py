@@ -128,6 +128,7 @@ def test_navigation_lists_every_page_market_first() -> None:
         "chart",
         "heatmap",
         "cascades",
+        "alerts",
         "analyses",
         "explorer",
     ]

@@ -54,6 +54,7 @@ TITLES = {
     "chart": "Chart",
     "heatmap": "Heatmap",
     "cascades": "Cascades",
+    "alerts": "Alerts",
     "analyses": "Analyses",
     "explorer": "Explorer",
 }

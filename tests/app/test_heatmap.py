@@ -15,19 +15,19 @@ from app.format import fmt_count, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
 from tests.app.seed import (
-    APP2_DAYS,
-    APP2_RANGE,
-    APP2_START_MS,
+    HISTORY_DAYS,
+    HISTORY_RANGE,
+    HISTORY_START_MS,
     all_text,
-    app2_select,
     app_env,
+    history_select,
     metric,
     no_exceptions,
     open_app,
     shown,
 )
 
-END_MS = APP2_START_MS + APP2_DAYS * 86_400_000
+END_MS = HISTORY_START_MS + HISTORY_DAYS * 86_400_000
 
 
 def _by_day_hour(liqs: list[Liquidation]) -> dict[tuple[str, int], Decimal]:
@@ -40,12 +40,12 @@ def _by_day_hour(liqs: list[Liquidation]) -> dict[tuple[str, int], Decimal]:
 
 def test_matrix_equals_seeded_rows_for_an_unaligned_range(seeded: list[Liquidation], pool: ConnectionPool) -> None:
     # Starts and ends mid-minute, so raw rows, minute and hour rollups are all used.
-    start, end = APP2_START_MS + 3 * 86_400_000 + 1_234_567, END_MS - 7_654_321
+    start, end = HISTORY_START_MS + 3 * 86_400_000 + 1_234_567, END_MS - 7_654_321
     scope = Scope(start, end, "BTCUSDT", ("binance", "bybit"), False)
     hourly = heatmap.hourly_by_side(pool, scope)
     for side in (None, "LONG", "SHORT"):
         matrix = heatmap.heatmap_matrix(hourly, side, "value_usd", scope)
-        expected = _by_day_hour(app2_select(seeded, start, end, side=side))
+        expected = _by_day_hour(history_select(seeded, start, end, side=side))
         got = {(day, hour): matrix.loc[day, hour] for day in matrix.index for hour in matrix.columns}
         assert {k: v for k, v in got.items() if v} == dict(expected)
     # Every day of the range is a row; hours outside the range are blank, quiet hours zero.
@@ -55,14 +55,14 @@ def test_matrix_equals_seeded_rows_for_an_unaligned_range(seeded: list[Liquidati
     assert matrix.loc["20261110", 5] == Decimal(0)  # no liquidation at 05h in the seeded pattern
     counts = heatmap.heatmap_matrix(hourly, "LONG", "events", scope)
     total = sum(v for row in counts.itertuples(index=False) for v in row if v is not None)
-    assert total == len(app2_select(seeded, start, end, side="LONG"))
+    assert total == len(history_select(seeded, start, end, side="LONG"))
 
 
 def test_seasonality_is_the_mean_per_weekday_hour(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(APP2_START_MS, END_MS, None, ("bybit",), True)
+    scope = Scope(HISTORY_START_MS, END_MS, None, ("bybit",), True)
     hourly = heatmap.hourly_by_side(pool, scope)
     season = heatmap.seasonality_matrix(hourly, None, "events", scope)
-    chosen = app2_select(seeded, symbol=None, exchanges=("bybit",), include_nonlive=True)
+    chosen = history_select(seeded, symbol=None, exchanges=("bybit",), include_nonlive=True)
     # 20261101 is a Sunday; 20 days hold three of each weekday except Saturday (two).
     sundays_14h = [e for e in chosen if datetime.fromtimestamp(e.time_ms / 1000, tz=UTC).weekday() == 6]
     sundays_14h = [e for e in sundays_14h if datetime.fromtimestamp(e.time_ms / 1000, tz=UTC).hour == 14]
@@ -79,9 +79,9 @@ def test_seasonality_is_the_mean_per_weekday_hour(seeded: list[Liquidation], poo
 
 
 def test_sample_warning_for_short_or_quiet_ranges(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    whole = Scope(APP2_START_MS, END_MS, None, ("binance", "bybit"), False)
+    whole = Scope(HISTORY_START_MS, END_MS, None, ("binance", "bybit"), False)
     assert heatmap.sample_warning(heatmap.hourly_by_side(pool, whole), whole) is None
-    short = Scope(APP2_START_MS, APP2_START_MS + 3 * 86_400_000, None, ("binance", "bybit"), False)
+    short = Scope(HISTORY_START_MS, HISTORY_START_MS + 3 * 86_400_000, None, ("binance", "bybit"), False)
     text = heatmap.sample_warning(heatmap.hourly_by_side(pool, short), short)
     assert text is not None and "3.0 days" in text and "fewer than 14" in text
 
@@ -90,9 +90,9 @@ def test_page_shows_seeded_totals(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
 ) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("heatmap", {**APP2_RANGE, "hm_side": "LONG"})
+    at = open_app("heatmap", {**HISTORY_RANGE, "hm_side": "LONG"})
     no_exceptions(at)
-    longs = app2_select(seeded, side="LONG")
+    longs = history_select(seeded, side="LONG")
     assert metric(at, "Liquidated USD in range") == fmt_usd(sum(e.value_usd for e in longs))
     assert metric(at, "Liquidations in range") == fmt_count(len(longs))
     assert len(at.get("plotly_chart")) == 2
@@ -100,7 +100,7 @@ def test_page_shows_seeded_totals(
 
     at.radio(key="hm_side").set_value("Both").run()
     no_exceptions(at)
-    both = app2_select(seeded)
+    both = history_select(seeded)
     assert metric(at, "Liquidated USD in range") == fmt_usd(sum(e.value_usd for e in both))
 
 

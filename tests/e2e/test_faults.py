@@ -144,6 +144,12 @@ async def test_sigkill_with_database_down_replays_the_spool_first(
             proc = start_collector(env, log)
             await wait_until(lambda: db_count(own_pg.url) == unique, within=90, what="spool replayed after restart")
             await wait_until(lambda: spool.stat().st_size == 0, what="spool emptied")
+            # The killed run's two streams are closed once they are stale (a live collector beside
+            # this one refreshes its own every few seconds).
+            closed = "SELECT count(*) FROM stream_coverage WHERE reason = 'collector stopped'"
+            await wait_until(
+                lambda: _scalar(own_pg.url, closed) == 2, within=60, what="the killed run's streams closed"
+            )
         finally:
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(proc.wait, 15)
