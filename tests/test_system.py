@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.services import ROOT, service_env
 
 
@@ -41,10 +43,20 @@ def _health_ok(port: int) -> bool:
         return False
 
 
-def test_run_starts_every_program_and_stops_cleanly(database_url: str, redis_prefix: str, tmp_path: Path) -> None:
+GOOD_RULES = '[[rule]]\nname = "big"\nkind = "liquidation"\nmin_usd = 1000000\n'
+BAD_RULES = '[[rule]]\nname = "big"\nkind = "liquidation"\nmin_usd = -5\n'
+
+
+@pytest.mark.parametrize("rules_text", [GOOD_RULES, BAD_RULES], ids=["rules", "malformed-rules"])
+def test_run_starts_every_program_and_stops_cleanly(
+    database_url: str, redis_prefix: str, tmp_path: Path, rules_text: str
+) -> None:
+    """With a malformed rules file the alerter stops with a message naming the line; the collector
+    and the app keep running."""
     port = _free_port()
     rules = tmp_path / "alerts.toml"
-    rules.write_text('[[rule]]\nname = "big"\nkind = "liquidation"\nmin_usd = 1000000\n')
+    rules.write_text(rules_text)
+    broken = rules_text == BAD_RULES
     env = {
         **os.environ,
         **service_env(),
@@ -76,7 +88,10 @@ def test_run_starts_every_program_and_stops_cleanly(database_url: str, redis_pre
                     text=True,
                     check=False,
                 ).stdout
-                return out.count("RUNNING") == 3 and all(p in out for p in ("collector", "alerter", "app"))
+                running = [line.split()[0] for line in out.splitlines() if "RUNNING" in line]
+                if broken:
+                    return sorted(running) == ["app", "collector"] and "EXITED" in out
+                return sorted(running) == ["alerter", "app", "collector"]
 
             _wait(both_running, 60, "supervisorctl status to show every program RUNNING")
             _wait(
@@ -97,3 +112,5 @@ def test_run_starts_every_program_and_stops_cleanly(database_url: str, redis_pre
                 proc.wait()
     text = log_path.read_text(errors="replace")
     assert "Traceback" not in text, text[-4000:]
+    if broken:  # (the message naming the line: tests/alerter/test_rules.py; supervisord may not relay it)
+        assert "exited: alerter (exit status 2; expected)" in text, text[-4000:]

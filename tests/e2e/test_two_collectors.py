@@ -2,14 +2,17 @@
 TimescaleDB and Redis; the leader is killed with SIGKILL mid-session and restarted later.
 
 Every liquidation must be stored once, the 60-minute view and the rollups must equal the raw rows,
-the stored coverage must have no hole (one collector covers while the other is down), and a burst
-seen by both must make one cascade, not two.
+the stored coverage must have no hole (one collector covers while the other is down), a burst
+seen by both must make one cascade, not two, and the alerter (reading the stream both collectors
+append to) must send each alert once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,9 @@ import psycopg
 import redis
 
 from collector.replay_server import BinanceServer, BybitServer
+from common.live_view import Keys
+from tests import services
+from tests.alerter.fakes import FakeHttp
 from tests.e2e.process import collector_env, start_collector
 from tests.storage.factories import now_ms
 from tests.storage.helpers import ROLLUPS_EQUAL_RAW, db_count, db_totals, redis_totals, wait_until
@@ -37,6 +43,13 @@ def _scalar(url: str, query: str) -> Any:
     with psycopg.connect(url) as conn:
         row = conn.execute(query).fetchone()
     return None if row is None else row[0]
+
+
+def _start_alerter(env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "alerter"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def _tail(log: Path) -> str:
@@ -66,6 +79,25 @@ async def test_two_collectors_make_one_record_through_a_sigkill(
             pushed += 1
             await asyncio.sleep(0.02)
 
+    rules = tmp_path / "alerts.toml"
+    rules.write_text(
+        # (the fakes' events are labelled "test", not "live")
+        '[[rule]]\nname = "big"\nkind = "liquidation"\nmin_usd = 40000\ncooldown_s = 0\ninclude_nonlive = true\n\n'
+        '[[rule]]\nname = "cascades"\nkind = "cascade"\nmin_usd = 100000\ncooldown_s = 0\ninclude_nonlive = true\n'
+    )
+    hook = FakeHttp()
+    alerter_log = tmp_path / "alerter.log"
+    alerter_env = {
+        **os.environ,
+        "PYTHONPATH": str(services.ROOT),
+        "DATABASE_URL": clean_db,
+        "REDIS_URL": services.service_env()["REDIS_URL"],
+        "LIQ_REDIS_PREFIX": redis_prefix,
+        "LIQ_ALERTS_FILE": str(rules),
+        "LIQ_WEBHOOK_URL": f"{hook.url}/hook",
+        "LIQ_ALERTER_METRICS_PORT": "0",
+    }
+    alerter = _start_alerter(alerter_env, alerter_log, tmp_path)
     async with BinanceServer() as binance, BybitServer() as bybit:
         envs = [
             collector_env(
@@ -140,10 +172,24 @@ async def test_two_collectors_make_one_record_through_a_sigkill(
             await wait_until(
                 lambda: _scalar(clean_db, "SELECT events FROM cascades") == expected_burst, what="every member joined"
             )
+
+            # Each alert once: 14 liquidations of $50,000 (8 reached the stream twice) and one cascade start.
+            def sent() -> list[tuple[str, str]]:
+                return [(r.json()["rule"], r.json()["key"]) for r in hook.requests]
+
+            await wait_until(lambda: len(sent()) >= 15, within=30, what="the alerts sent")
+            await asyncio.sleep(1.5)  # a repeat would arrive now
+            assert len(sent()) == len(set(sent())) == 15, sent()
+            assert sorted({rule for rule, _ in sent()}) == ["big", "cascades"]
+            assert sum(1 for rule, _ in sent() if rule == "cascades") == 1
+            # ... although the stream holds the 8 events both collectors saw twice.
+            entries = sync_redis.xrange(Keys(redis_prefix).stream)
+            assert sum(1 for _, fields in entries if fields[b"kind"] == b"liquidation") == 14 + 8
         finally:
-            for proc, log in ((a, logs[0]), (b, logs[1])):
+            for proc, log in ((a, logs[0]), (b, logs[1]), (alerter, alerter_log)):
                 if proc.poll() is None:
                     await _stop(proc, log)
+            hook.close()
 
     # Coverage is the union of both collectors': from the first connection to the end, no hole.
     with psycopg.connect(clean_db) as conn:
