@@ -54,3 +54,4 @@ bench: venv-dev services
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_cascades
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_live
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_market
+	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_alerts

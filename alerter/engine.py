@@ -36,6 +36,7 @@ from alerter.store import AlertStore
 from common.instruments import guess_instrument
 
 log = logging.getLogger("alerter.engine")
+DAY_MS = 86_400_000  # how far back a coin's newest candle is looked for
 
 
 def now_ms() -> int:
@@ -244,7 +245,35 @@ class Engine:
                 continue
             for rule in rules:
                 if rule.wants_venue(venue) and rule.wants_source(str(snap.get("source", "live"))):
-                    await self._health(rule, venue, snap, now)
+                    if rule.coin is None and rule.contract is None:
+                        await self._health(rule, venue, snap, now)
+                    else:
+                        await self._coin_health(rule, venue, now)
+
+    async def _coin_health(self, rule: Rule, venue: str, now: int) -> None:
+        """A coin (or contract) that should not be quiet: no candle of it on `venue` for N minutes."""
+        limit_ms = int((rule.minutes or 1) * 60_000)
+        newest = await self.store.newest_candles(venue, now - DAY_MS)
+        times = [ms for symbol, ms in newest.items() if rule.wants_liquidation(venue, symbol)]
+        what = rule.coin or rule.contract or ""
+        open_key = f"{self._open}{rule.name}:{venue}:{what}"
+        # The newest minute with data ends a minute after its open time; none in a day: silent a day.
+        last_ms = max(times) + 60_000 if times else now - DAY_MS
+        if now - last_ms > limit_ms:
+            if await self.redis.exists(open_key):
+                return
+            key = f"stream:{venue}:{what}:silent:{last_ms}"
+            reason = f"no candle of {what} for {messages.duration((now - last_ms) / 1000)}"
+            text = messages.stream_down(rule.name, venue, reason, last_ms, rule.minutes or 0)
+            if await self.fire(rule, key, f"{venue}:{what}", text, {"venue": venue, "coin": what}):
+                await self.redis.set(open_key, key)
+        else:
+            opened = await self.redis.getdel(open_key)
+            if opened is not None:
+                text = messages.stream_up(rule.name, f"{venue} {what}", now)
+                await self.fire(
+                    rule, f"{opened}:up", f"{venue}:{what}", text, {"venue": venue, "coin": what}, cooldown=False
+                )
 
     async def _health(self, rule: Rule, venue: str, snap: dict[str, Any], now: int) -> None:
         limit_s = (rule.minutes or 1) * 60

@@ -6,7 +6,9 @@ Each rule has a `name`, ONE condition (`kind`) and its filters:
     kind = "cascade"      min_usd and/or min_risk,     a cascade reaching them: a start message, and
                           cross_venue_only (false)     one with its totals when it ends
     kind = "volume"       min_usd, minutes             at least min_usd liquidated in the last N minutes
-    kind = "stream"       minutes                      a venue down or silent > N minutes, and its recovery
+    kind = "stream"       minutes [coin|contract]      a venue down or silent > N minutes, and its recovery;
+                                                       with a coin or contract: no candle of it on a
+                                                       venue for N minutes (a coin that should not be quiet)
 
 Filters: `coin` (canonical base, "BTC") or `contract` (a venue symbol "BTCUSDT" or canonical
 "BTC-USDT-PERP"), `venues` (list), `side` (LONG | SHORT | ALL), `include_nonlive` (false: only
@@ -36,7 +38,7 @@ _KEYS: dict[str, set[str]] = {
     "liquidation": _COMMON | _MARKET | {"min_usd"},
     "cascade": _COMMON | _MARKET | {"min_usd", "min_risk", "cross_venue_only"},
     "volume": _COMMON | _MARKET | {"min_usd", "minutes"},
-    "stream": _COMMON | {"minutes"},
+    "stream": _COMMON | {"minutes", "coin", "contract"},  # with a coin: that coin silent on a venue
 }
 
 

@@ -76,7 +76,11 @@ class AlerterService:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()  # type: ignore[attr-defined]  # the stubs predate aclose
 
-    async def _handle(self, kind: str, data: dict[str, Any], recovered: bool) -> None:
+    async def _handle(self, kind: str, data: Any, recovered: bool) -> None:
+        if kind == "liquidations":  # one entry a collector batch: a list of liquidations
+            for item in data if isinstance(data, list) else [data]:
+                await self._handle("liquidation", item, recovered)
+            return
         try:
             await self.engine.handle(kind, data, recovered=recovered)
         except (KeyError, ValueError, TypeError, ArithmeticError) as exc:  # a malformed entry: logged, skipped
@@ -88,9 +92,11 @@ class AlerterService:
             return
         entries = await self.reader.recent(now_ms() - int(minutes * 60_000))
         for kind, data in entries:
-            if kind == "liquidation":
-                with contextlib.suppress(KeyError, ValueError, TypeError, ArithmeticError):
-                    self.engine.seed(data)
+            items = data if kind == "liquidations" and isinstance(data, list) else [data]
+            if kind in ("liquidation", "liquidations"):
+                for item in items:
+                    with contextlib.suppress(KeyError, ValueError, TypeError, ArithmeticError):
+                        self.engine.seed(item)
         log.info("volume windows seeded from %d stream entries", len(entries))
 
     async def _health_loop(self, stop: asyncio.Event) -> None:

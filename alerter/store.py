@@ -47,6 +47,17 @@ class AlertStore:
     async def close(self) -> None:
         await self._pool.close()
 
+    async def newest_candles(self, exchange: str, since_ms: int) -> dict[str, int]:
+        """symbol -> open time (ms) of its newest stored candle on `exchange` since `since_ms`: the
+        collector writes each symbol's open minute every few seconds while its stream flows."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT symbol, (extract(epoch FROM max(time)) * 1000)::bigint FROM candles"
+                " WHERE exchange = %s AND time >= to_timestamp(%s / 1000.0) GROUP BY symbol",
+                (exchange, since_ms),
+            )
+            return {str(symbol): int(ms) for symbol, ms in await cur.fetchall()}
+
     async def insert(
         self, rule: str, kind: str, key: str, message: str, event: dict[str, Any], channels: tuple[str, ...]
     ) -> list[Delivery]:

@@ -25,19 +25,23 @@ log = logging.getLogger("alerter.stream")
 GROUP = "alerter"
 _BATCH = 100
 
-Handler = Callable[[str, dict[str, Any], bool], Awaitable[None]]
+Handler = Callable[[str, Any, bool], Awaitable[None]]
 
 
 def stream_key(prefix: str) -> str:
     return f"{prefix}stream:events"
 
 
-def decode(fields: dict[str, str]) -> tuple[str, dict[str, Any]] | None:
+def decode(fields: dict[str, str]) -> tuple[str, Any] | None:
+    """(kind, data): `liquidation` and `cascade` carry an object, `liquidations` (one collector
+    batch) a list of liquidation objects; anything else is None."""
     kind = fields.get("kind", "")
     try:
         data = json.loads(fields.get("data", ""))
     except ValueError:
         return None
+    if kind == "liquidations":
+        return (kind, data) if isinstance(data, list) else None
     if kind not in ("liquidation", "cascade") or not isinstance(data, dict):
         return None
     return kind, data
@@ -62,9 +66,9 @@ class StreamReader:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def recent(self, since_ms: int) -> list[tuple[str, dict[str, Any]]]:
+    async def recent(self, since_ms: int) -> list[tuple[str, Any]]:
         """Entries appended since `since_ms` (their ids are append times), for seeding volume windows."""
-        out: list[tuple[str, dict[str, Any]]] = []
+        out: list[tuple[str, Any]] = []
         start = f"{since_ms}-0"
         while True:
             rows = await self.redis.xrange(self.key, min=start, max="+", count=1000)

@@ -1,6 +1,6 @@
 """End-to-end pipeline benchmark: queue -> router -> Redis and TimescaleDB, on this machine.
 
-    python -m bench.bench_pipeline [--events 200000] [--rates 1000,10000] [--seconds 10]
+    python -m bench.bench_pipeline [--events 200000] [--rates 1000,10000] [--seconds 10] [--alert-stream off|0|10000]
 
 Runs the real `CollectorService` (without adapters) against a fresh database created on the
 server at DATABASE_URL (dropped afterwards) and a private Redis prefix at REDIS_URL, and feeds its
@@ -149,6 +149,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rates", default="1000,10000")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--alert-stream",
+        default="off",
+        help="LIQ_ALERT_STREAM_MIN_USD for the run: off (no stream), or a USD floor (0: every liquidation)",
+    )
     args = parser.parse_args()
     base_env = load_settings()
     prefix = f"liqbench:{secrets.token_hex(4)}:"
@@ -162,7 +167,11 @@ def main() -> None:
                 "LIQ_SPOOL_DIR": str(Path(tmp) / "spool"),
                 "LIQ_NONLIVE_SOURCE": "bench",
                 "LIQ_LOG_LEVEL": "WARNING",
+                "LIQ_EXCHANGES": "binance,bybit",
+                "LIQ_METRICS_PORT": "0",
+                "LIQ_ALERT_STREAM_MIN_USD": args.alert_stream,
             }
+            print(f"alert stream: {args.alert_stream}")
             settings = load_settings(env=env, dotenv=None)
             rate = asyncio.run(_throughput(settings, args.events))
             print(f"throughput: {rate:,.0f} events/s sustained ({args.events:,} events, queue -> Redis + TimescaleDB)")

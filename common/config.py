@@ -78,7 +78,7 @@ class Settings:
     rest_urls: tuple[tuple[str, str], ...]  # (venue, REST base URL) for every registry venue
     instruments_refresh_s: int
     candle_symbols: tuple[str, ...]  # ("ALL",) or the symbols whose candles are kept
-    alert_stream_min_usd: Decimal  # the alerter's stream takes liquidations of at least this USD
+    alert_stream_min_usd: Decimal | None  # the alerter's stream: liquidations of at least this USD (None: no stream)
     metrics_host: str  # Prometheus /metrics of the collector: interface ...
     metrics_port: int  # ... and port (0: no endpoint)
 
@@ -321,7 +321,11 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
         ),
         instruments_refresh_s=r.whole("LIQ_INSTRUMENTS_REFRESH_S", 3600, 60, 86400),
         candle_symbols=r.symbols("LIQ_CANDLE_SYMBOLS", ALL),
-        alert_stream_min_usd=r.decimal("LIQ_ALERT_STREAM_MIN_USD", "10000", Decimal(0)),
+        alert_stream_min_usd=(
+            None
+            if r.text("LIQ_ALERT_STREAM_MIN_USD", "10000").lower() == "off"
+            else r.decimal("LIQ_ALERT_STREAM_MIN_USD", "10000", Decimal(0))
+        ),
         metrics_host=r.text("LIQ_METRICS_HOST", "127.0.0.1"),
         metrics_port=r.whole("LIQ_METRICS_PORT", 9464, 0, 65535),
     )

@@ -51,7 +51,7 @@ from common.live_view import (
     encode_cascade,
     member_text,
     stream_cascade,
-    stream_liquidation,
+    stream_liquidations,
 )
 
 log = logging.getLogger("collector.redis")
@@ -179,9 +179,10 @@ class RedisLive:
     def _stream(self, pipe: Any, batch: Batch) -> None:
         """Append what the alerter may need, in the same round trip (the hot path never waits on it)."""
         floor = self._stream_min_usd
-        for ev in batch.liquidations:
-            if floor is not None and ev.value_usd >= floor:
-                entry = {"kind": "liquidation", "data": stream_liquidation(ev)}
+        if floor is not None:
+            big = [ev for ev in batch.liquidations if ev.value_usd >= floor]
+            if big:
+                entry = {"kind": "liquidations", "data": stream_liquidations(big)}
                 pipe.xadd(self.keys.stream, entry, maxlen=STREAM_MAXLEN, approximate=True)
         for c in batch.cascades:
             entry = {"kind": "cascade", "data": stream_cascade(c)}

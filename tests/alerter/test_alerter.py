@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from alerter.messages import when
 from alerter.stream import GROUP, stream_key
 from common.events import Cascade, Liquidation, Side
-from common.live_view import stream_cascade, stream_liquidation
+from common.live_view import stream_cascade, stream_liquidations
 from tests.alerter.conftest import APP, SECRET, Alerter, alert_rows, cascade, liq, now_ms, until
 from tests.alerter.fakes import FakeHttp
 from tests.services import ROOT, service_env
@@ -320,7 +320,7 @@ async def test_entries_as_the_collector_encodes_them(alerter: Alerter) -> None:
     c = Cascade(5, "BTC-USDT-PERP", Side.SHORT, t - 60_000, t, 6, Decimal(3), Decimal(270_000), {"okx": 2, "bybit": 4})
     c.usd = {"okx": Decimal(135_000), "bybit": Decimal(135_000)}
     key = stream_key(alerter.prefix)
-    alerter.redis.xadd(key, {"kind": "liquidation", "data": stream_liquidation(ev)})
+    alerter.redis.xadd(key, {"kind": "liquidations", "data": stream_liquidations([ev])})  # one a batch
     alerter.redis.xadd(key, {"kind": "cascade", "data": stream_cascade(c)})
     c.active = False
     alerter.redis.xadd(key, {"kind": "cascade", "data": stream_cascade(c)})
@@ -352,3 +352,33 @@ def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+async def test_stream_rule_for_a_coin_that_should_not_be_quiet(alerter: Alerter) -> None:
+    """`coin = "BTC"` on a stream rule: no candle of BTC on a venue for N minutes is an alert, the
+    next candle its recovery; another coin's candles do not count."""
+    rules = '[[rule]]\nname = "btc-feed"\nkind = "stream"\ncoin = "BTC"\nvenues = ["okx"]\nminutes = 1\n'
+    health = f"{alerter.prefix}live:health"
+    alerter.redis.hset(
+        health, mapping={"okx": json.dumps({"connected": True, "last_message_age_s": 0.1, "at_ms": now_ms()})}
+    )
+    minute = now_ms() - now_ms() % 60_000
+
+    def candle(symbol: str, open_ms: int) -> None:
+        with psycopg.connect(alerter.db, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO candles (time, exchange, symbol, open, high, low, close, volume, quote_volume, closed)"
+                " VALUES (to_timestamp(%s / 1000.0), 'okx', %s, 1, 1, 1, 1, 1, 1, false)",
+                (open_ms, symbol),
+            )
+
+    candle("BTC-USDT-SWAP", minute - 5 * 60_000)  # BTC's newest candle: 5 minutes old
+    candle("ETH-USDT-SWAP", minute)  # ETH flows: it does not make BTC's feed alive
+    await alerter.start(rules)
+    await until(lambda: len(alerter.telegram.requests) == 1)
+    candle("BTC-USDT-SWAP", minute)
+    await until(lambda: len(alerter.telegram.requests) == 2, within_s=10)
+    await alerter.stop()
+    down, up = alerter.telegram.texts()
+    assert down.startswith("STREAM DOWN OKX: no candle of BTC for ") and "rule btc-feed" in down
+    assert up.startswith("STREAM RECOVERED ") and "BTC" in up.split("\n")[0]

@@ -83,7 +83,7 @@ def test_valid_rules_are_read_with_their_defaults() -> None:
         (GOOD.replace('side = "long"', 'side = "up"'), "line 7: rule #1 key 'side'"),
         (GOOD.replace("minutes = 15", "minutes = 0"), "line 23: rule #3 key 'minutes'"),
         (GOOD.replace("min_risk = 70\n", ""), "line 11: rule #2 key 'min_usd': a 'cascade' rule needs"),
-        (GOOD.replace('kind = "stream"', 'kind = "stream"\ncoin = "BTC"'), "line 28: rule #4 key 'coin': not a key"),
+        (GOOD.replace('kind = "stream"', 'kind = "stream"\nside = "LONG"'), "line 28: rule #4 key 'side': not a key"),
         (GOOD.replace('"eth-15m"', '"btc-big"'), "line 19: rule #3 key 'name'"),
         (GOOD.replace('"Bybit"', '"kraken"'), "line 6: rule #1 key 'venues': unknown venue 'kraken'"),
         ("", "no [[rule]] table"),

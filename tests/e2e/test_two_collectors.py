@@ -10,6 +10,7 @@ append to) must send each alert once.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -184,7 +185,8 @@ async def test_two_collectors_make_one_record_through_a_sigkill(
             assert sum(1 for rule, _ in sent() if rule == "cascades") == 1
             # ... although the stream holds the 8 events both collectors saw twice.
             entries = sync_redis.xrange(Keys(redis_prefix).stream)
-            assert sum(1 for _, fields in entries if fields[b"kind"] == b"liquidation") == 14 + 8
+            batches = [json.loads(fields[b"data"]) for _, fields in entries if fields[b"kind"] == b"liquidations"]
+            assert sum(len(items) for items in batches) == 14 + 8
         finally:
             for proc, log in ((a, logs[0]), (b, logs[1]), (alerter, alerter_log)):
                 if proc.poll() is None:
