@@ -96,6 +96,22 @@ class Rejected(Exception):
         self.reason = reason
 
 
+def parse_object(raw: str | bytes) -> dict[str, Any]:
+    """A frame that must be one JSON object (every venue but Binance's combined streams)."""
+    msg = parse_json(raw)
+    if type(msg) is not dict:
+        raise Rejected("bad_json", "not an object")
+    return msg
+
+
+def list_field(msg: dict[str, Any], name: str) -> list[Any]:
+    """The list of items a frame carries (`data`, Gate's `result`), or the reason it has none."""
+    items = msg.get(name)
+    if type(items) is not list:
+        raise Rejected("missing_field" if items is None else "bad_field", name)
+    return items
+
+
 def parse_json(raw: str | bytes) -> object:
     """`json.loads(raw)`, or `Rejected("bad_json")`.
 

@@ -101,10 +101,6 @@ NAMES: tuple[str, ...] = tuple(VENUES)
 LIVE_HOSTS = frozenset(v.ws_host for v in VENUES.values())
 
 
-def venue(name: str) -> Venue | None:
-    return VENUES.get(name)
-
-
 def label(name: str) -> str:
     v = VENUES.get(name)
     return v.label if v is not None else name

@@ -68,13 +68,15 @@ from collector.validation import (
     check_texts,
     check_time,
     clean_frame,
-    parse_json,
+    list_field,
+    parse_object,
     text_field,
     volume,
 )
 from common.events import Candle, Liquidation, Side, dedup_key_of_texts
 from common.instruments import Instrument, guess_instrument
 
+decode = parse_object  # a frame: one JSON object (collector.validation)
 EXCHANGE = "bitget"
 LIQUIDATIONS = "liquidation"
 CANDLES = "kline"
@@ -216,20 +218,6 @@ class BitgetCandle:
             received_ms,  # received_ms
             source,  # source
         )
-
-
-def decode(raw: str | bytes) -> dict[str, Any]:
-    msg = parse_json(raw)
-    if type(msg) is not dict:
-        raise Rejected("bad_json", "not an object")
-    return msg
-
-
-def _items(msg: dict[str, Any]) -> list[Any]:
-    data = msg.get("data")
-    if type(data) is not list:
-        raise Rejected("missing_field" if data is None else "bad_field", "data")
-    return data
 
 
 def parse_liquidation(item: Any, inst_type: str) -> BitgetLiquidation:
@@ -384,7 +372,7 @@ class BitgetAdapter(ExchangeAdapter):
         followed = None if self.whole_market else self._followed()
         events: list[Liquidation | Candle] = []
         clean = clean_frame(raw)
-        for item in _items(msg):
+        for item in list_field(msg, "data"):
             try:
                 liquidation = parse_liquidation(item, inst_type)
                 if followed is not None and liquidation.symbol not in followed:
@@ -410,7 +398,7 @@ class BitgetAdapter(ExchangeAdapter):
             raise Rejected("missing_field" if ts is None else "bad_field", "ts")
         events: list[Liquidation | Candle] = []
         clean = clean_frame(raw)
-        for item in _items(msg):
+        for item in list_field(msg, "data"):
             try:
                 candle = parse_candle(item, symbol, ts)
                 if not clean:

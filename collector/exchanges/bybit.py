@@ -50,7 +50,8 @@ from collector.validation import (
     check_time,
     clean_frame,
     int_field,
-    parse_json,
+    list_field,
+    parse_object,
     price_text,
     text_field,
     volume,
@@ -58,6 +59,7 @@ from collector.validation import (
 from common.events import Candle, Liquidation, Side, dedup_key_of_texts
 from common.instruments import Instrument, guess_instrument
 
+decode = parse_object  # a frame: one JSON object (collector.validation)
 EXCHANGE = "bybit"
 LIQUIDATIONS = "allLiquidation"
 CANDLES = "kline.1"
@@ -192,20 +194,6 @@ class _KlineItem(msgspec.Struct, gc=False):
 _decode_frame = msgspec.json.Decoder(_Frame).decode
 _decode_liquidations = msgspec.json.Decoder(list[BybitLiquidation]).decode
 _decode_klines = msgspec.json.Decoder(list[_KlineItem]).decode
-
-
-def decode(raw: str | bytes) -> dict[str, Any]:
-    msg = parse_json(raw)
-    if type(msg) is not dict:
-        raise Rejected("bad_json", "not an object")
-    return msg
-
-
-def _items(msg: dict[str, Any]) -> list[Any]:
-    data = msg.get("data")
-    if type(data) is not list:
-        raise Rejected("missing_field" if data is None else "bad_field", "data")
-    return data
 
 
 def parse_liquidation(item: Any) -> BybitLiquidation:
@@ -364,7 +352,7 @@ class BybitAdapter(ExchangeAdapter):
         clean = clean_frame(raw)
         ts = msg.get("ts")
         pushed = str(ts) if type(ts) is int else ""
-        for index, item in enumerate(_items(msg)):
+        for index, item in enumerate(list_field(msg, "data")):
             try:
                 liquidation = parse_liquidation(item)
                 if not clean:
@@ -410,7 +398,7 @@ class BybitAdapter(ExchangeAdapter):
     ) -> list[Liquidation | Candle]:
         events: list[Liquidation | Candle] = []
         clean = clean_frame(raw)
-        for item in _items(msg):
+        for item in list_field(msg, "data"):
             try:
                 kline = parse_kline(item, symbol)
                 if not clean:

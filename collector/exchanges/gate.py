@@ -79,7 +79,8 @@ from collector.validation import (
     check_time,
     clean_frame,
     int_field,
-    parse_json,
+    list_field,
+    parse_object,
     text_field,
     volume,
 )
@@ -87,6 +88,7 @@ from common import venues
 from common.events import Candle, Liquidation, Side, dedup_key_of_texts
 from common.instruments import CONTRACTS, Instrument, guess_instrument
 
+decode = parse_object  # a frame: one JSON object (collector.validation)
 EXCHANGE = "gate"
 LIQUIDATIONS = "futures.public_liquidates"
 CANDLES = "futures.candlesticks"
@@ -239,20 +241,6 @@ class GateCandle:
         )
 
 
-def decode(raw: str | bytes) -> dict[str, Any]:
-    msg = parse_json(raw)
-    if type(msg) is not dict:
-        raise Rejected("bad_json", "not an object")
-    return msg
-
-
-def _items(msg: dict[str, Any]) -> list[Any]:
-    result = msg.get("result")
-    if type(result) is not list:
-        raise Rejected("missing_field" if result is None else "bad_field", "result")
-    return result
-
-
 def parse_liquidation(item: Any) -> GateLiquidation:
     """Parse one `result` item of a futures.public_liquidates update. Sample frame (the docs')::
 
@@ -369,7 +357,7 @@ class GateAdapter(ExchangeAdapter):
         clean = clean_frame(raw)
         pushed = msg.get("time_ms")
         frame_time = str(pushed) if type(pushed) is int else ""
-        for index, item in enumerate(_items(msg)):
+        for index, item in enumerate(list_field(msg, "result")):
             try:
                 liquidation = parse_liquidation(item)
                 if not clean:
@@ -387,7 +375,7 @@ class GateAdapter(ExchangeAdapter):
     def _on_candles(self, msg: dict[str, Any], raw: str | bytes, received_ms: int) -> list[Liquidation | Candle]:
         events: list[Liquidation | Candle] = []
         clean = clean_frame(raw)
-        for item in _items(msg):
+        for item in list_field(msg, "result"):
             try:
                 candle = parse_candle(item)
                 if not clean:

@@ -80,13 +80,15 @@ from collector.validation import (
     check_texts,
     check_time,
     clean_frame,
-    parse_json,
+    list_field,
+    parse_object,
     text_field,
     volume,
 )
 from common.events import Candle, Liquidation, Side, canonical_text, dedup_key_of_texts
 from common.instruments import CONTRACTS, Instrument, guess_instrument
 
+decode = parse_object  # a frame: one JSON object (collector.validation)
 EXCHANGE = "okx"
 LIQUIDATIONS = "liquidation-orders"
 CANDLES = "candle1m"
@@ -235,20 +237,6 @@ class OkxCandle:
         )
 
 
-def decode(raw: str | bytes) -> dict[str, Any]:
-    msg = parse_json(raw)
-    if type(msg) is not dict:
-        raise Rejected("bad_json", "not an object")
-    return msg
-
-
-def _items(msg: dict[str, Any]) -> list[Any]:
-    data = msg.get("data")
-    if type(data) is not list:
-        raise Rejected("missing_field" if data is None else "bad_field", "data")
-    return data
-
-
 def parse_liquidation(inst_id: str, detail: Any) -> OkxLiquidation:
     """Parse one `details[]` item of a `data` item. Sample frame::
 
@@ -359,7 +347,7 @@ class OkxAdapter(ExchangeAdapter):
         events: list[Liquidation | Candle] = []
         clean = clean_frame(raw)
         followed = None if self.whole_market else self.symbols
-        for item in _items(msg):
+        for item in list_field(msg, "data"):
             try:
                 if type(item) is not dict:
                     raise Rejected("bad_field", "data item")
@@ -391,7 +379,7 @@ class OkxAdapter(ExchangeAdapter):
     ) -> list[Liquidation | Candle]:
         events: list[Liquidation | Candle] = []
         clean = clean_frame(raw)
-        for row in _items(msg):
+        for row in list_field(msg, "data"):
             try:
                 candle = parse_candle(row, inst_id)
                 if not clean:
