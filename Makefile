@@ -55,3 +55,4 @@ bench: venv-dev services
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_live
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_market
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_alerts
+	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_volume

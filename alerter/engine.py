@@ -8,9 +8,10 @@ Firing an alert, in order:
    contract / market and side, or the venue); taken by another key: suppressed (logged).
 3. store: one `alerts` row per channel, unique on (rule, key, channel); only new rows are delivered.
 
-`volume` rules keep an in-memory rolling sum per rule of the stream's liquidations (deduplicated by
-event key), seeded at start from the stream's last `minutes` (XRANGE): exact only when the collector
-appends every liquidation (LIQ_ALERT_STREAM_MIN_USD=0); with a higher floor they count the large ones.
+`volume` rules are checked every LIQ_ALERT_VOLUME_INTERVAL_S against the exact sums of the live view
+(alerter/volume.py: every liquidation, whatever the stream's floor); at or above `min_usd` they fire
+once per 10-second bucket, so the cooldown (per rule, coin or market, and side) sets how often a
+sustained flow repeats.
 `stream` rules read `{prefix}live:health` every LIQ_ALERT_HEALTH_INTERVAL_S; a venue alerted as down
 is remembered in `{prefix}alert:open:<rule>:<venue>` (survives restarts) until its recovery message.
 """
@@ -20,9 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from bisect import insort
-from collections import deque
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -33,7 +31,9 @@ from alerter.delivery import Deliverer
 from alerter.rules import Rule
 from alerter.settings import AlerterSettings
 from alerter.store import AlertStore
+from alerter.volume import VolumeReader, describe
 from common.instruments import guess_instrument
+from common.live_view import bucket_of
 
 log = logging.getLogger("alerter.engine")
 DAY_MS = 86_400_000  # how far back a coin's newest candle is looked for
@@ -41,34 +41,6 @@ DAY_MS = 86_400_000  # how far back a coin's newest candle is looked for
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass
-class _Window:
-    """A rolling USD sum of liquidations (time_ms, usd, key), deduplicated by event key."""
-
-    span_ms: int
-    items: deque[tuple[int, Decimal, str, str]] = field(default_factory=deque)  # time, usd, key, venue
-    keys: set[str] = field(default_factory=set)
-    total: Decimal = Decimal(0)
-
-    def add(self, time_ms: int, usd: Decimal, key: str, venue: str, now: int) -> None:
-        self.evict(now)
-        if key in self.keys or time_ms < now - self.span_ms:
-            return
-        insort(self.items, (time_ms, usd, key, venue), key=lambda item: item[0])  # kept in time order
-        self.keys.add(key)
-        self.total += usd
-
-    def evict(self, now: int) -> None:
-        cutoff = now - self.span_ms
-        while self.items and self.items[0][0] < cutoff:
-            t, usd, key, _ = self.items.popleft()
-            self.keys.discard(key)
-            self.total -= usd
-
-    def venues(self) -> list[str]:
-        return sorted({v for *_, v in self.items})
 
 
 class Engine:
@@ -89,7 +61,8 @@ class Engine:
         self._fired = f"{p}alert:fired:"
         self._cooldown = f"{p}alert:cooldown:"
         self._open = f"{p}alert:open:"
-        self.windows: dict[tuple[str, str], _Window] = {}  # (rule, side) -> window
+        self.volume = VolumeReader(redis, p)
+        self._unbuilt_logged = False
         self._down_since: dict[tuple[str, str], int] = {}  # (rule, venue) -> first seen disconnected
         self.fired = 0  # alerts stored now (tests and logs)
         self.suppressed = 0
@@ -135,21 +108,6 @@ class Engine:
         else:
             log.warning("stream entry of unknown kind %r ignored", kind)
 
-    def seed(self, data: dict[str, Any]) -> None:
-        """A liquidation from before the start: counted in the volume windows, never alerted."""
-        now = now_ms()
-        for rule in self.rules:
-            if rule.kind == "volume" and self._matches_liquidation(rule, data):
-                self._window(rule).add(
-                    int(data["time_ms"]), Decimal(data["value_usd"]), _event_key(data), data["exchange"], now
-                )
-
-    def _window(self, rule: Rule) -> _Window:
-        w = self.windows.get((rule.name, rule.side))
-        if w is None:
-            w = self.windows[(rule.name, rule.side)] = _Window(int((rule.minutes or 1) * 60_000))
-        return w
-
     @staticmethod
     def _matches_liquidation(rule: Rule, d: dict[str, Any]) -> bool:
         return (
@@ -166,31 +124,45 @@ class Engine:
         fresh = time_ms >= now - self.s.max_event_age_s * 1000
         key = _event_key(d)
         for rule in self.rules:
-            if rule.kind not in ("liquidation", "volume") or not self._matches_liquidation(rule, d):
+            if rule.kind != "liquidation" or not self._matches_liquidation(rule, d):
                 continue
-            if rule.kind == "liquidation":
-                if fresh and rule.min_usd is not None and value >= rule.min_usd:
-                    base = guess_instrument(d["exchange"], d["symbol"]).base
-                    text = messages.liquidation(rule.name, d, self.s.app_public_url, rule.min_usd)
-                    await self.fire(rule, key, base, text, d, recovered=recovered)
+            if fresh and rule.min_usd is not None and value >= rule.min_usd:
+                base = guess_instrument(d["exchange"], d["symbol"]).base
+                text = messages.liquidation(rule.name, d, self.s.app_public_url, rule.min_usd)
+                await self.fire(rule, key, base, text, d, recovered=recovered)
+
+    # --- volume -------------------------------------------------------------------------------
+
+    async def check_volume(self, now: int | None = None) -> None:
+        rules = [r for r in self.rules if r.kind == "volume"]
+        if not rules:
+            return
+        now = now_ms() if now is None else now
+        if not await self.volume.built():
+            if not self._unbuilt_logged:
+                log.warning("volume rules wait: the collector is (re)building the Redis live view")
+                self._unbuilt_logged = True
+            return
+        self._unbuilt_logged = False
+        sums = await self.volume.sums(rules, now)
+        for rule in rules:
+            s = sums[rule.name]
+            if rule.min_usd is None or s.usd < rule.min_usd or not s.events:
                 continue
-            window = self._window(rule)
-            window.add(time_ms, value, key, str(d["exchange"]), now)
-            if fresh and rule.min_usd is not None and window.total >= rule.min_usd:
-                scope = f"{rule.scope()}:{rule.side}"
-                text = messages.volume(
-                    rule.name,
-                    rule.scope(),
-                    _app_symbol(rule),
-                    rule.side,
-                    window.total,
-                    rule.minutes or 0,
-                    now,
-                    window.venues(),
-                    self.s.app_public_url,
-                )
-                event = {"total_usd": str(window.total), "minutes": rule.minutes, "last": d}
-                await self.fire(rule, f"{scope}:{key}", scope, text, event, recovered=recovered)
+            scope = f"{rule.scope()}:{rule.side}"
+            text = messages.volume(
+                rule.name,
+                rule.scope(),
+                _app_symbol(rule),
+                rule.side,
+                s.usd,
+                rule.minutes or 0,
+                now,
+                list(s.venues),
+                self.s.app_public_url,
+                s.events,
+            )
+            await self.fire(rule, f"{scope}:{bucket_of(now)}", scope, text, describe(s))
 
     async def _cascade(self, d: dict[str, Any], recovered: bool) -> None:
         now = now_ms()

@@ -123,13 +123,14 @@ def volume(
     at_ms: int,
     venues: list[str],
     base_url: str,
+    events: int,
 ) -> str:
     what = "the market" if scope == "market" else scope
     sides = "LONG+SHORT" if side == "ALL" else side
     return "\n".join(
         (
             f"VOLUME {sides} {what}: {usd(total)} liquidated in {minutes:g} min",
-            f"as of {when(at_ms)}",
+            f"{events} liquidations, as of {when(at_ms)}",
             "venues: " + ", ".join(label(v) for v in venues),
             f"rule {rule}",
             link(base_url, "explorer", symbol=symbol, side="" if side == "ALL" else side),

@@ -6,6 +6,7 @@ Each rule has a `name`, ONE condition (`kind`) and its filters:
     kind = "cascade"      min_usd and/or min_risk,     a cascade reaching them: a start message, and
                           cross_venue_only (false)     one with its totals when it ends
     kind = "volume"       min_usd, minutes             at least min_usd liquidated in the last N minutes
+                                                       (exact sums of the live view: alerter/volume.py)
     kind = "stream"       minutes [coin|contract]      a venue down or silent > N minutes, and its recovery;
                                                        with a coin or contract: no candle of it on a
                                                        venue for N minutes (a coin that should not be quiet)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -18,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from alerter.delivery import Deliverer
-from alerter.engine import Engine, now_ms
+from alerter.engine import Engine
 from alerter.metrics import AlerterMetrics, CountingStore
 from alerter.rules import Rule
 from alerter.settings import AlerterSettings
@@ -61,10 +62,19 @@ class AlerterService:
             await self.reader.ensure_group()
             for d in await self.store.undelivered():  # the previous run stopped mid-delivery
                 self.deliverer.submit(d)
-            await self._seed()
             tasks = [asyncio.create_task(self.reader.run(self._handle, stop), name="stream")]
             if any(r.kind == "stream" for r in self.rules):
-                tasks.append(asyncio.create_task(self._health_loop(stop), name="health"))
+                tasks.append(
+                    asyncio.create_task(
+                        self._every(self.engine.check_health, self.settings.health_interval_s, stop), name="health"
+                    )
+                )
+            if any(r.kind == "volume" for r in self.rules):
+                tasks.append(
+                    asyncio.create_task(
+                        self._every(self.engine.check_volume, self.settings.volume_interval_s, stop), name="volume"
+                    )
+                )
             self.ready.set()
             log.info("alerter running: %d rules, channels %s", len(self.rules), ", ".join(self.settings.channels()))
             await stop.wait()
@@ -86,28 +96,18 @@ class AlerterService:
         except (KeyError, ValueError, TypeError, ArithmeticError) as exc:  # a malformed entry: logged, skipped
             log.warning("stream %s entry skipped: %s: %.300r", kind, type(exc).__name__, data)
 
-    async def _seed(self) -> None:
-        minutes = max((r.minutes or 0 for r in self.rules if r.kind == "volume"), default=0)
-        if not minutes:
-            return
-        entries = await self.reader.recent(now_ms() - int(minutes * 60_000))
-        for kind, data in entries:
-            items = data if kind == "liquidations" and isinstance(data, list) else [data]
-            if kind in ("liquidation", "liquidations"):
-                for item in items:
-                    with contextlib.suppress(KeyError, ValueError, TypeError, ArithmeticError):
-                        self.engine.seed(item)
-        log.info("volume windows seeded from %d stream entries", len(entries))
-
-    async def _health_loop(self, stop: asyncio.Event) -> None:
+    @staticmethod
+    async def _every(check: Callable[[], Awaitable[None]], interval_s: float, stop: asyncio.Event) -> None:
+        """Run a periodic check (stream health, volume) until `stop`; a failed round is logged, not fatal."""
+        name = getattr(check, "__name__", "check")
         while not stop.is_set():
             try:
-                await self.engine.check_health()
+                await check()
             except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("reading stream health failed: %s", exc)
+                log.warning("%s: reading Redis failed: %s", name, exc)
             except Exception:
-                log.exception("stream health check failed")
+                log.exception("%s failed", name)
             try:
-                await asyncio.wait_for(stop.wait(), self.settings.health_interval_s)
+                await asyncio.wait_for(stop.wait(), interval_s)
             except TimeoutError:
                 pass

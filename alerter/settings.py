@@ -34,6 +34,7 @@ class AlerterSettings:
     http_timeout_s: float  # one HTTP request
     concurrency: int  # deliveries in flight at once
     health_interval_s: float  # how often `stream` rules read the live health hash
+    volume_interval_s: float  # how often `volume` rules read the live view's sums
     max_event_age_s: int  # stream entries about events older than this never alert (a stale backlog)
     fired_ttl_s: int  # lifetime of the dedup keys {prefix}alert:fired:<rule>:<key>
     consumer: str  # this process's consumer name in the group `alerter`
@@ -159,6 +160,7 @@ def load_alerter_settings(env: dict[str, str] | None = None, dotenv: Path | None
         http_timeout_s=e.number("LIQ_ALERT_HTTP_TIMEOUT_S", "10", 0.1, 300),
         concurrency=e.whole("LIQ_ALERT_CONCURRENCY", 4, 1, 100),
         health_interval_s=e.number("LIQ_ALERT_HEALTH_INTERVAL_S", "5", 0.05, 600),
+        volume_interval_s=e.number("LIQ_ALERT_VOLUME_INTERVAL_S", "1", 0.05, 600),
         max_event_age_s=e.whole("LIQ_ALERT_MAX_EVENT_AGE_S", 600, 1, 10 * 365 * 86400),
         fired_ttl_s=e.whole("LIQ_ALERT_FIRED_TTL_S", 7 * 86400, 60, 365 * 86400),
         consumer=consumer,

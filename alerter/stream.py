@@ -66,20 +66,6 @@ class StreamReader:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def recent(self, since_ms: int) -> list[tuple[str, Any]]:
-        """Entries appended since `since_ms` (their ids are append times), for seeding volume windows."""
-        out: list[tuple[str, Any]] = []
-        start = f"{since_ms}-0"
-        while True:
-            rows = await self.redis.xrange(self.key, min=start, max="+", count=1000)
-            for _entry_id, fields in rows:
-                decoded = decode(fields)
-                if decoded is not None:
-                    out.append(decoded)
-            if len(rows) < 1000:
-                return out
-            start = "(" + rows[-1][0]
-
     async def run(self, handle: Handler, stop: asyncio.Event) -> None:
         backlog = True  # (re)read our own pending entries first
         while not stop.is_set():

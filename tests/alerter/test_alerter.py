@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -21,10 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from alerter.messages import when
 from alerter.stream import GROUP, stream_key
+from collector.storage.redis_live import RedisLive
+from collector.storage.spool import Batch
 from common.events import Cascade, Liquidation, Side
-from common.live_view import stream_cascade, stream_liquidations
+from common.live_view import Keys, stream_cascade, stream_liquidations
 from tests.alerter.conftest import APP, SECRET, Alerter, alert_rows, cascade, liq, now_ms, until
 from tests.alerter.fakes import FakeHttp
+from tests.dashboard import dashboard_metrics
 from tests.services import ROOT, service_env
 
 LIQ_RULES = """
@@ -160,26 +164,53 @@ async def test_cascade_start_and_end_messages(alerter: Alerter) -> None:
     ]
 
 
-async def test_volume_rule_sums_the_window(alerter: Alerter) -> None:
+async def test_volume_rule_sums_every_liquidation_of_the_window(alerter: Alerter) -> None:
+    """The sums come from the live view the collector's real Redis writer keeps: small liquidations
+    that never enter the alert stream count, a second collector's copies count once."""
     rules = '[[rule]]\nname = "btc-5m"\nkind = "volume"\ncoin = "BTC"\nside = "LONG"\nmin_usd = 500000\nminutes = 5\n'
-    # an entry appended before the start counts in the window (seeded) but does not alert by itself
-    alerter.append("liquidation", liq(quantity="2", key=1))
-    await alerter.start(rules, LIQ_WEBHOOK_FORMAT="discord")
-    await alerter.settle(1)
-    alerter.append("liquidation", liq(quantity="2", key=1))  # a duplicate: not counted twice
-    alerter.append("liquidation", liq(quantity="1", key=2))  # $300,000
-    alerter.append("liquidation", liq(quantity="5", key=3, side="SHORT"))  # the other side
-    alerter.append("liquidation", liq(quantity="1", key=4, time_ms=now_ms() - 400_000))  # before the window
-    assert alerter.telegram.requests == []
-    alerter.append("liquidation", liq("BTC-USDT-SWAP", exchange="okx", quantity="2.5", key=5))  # $550,000
-    alerter.append("liquidation", liq(quantity="1", key=6))  # within the cooldown
-    await alerter.settle(7)
+    live = RedisLive(service_env()["REDIS_URL"], alerter.prefix, stream_min_usd=Decimal(10_000))
+    await live.open()
+    alerter.redis.set(Keys(alerter.prefix).built, "1")  # as after the collector's first rebuild
+    try:
+        t = now_ms() - 60_000
+        small = [_event("binance", "BTCUSDT", t + i, "0.05") for i in range(40)]  # 40 x $5,000, below the floor
+        big = _event("bybit", "BTCUSDT", t + 100, "2.5")  # $250,000
+        others = [
+            _event("binance", "BTCUSDT", t, "5", side=Side.SHORT),  # the other side
+            _event("binance", "ETHUSDT", t, "9"),  # another coin
+            _event("binance", "BTCUSDT", now_ms() - 400_000, "9"),  # before the window
+            _event("binance", "BTCUSDT", t, "9", source="replay"),  # not live
+        ]
+        assert await live.write(Batch(liquidations=[*small, big, *others]))
+        assert await live.write(Batch(liquidations=[*small, big]))  # the second collector: counted once
+        await alerter.start(rules, LIQ_WEBHOOK_FORMAT="discord", LIQ_ALERT_VOLUME_INTERVAL_S="0.05")
+        await asyncio.sleep(0.5)
+        assert alerter.telegram.requests == []  # $450,000 so far
+        okx = _event("okx", "BTC-USDT-SWAP", t + 200, "1")  # $100,000 -> $550,000
+        assert await live.write(Batch(liquidations=[okx]))
+        await until(lambda: len(alerter.telegram.requests) == 1)
+        assert await live.write(Batch(liquidations=[_event("binance", "BTCUSDT", t + 300, "1")]))
+        await asyncio.sleep(0.5)  # within the cooldown: nothing more
+    finally:
+        await live.close()
     (text,) = alerter.telegram.texts()
     lines = text.split("\n")
     assert lines[0] == "VOLUME LONG BTC: $550,000.00 liquidated in 5 min"
-    assert lines[1].startswith("as of ") and lines[1].endswith(" UTC")
-    assert lines[2:] == ["venues: Binance, OKX", "rule btc-5m", f"{APP}/explorer?symbol=BTCUSDT&side=LONG"]
+    assert lines[1].startswith("42 liquidations, as of ") and lines[1].endswith(" UTC")
+    assert lines[2:] == ["venues: Binance, Bybit, OKX", "rule btc-5m", f"{APP}/explorer?symbol=BTCUSDT&side=LONG"]
     assert alerter.webhook.requests[0].json() == {"content": text}
+    (row, _) = alert_rows(alerter.db)
+    assert row["kind"] == "volume" and row["status"] == "delivered"
+
+
+def _event(
+    exchange: str, symbol: str, time_ms: int, qty: str, side: Side = Side.LONG, source: str = "live"
+) -> Liquidation:
+    price = Decimal(100_000)
+    quantity = Decimal(qty)
+    return Liquidation(
+        exchange, symbol, side, quantity, price, quantity * price, time_ms, time_ms + 5, "SELL", source, False
+    )
 
 
 async def test_stream_rule_down_and_recovery(alerter: Alerter) -> None:
@@ -287,6 +318,8 @@ def test_process_runs_and_stops_on_sigterm(
         rule = next(r for r in alert_rows(alerts_db))["rule"]
         assert m["liq_alerts_fired_total", (("kind", "liquidation"), ("rule", rule))] == 2
         assert m["liq_alerts_failed_total", ()] == 0 and m["liq_alert_deliveries_in_flight", ()] == 0
+        # every alerter series the Grafana dashboard draws exists under that name
+        assert {n for n in dashboard_metrics() if n.startswith("liq_alert")} - {name for name, _ in m} == set()
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
     finally:

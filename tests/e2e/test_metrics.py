@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.replay_server import BybitServer
 from tests import services
+from tests.dashboard import dashboard_metrics
 from tests.fakes.ws import WholeMarketBinance
 from tests.storage.factories import now_ms
 from tests.storage.helpers import db_count, running_service, wait_until
@@ -95,3 +96,6 @@ async def test_metrics_equal_a_scripted_session(clean_db: str, redis_prefix: str
     assert value("liq_db_write_seconds_count") >= 1 and value("liq_redis_write_seconds_count") >= 1
     assert value("liq_last_message_age_seconds", exchange="binance") < 30
     assert value("process_resident_memory_bytes") > 0
+    # every collector series the Grafana dashboard draws exists under that name
+    served = {name for name, _ in m}
+    assert {n for n in dashboard_metrics() if not n.startswith("liq_alert")} - served == set()
