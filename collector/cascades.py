@@ -188,7 +188,7 @@ class _Active:
     instrument: str  # canonical name
     venue_symbol: str  # the first member's own symbol, for the console line
     threshold: Decimal  # T when it started: the risk score's size reference
-    members: set[int] = field(default_factory=set)
+    members: dict[int, int] = field(default_factory=dict)  # event key -> exchange time (ms)
     weighted: int = 0
     minute_usd: dict[int, Decimal] = field(default_factory=dict)
     first_time_ms: int = 0
@@ -318,6 +318,54 @@ class CascadeDetector:
             self._end(slot, active, changed)
         return list(changed.values())
 
+    def adopt(self, stored: Cascade, members: list[Liquidation], now_ms: int) -> CascadeUpdate:
+        """A collector that just became the leader carries on the active cascade its predecessor
+        stored for the same instrument and side, under the stored id, instead of ending it and
+        storing its own under another name (one burst, two records). Its own cascade of that slot
+        (named after the first member it saw, which may differ) takes the stored id; stored
+        `members` it had not counted join; with none of its own, a stored one that is still within a
+        window of the data's clock is rebuilt from `members` (an older one is left to the leader's
+        stale close). Every member row is flagged with the id, and the cascade is to be upserted."""
+        update = CascadeUpdate()
+        slot = (stored.symbol, stored.side)
+        active = self._active.get(slot)
+        if active is not None and active.cascade.id == stored.id:
+            return update
+        ordered = sorted(members, key=lambda e: (e.time_ms, e.key))
+        if active is None:
+            if not ordered or stored.end_ms < self._clock_ms - self.window_ms:
+                return update
+            first = ordered[0]
+            threshold = self.min_usd
+            if self.relative:
+                threshold = max(threshold, self.relative_x * self.baseline_usd(slot[0], first.time_ms))
+            cascade = Cascade(
+                stored.id, stored.symbol, stored.side, first.time_ms, first.time_ms, 0, Decimal(0), Decimal(0)
+            )
+            cascade.source = stored.source
+            active = self._active[slot] = _Active(cascade, slot[0], first.symbol, threshold)
+            active.first_time_ms = active.last_time_ms = first.time_ms
+        log.info(
+            "cascade %d of %s %s carried on as %d (stored by the previous leader)", active.cascade.id, *slot, stored.id
+        )
+        active.cascade.id = stored.id
+        active.last_received_ms = max(active.last_received_ms, now_ms)  # not "quiet by clock" at once
+        self._batch_keys = set()
+        for ev in ordered:
+            if ev.key not in active.members:
+                self._join(active, ev, self._resolve(ev), update)
+        pending = self._pending.get(slot)
+        if pending is not None and pending.keys & active.members.keys():
+            kept = [e for e in pending.events if e.key not in active.members]
+            pending.events = deque(kept)
+            pending.keys = {e.key for e in kept}
+            pending.weighted = sum(event_weight(e) for e in kept)
+            pending.usd = sum((e.value_usd for e in kept), Decimal(0))
+        update.flags = [(stored.id, key, time_ms) for key, time_ms in active.members.items()]
+        self._score(active)
+        update.cascades.append(active.cascade)
+        return update
+
     # --- per event --------------------------------------------------------------------------
     def _feed(self, ev: Liquidation, update: CascadeUpdate, changed: dict[int, Cascade]) -> None:
         instrument = self._resolve(ev)
@@ -415,7 +463,7 @@ class CascadeDetector:
 
     def _join(self, active: _Active, ev: Liquidation, instrument: Instrument, update: CascadeUpdate) -> None:
         c = active.cascade
-        active.members.add(ev.key)
+        active.members[ev.key] = ev.time_ms
         ev.cascade_id = c.id
         if ev.key not in self._batch_keys:  # handed to the writers with an earlier batch
             update.flags.append((c.id, ev.key, ev.time_ms))

@@ -11,6 +11,11 @@ goes with the connection: a leader that dies, or whose connection breaks, loses 
 collector takes it at its next attempt (`INTERVAL_S`). Every call has a deadline, so a database
 that hangs makes nobody leader (nothing is lost by that: liquidations and coverage are written by
 every collector; cascades wait in the detector until a leader writes their next update).
+
+A takeover (leadership won after the first attempt: the leader died or lost its connection) first
+runs `before_takeover` (the pipeline reads the cascades the previous leader left active, to carry
+them on under their stored ids); only then does `is_leader` turn true. A failure there releases
+the lock, to be tried again at the next attempt.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import psycopg
 
+from collector.storage.timescale import DatabaseUnavailable
 from common.config import Settings
 
 log = logging.getLogger("collector.leader")
@@ -37,6 +44,8 @@ class Leadership:
         self._interval = interval_s
         self._conn: psycopg.AsyncConnection | None = None
         self.is_leader = False
+        self.before_takeover: Callable[[], Awaitable[None]] | None = None
+        self._attempted = False  # a win after the first attempt is a takeover
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -66,12 +75,16 @@ class Leadership:
                 cur = await self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_ID,))
                 row = await cur.fetchone()
                 if row is not None and row[0]:
+                    if self._attempted and self.before_takeover is not None:
+                        await self.before_takeover()
                     self.is_leader = True
                     log.info("this collector leads: it writes cascades and runs the periodic jobs")
-        except (psycopg.Error, OSError, TimeoutError) as exc:
+        except (psycopg.Error, OSError, TimeoutError, DatabaseUnavailable) as exc:
             if self.is_leader:
                 log.warning("leadership lost (the lock's connection failed): %s", " ".join(str(exc).split()))
             await self._drop()
+        finally:
+            self._attempted = True
 
     async def _drop(self) -> None:
         self.is_leader = False

@@ -107,6 +107,9 @@ class Pipeline:
         # Several collectors may write one record (collector/leader.py): only the leader writes
         # cascades; every collector detects them, so a successor carries on. One alone always leads.
         self.is_leader: Callable[[], bool] = lambda: True
+        # What a takeover carries on (read by `prepare_takeover` before leadership turns true),
+        # applied by the router at its next step as the leader.
+        self._takeover: list[tuple[Cascade, list[Liquidation]]] | None = None
         self._next_stale_close = 0.0
         # Open candles, the latest update of each (exchange, symbol, minute): written every
         # CANDLE_FLUSH_S instead of every push (Binance pushes each symbol's open minute 4 times a
@@ -186,13 +189,29 @@ class Pipeline:
                 break
         return events
 
+    async def prepare_takeover(self) -> None:
+        """Before this collector leads (collector/leader.py): read the cascades the previous leader
+        left active, to carry them on."""
+        self._takeover = await self.db.active_cascades()
+
+    def _carry_on(self, batch: Batch) -> None:
+        """As the new leader: take over the predecessor's active cascades (CascadeDetector.adopt)."""
+        taken, self._takeover = self._takeover, None
+        for stored, members in taken or []:
+            update = self.detector.adopt(stored, members, now_ms())
+            batch.cascades.extend(update.cascades)
+            batch.flags.extend(update.flags)
+
     async def _tick(self) -> None:
         """Quiet second: end cascades that went quiet by wall clock; write open candles when due."""
+        batch = Batch(candles=self._due_candles())
+        if self.is_leader():
+            self._carry_on(batch)
         update = self.detector.tick(now_ms())
-        candles = self._due_candles()
-        cascades = update.cascades if self.is_leader() else []
-        if cascades or candles:
-            await self._dispatch(Batch(candles=candles, cascades=cascades))
+        if self.is_leader():
+            batch.cascades.extend(update.cascades)
+        if batch.cascades or batch.candles or batch.flags:
+            await self._dispatch(batch)
 
     def _due_candles(self) -> list[Candle]:
         if time.monotonic() < self._candles_due:
@@ -233,6 +252,8 @@ class Pipeline:
                     log.info("%s %s %s %s", ev.exchange, ev.state, ev.connection_id, one_line(ev.reason))
             elif isinstance(ev, Cascade):
                 batch.cascades.append(ev)
+        if self.is_leader():
+            self._carry_on(batch)
         update = self.detector.process(batch.liquidations, now_ms())
         if self.is_leader():
             for line in update.lines:
@@ -521,7 +542,8 @@ class Pipeline:
         if not self._stale_closed and self.is_leader():
             self._next_stale_close = time.monotonic() + STALE_CLOSE_S
             try:
-                own_cascades = [c.id for c in self.detector.active]
+                # ours, and the predecessor's that the router is about to carry on
+                own_cascades = [c.id for c in self.detector.active] + [c.id for c, _ in self._takeover or []]
                 done = await self._patient(self.db.close_stale(self._own_connections, own_cascades, self._started_ms))
                 if done is None:
                     return

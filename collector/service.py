@@ -79,6 +79,7 @@ class CollectorService:
         self.metrics = Metrics(self._health_snapshots, self.pipeline.state, lambda: self.pipeline.liquidations)
         self.leadership = Leadership(settings)
         self.pipeline.is_leader = lambda: self.leadership.is_leader
+        self.leadership.before_takeover = self.pipeline.prepare_takeover
         self.pipeline.observe_db = self.metrics.observe_db
         self.pipeline.observe_redis = self.metrics.observe_redis
 

@@ -438,6 +438,25 @@ class TimescaleWriter:
 
         return await self._run(op, "reading the cascade baselines")
 
+    async def active_cascades(self) -> list[tuple[Cascade, list[Liquidation]]]:
+        """Cascades still marked active, each with the liquidations stored under its id: what a new
+        leader carries on (CascadeDetector.adopt; the leader's stale close ends forgotten ones)."""
+
+        async def op() -> list[tuple[Cascade, list[Liquidation]]]:
+            async with self._connection() as conn:
+                cur = await conn.execute(q.ACTIVE_CASCADES)
+                cascades = [q.cascade_from_row(r) for r in await cur.fetchall()]
+                if not cascades:
+                    return []
+                first = ms_to_datetime(min(c.start_ms for c in cascades) - q.CASCADE_LATE_MS)
+                cur = await conn.execute(q.CASCADE_MEMBERS, ([c.id for c in cascades], first))
+                members: dict[int, list[Liquidation]] = {}
+                for r in await cur.fetchall():
+                    members.setdefault(int(r[11]), []).append(q.liquidation_from_row(r))
+                return [(c, members.get(c.id, [])) for c in cascades]
+
+        return await self._run(op, "reading the active cascades")
+
     async def fetch_window(self, since_ms: int) -> tuple[list[Liquidation], list[Cascade]]:
         """Liquidations since `since_ms` and cascades active or ended since then (Redis rebuild)."""
         since = ms_to_datetime(since_ms)

@@ -146,6 +146,19 @@ WHERE s.disconnected_at IS NULL AND NOT (s.connection_id = ANY(%(own)s::text[]))
   AND s.last_seen_at < %(stale)s  -- another collector's live rows are refreshed every few seconds
 """
 
+# A new leader's view of what its predecessor left active (CascadeDetector.adopt).
+ACTIVE_CASCADES = """
+SELECT id, symbol, side, start_time, end_time, events, quantity, value_usd, events_by_exchange, peak_minute,
+       price_start, price_end, risk_score, active, source, usd_by_exchange
+FROM cascades WHERE active
+"""
+CASCADE_LATE_MS = 600_000  # members precede a cascade's recorded start by at most a window (a lagging socket)
+CASCADE_MEMBERS = """
+SELECT time, exchange, symbol, side, quantity, price, value_usd, raw_side, received_at, source, sampled,
+       cascade_id, event_key
+FROM liquidations WHERE cascade_id = ANY(%s::bigint[]) AND time >= %s
+"""
+
 END_STALE_CASCADES = """
 UPDATE cascades SET active = false WHERE active AND NOT (id = ANY(%s::bigint[]))
 """

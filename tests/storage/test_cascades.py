@@ -515,3 +515,42 @@ def test_bad_cascade_settings_name_the_variable(env: dict[str, str], name: str) 
         load_settings(env=env, dotenv=None)
     with pytest.raises(ValueError, match="rule"):
         CascadeDetector(60, 5, Decimal(1), rule="sometimes")
+
+
+def test_a_new_leader_carries_on_the_stored_cascade_under_its_id() -> None:
+    """Two detectors saw one burst from different first members: the one taking over continues the
+    stored cascade (its id, every member once, all flagged) instead of starting a second record."""
+    burst = [liq(time_ms=T0 + i * 1_000, qty="0.5") for i in range(10)]  # 10 x $25,000
+    leader, follower = detector(), detector()
+    [stored] = leader.process(burst[:8], WALL).cascades  # the leader saw it from the first event
+    follower.process(burst[3:8], WALL)  # the follower started late: its cascade has another name
+    [own] = follower.active
+    assert own.id != stored.id and own.count == 5
+    members = burst[:8]  # the rows stored under the leader's id
+    update = follower.adopt(stored, members, WALL)
+    [carried] = update.cascades
+    assert carried is own and own.id == stored.id
+    assert (own.count, own.value_usd, own.start_ms) == (8, Decimal(200_000), T0)
+    assert sorted(f[1] for f in update.flags) == sorted(ev.key for ev in burst[:8])
+    assert {f[0] for f in update.flags} == {stored.id}
+    # the next events join it under the stored id; re-delivered members count once
+    [after] = follower.process(burst[8:] + burst[:2], WALL).cascades
+    assert after.id == stored.id and after.count == 10
+    assert follower.adopt(stored, members, WALL).cascades == []  # already carried on: nothing more
+
+
+def test_a_new_leader_rebuilds_a_recent_stored_cascade_it_did_not_see() -> None:
+    burst = [liq(time_ms=T0 + i * 1_000, qty="0.5") for i in range(8)]
+    leader, follower = detector(), detector()
+    [stored] = leader.process(burst, WALL).cascades
+    follower.process([liq(time_ms=T0 + 7_500, qty="0.01", side=Side.SHORT)], WALL)  # its data clock
+    update = follower.adopt(stored, burst, WALL)
+    [carried] = update.cascades
+    assert (carried.id, carried.count, carried.active) == (stored.id, 8, True)
+    assert len(update.flags) == 8
+    [after] = follower.process([liq(time_ms=T0 + 9_000, qty="0.5")], WALL).cascades
+    assert after.id == stored.id and after.count == 9
+    # one that ended long before the data's clock is left to the stale close
+    late = detector()
+    late.process([liq(time_ms=T0 + 3_600_000, qty="0.01", side=Side.SHORT)], WALL)
+    assert late.adopt(stored, burst, WALL).cascades == [] and late.active == []
