@@ -246,6 +246,7 @@ class CollectorService:
             "pid": os.getpid(),
             "sources": self.sources,
             "stopped": stopped,
+            "leader": self.leadership.is_leader,
             "instruments": self.catalog.state() if self.catalog is not None else {},
             "instrument_warnings": self.catalog.warnings() if self.catalog is not None else [],
             **self.pipeline.state(),

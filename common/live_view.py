@@ -15,12 +15,18 @@ share one Redis. The collector is the only writer; the app and CLI only read.
     {p}live:cascades    HASH  cascade id -> encode_cascade(...): active ones and those that ended
                               within the last 60 minutes
     {p}live:health      HASH  exchange -> JSON of StreamHealth.snapshot() (connected, last message
-                              age, reconnects, last error, drops by reason)
+                              age, reconnects, last error, drops by reason): with several
+                              collectors, the best of theirs (merge_health), plus `collectors` and
+                              `collectors_connected`
+    {p}live:health:<instance>  HASH  the same, of one collector (expires a minute after its last write)
+    {p}live:collectors  HASH  collector instance ("host:pid") -> JSON of its state, as below
     {p}live:collector   HASH  "state" -> JSON of the collector's state: heartbeat_ms, started_ms,
                               pid, sources, queue, spool {pending_events, bytes, state, error},
                               database, database_error, backpressure, backpressure_s,
                               quarantined_rows, last_quarantine_reason, invalid_events,
-                              redis_rebuilt_ms (readers show what is there, nothing for a missing key)
+                              redis_rebuilt_ms, instance, leader, and `collectors`: a summary of
+                              every collector heard from within COLLECTOR_STALE_MS (readers show
+                              what is there, nothing for a missing key)
     {p}live:built:v2    STRING set once the view (members and aggregates) was rebuilt from
                               TimescaleDB; absent means "rebuild before trusting the window"
     {p}stream:events    STREAM what the alerter reads (consumer group `alerter`): fields `kind`
@@ -77,6 +83,7 @@ class Keys:
         self.cascades = f"{prefix}live:cascades"
         self.health = f"{prefix}live:health"
         self.collector = f"{prefix}live:collector"
+        self.collectors = f"{prefix}live:collectors"
         self.built = f"{prefix}live:built:v2"  # v2: with aggregates (a v1 view is rebuilt once)
         self.stream = f"{prefix}stream:events"  # for the alerter
         # The rebuild assembles a new window here, then swaps it in (collector/storage/redis_live.py).
@@ -90,8 +97,33 @@ class Keys:
         """The aggregate of one bucket: all symbols, or one."""
         return f"{self.agg}{bucket_ms}" if symbol is None else f"{self.agg}{bucket_ms}:{symbol_text(symbol)}"
 
+    def health_of(self, instance: str) -> str:
+        """One collector's own stream health."""
+        return f"{self.health}:{instance}"
+
     def all(self) -> list[str]:
-        return [self.liqs, self.agg_keys, self.sources, self.cascades, self.health, self.collector, self.built]
+        return [
+            self.liqs,
+            self.agg_keys,
+            self.sources,
+            self.cascades,
+            self.health,
+            self.collector,
+            self.collectors,
+            self.built,
+        ]
+
+
+def merge_health(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """One venue's health as several collectors see it: the best one (connected first, then the
+    freshest message), with how many collectors report the venue and how many are connected. A
+    venue is down only when every collector lost it."""
+    best = max(snapshots, key=lambda s: (bool(s.get("connected")), s.get("last_message_ms") or -1))
+    return {
+        **best,
+        "collectors": len(snapshots),
+        "collectors_connected": sum(1 for s in snapshots if s.get("connected")),
+    }
 
 
 STREAM_MAXLEN = 100_000  # entries of the alerter's stream kept (approximately): hours of cascades and big ones

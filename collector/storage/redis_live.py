@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
@@ -43,6 +45,7 @@ from common.live_scripts import (
 )
 from common.live_view import (
     BUCKET_MS,
+    COLLECTOR_STALE_MS,
     STREAM_MAXLEN,
     TRIM_MARGIN_MS,
     WINDOW_MS,
@@ -50,6 +53,7 @@ from common.live_view import (
     decode_cascade,
     encode_cascade,
     member_text,
+    merge_health,
     stream_cascade,
     stream_liquidations,
 )
@@ -64,15 +68,56 @@ def fast_member(ev: Liquidation) -> str:
     return member_text(ev, canonical_text(ev.quantity), canonical_text(ev.price), canonical_text(ev.value_usd))
 
 
+_OWN_HEALTH_TTL_S = 60  # a collector's own health outlives it this long (readers ignore stale ones)
+_FORGET_MS = 86_400_000  # a collector not heard from for a day leaves the list
+
+
+def _fresh_collectors(raw: dict[bytes, bytes], now: int) -> tuple[dict[str, dict[str, Any]], list[bytes]]:
+    """Collectors heard from within COLLECTOR_STALE_MS (instance -> state), and the long gone."""
+    fresh: dict[str, dict[str, Any]] = {}
+    gone: list[bytes] = []
+    for instance, text in raw.items():
+        st = json.loads(text)
+        age = now - int(st.get("heartbeat_ms") or 0)
+        if age <= COLLECTOR_STALE_MS:
+            fresh[instance.decode()] = st
+        elif age > _FORGET_MS:
+            gone.append(instance)
+    return fresh, gone
+
+
+def _summary(instance: str, st: dict[str, Any]) -> dict[str, Any]:
+    """One line of the live page's list of collectors."""
+    spool = st.get("spool")
+    return {
+        "instance": instance,
+        "leader": st.get("leader"),
+        "heartbeat_ms": st.get("heartbeat_ms"),
+        "started_ms": st.get("started_ms"),
+        "stopped": st.get("stopped", False),
+        "database": st.get("database"),
+        "spool": spool.get("state") if isinstance(spool, dict) else None,
+        "backpressure": st.get("backpressure"),
+    }
+
+
 class _Flushed(Exception):
     """The rebuild token vanished while the window was assembled: Redis was flushed."""
 
 
 class RedisLive:
     def __init__(
-        self, redis_url: str, prefix: str, *, timeout: float = 5.0, stream_min_usd: Decimal | None = None
+        self,
+        redis_url: str,
+        prefix: str,
+        *,
+        timeout: float = 5.0,
+        stream_min_usd: Decimal | None = None,
+        instance: str | None = None,
     ) -> None:
         self.keys = Keys(prefix)
+        # This collector among several writing one record: its own health and state are kept apart.
+        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
         # The alerter's stream: liquidations of at least this USD and every cascade (None: no stream).
         self._stream_min_usd = stream_min_usd
         self._url = redis_url
@@ -203,18 +248,46 @@ class RedisLive:
                 del self._ended[cid]
 
     async def publish(self, health: dict[str, dict[str, Any]], state: dict[str, Any]) -> None:
-        """Health and collector hashes; also probes a Redis that was unavailable."""
+        """This collector's health and state, then the view every reader uses: each venue's health
+        merged over the collectors heard from within COLLECTOR_STALE_MS (two collectors: a venue is
+        down only when both lost it), and the state with a summary of every collector. A stopping
+        collector leaves the shared state to a running one. Also probes a Redis that was unavailable."""
         if not await self.probe():
             return
-        state = {**state, "redis_rebuilt_ms": self.rebuilt_ms}
-        pipe = self.client.pipeline(transaction=False)
-        if health:
-            pipe.hset(self.keys.health, mapping={k: json.dumps(v) for k, v in health.items()})
-        pipe.hset(self.keys.collector, mapping={"state": json.dumps(state)})
+        now = now_ms()
+        state = {**state, "redis_rebuilt_ms": self.rebuilt_ms, "instance": self.instance}
+        own_health = self.keys.health_of(self.instance)
         try:
             async with asyncio.timeout(self._deadline):
+                pipe = self.client.pipeline(transaction=False)
+                if health:
+                    pipe.hset(own_health, mapping={k: json.dumps(v) for k, v in health.items()})
+                    pipe.expire(own_health, _OWN_HEALTH_TTL_S)
+                pipe.hset(self.keys.collectors, self.instance, json.dumps(state))
+                pipe.hgetall(self.keys.collectors)
+                *_, raw = await pipe.execute()
+                states, gone = _fresh_collectors(raw, now)
+                pipe = self.client.pipeline(transaction=False)
+                for instance in states:
+                    pipe.hgetall(self.keys.health_of(instance))
+                replies = await pipe.execute()
+                merged: dict[str, list[dict[str, Any]]] = {}
+                for reply in replies:
+                    for venue, text in reply.items():
+                        merged.setdefault(venue.decode(), []).append(json.loads(text))
+                pipe = self.client.pipeline(transaction=False)
+                if gone:
+                    pipe.hdel(self.keys.collectors, *gone)
+                if merged:
+                    pipe.hset(
+                        self.keys.health, mapping={v: json.dumps(merge_health(s)) for v, s in sorted(merged.items())}
+                    )
+                running = [i for i, st in states.items() if not st.get("stopped")]
+                if not (state.get("stopped") and any(i != self.instance for i in running)):
+                    shared = {**state, "collectors": [_summary(i, st) for i, st in sorted(states.items())]}
+                    pipe.hset(self.keys.collector, mapping={"state": json.dumps(shared)})
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, ValueError) as exc:
             self._lost(exc)
 
     async def begin_rebuild(self) -> bool:

@@ -407,3 +407,57 @@ async def test_hanging_redis_is_an_outage_and_timescale_keeps_writing(
         )
         assert window_totals(sync_redis, redis_prefix, hi) == _expected(events, lo, hi)
         assert all_bucket_sums(sync_redis, redis_prefix) == member_sums(sync_redis, redis_prefix)
+
+
+async def test_two_collectors_publish_one_health_view(redis_prefix: str, sync_redis: redis.Redis) -> None:
+    """Two collectors: a venue is down in the shared view only when both lost it (no flapping with
+    whichever wrote last); the shared state lists both; a stopping one leaves it to the other."""
+    from collector.storage.redis_live import RedisLive
+
+    url = services.service_env()["REDIS_URL"]
+    a = RedisLive(url, redis_prefix, instance="host-a:1")
+    b = RedisLive(url, redis_prefix, instance="host-b:2")
+    keys = Keys(redis_prefix)
+
+    def snap(connected: bool, last_ms: int | None) -> dict[str, object]:
+        return {"connected": connected, "last_message_ms": last_ms, "reconnects": 0 if connected else 3}
+
+    def state(stopped: bool = False, heartbeat: int | None = None) -> dict[str, object]:
+        return {"heartbeat_ms": heartbeat or now_ms(), "stopped": stopped, "spool": {"state": "idle"}}
+
+    def shared_health() -> dict[str, dict[str, object]]:
+        return {k.decode(): json.loads(v) for k, v in sync_redis.hgetall(keys.health).items()}
+
+    def shared_state() -> dict[str, object]:
+        return json.loads(sync_redis.hget(keys.collector, "state") or b"{}")
+
+    await a.open()
+    await b.open()
+    try:
+        t = now_ms()
+        for first, second in ((a, b), (b, a)):  # whichever publishes last, the same view
+            await first.publish(
+                {"binance": snap(True, t), "okx": snap(False, t - 90_000)} if first is a else {}, state()
+            )
+            await second.publish(
+                {"binance": snap(False, t - 60_000), "okx": snap(False, t - 5_000)} if second is b else {}, state()
+            )
+        await a.publish({"binance": snap(True, t), "okx": snap(False, t - 90_000)}, state())
+        await b.publish({"binance": snap(False, t - 60_000), "okx": snap(False, t - 5_000)}, state())
+        health = shared_health()
+        assert health["binance"]["connected"] is True and health["binance"]["reconnects"] == 0
+        assert (health["binance"]["collectors"], health["binance"]["collectors_connected"]) == (2, 1)
+        assert health["okx"]["connected"] is False and health["okx"]["last_message_ms"] == t - 5_000
+        listed = shared_state()["collectors"]
+        assert [c["instance"] for c in listed] == ["host-a:1", "host-b:2"]  # type: ignore[union-attr,index]
+        # a stops: the shared state stays the running one's
+        await a.publish({"binance": snap(False, t)}, state(stopped=True))
+        assert shared_state()["instance"] == "host-b:2"
+        # a is gone (its heartbeat stale): only b's view counts
+        await a.publish({"binance": snap(True, t)}, state(heartbeat=now_ms() - 60_000))
+        await b.publish({"binance": snap(False, t - 60_000)}, state())
+        assert shared_health()["binance"]["connected"] is False
+        assert shared_health()["binance"]["collectors"] == 1
+    finally:
+        await a.close()
+        await b.close()
