@@ -19,17 +19,23 @@ hour's thousands of keys.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from alerter.rules import Rule
-from common.live_view import BUCKET_MS, Keys, bucket_of, decode_liquidation, limbs_to_decimal
+from common.live_view import (
+    BUCKET_MS,
+    Keys,
+    bucket_of,
+    decode_liquidation,
+    group_of_text,
+    limbs_to_decimal,
+    symbol_of_text,
+)
 from common.venues import NAMES
 
 RECENT_MS = 30_000  # a changed key list is first re-read from this far before the newest bucket read
@@ -52,18 +58,6 @@ class _Acc:
     usd: dict[int, int] = field(default_factory=dict)  # limbs (common/live_view.py)
     extra: Decimal = Decimal(0)  # members of the partial bucket
     venues: set[str] = field(default_factory=set)
-
-
-@lru_cache(maxsize=4096)
-def _group(text: str) -> tuple[str, str, str]:
-    exchange, side, source = json.loads(text)
-    return str(exchange), str(side), str(source)
-
-
-@lru_cache(maxsize=65536)
-def _symbol(text: str) -> str:
-    """The inverse of common.live_view.symbol_text (plain, or JSON-escaped ASCII)."""
-    return str(json.loads(f'"{text}"'))
 
 
 def _wants(rule: Rule, exchange: str, symbol: str | None, side: str, source: str) -> bool:
@@ -110,7 +104,7 @@ class VolumeReader:
                 else:
                     for text in self._index.get(b, ()):
                         if text and self._maybe(rule, text):
-                            hashes.append((f"{self.keys.agg}{b}:{text}", _symbol(text)))
+                            hashes.append((f"{self.keys.agg}{b}:{text}", symbol_of_text(text)))
             for key, _ in hashes:
                 wanted[key] = None
             if start < first:
@@ -149,7 +143,7 @@ class VolumeReader:
         if hit is None:
             if len(self._matches) > 200_000:
                 self._matches.clear()
-            symbol = _symbol(text)
+            symbol = symbol_of_text(text)
             hit = self._matches[key] = any(rule.wants_liquidation(v, symbol) for v in (rule.venues or NAMES))
         return hit
 
@@ -186,7 +180,7 @@ def _fold(rule: Rule, raw: dict[str, str], symbol: str | None, acc: _Acc) -> Non
         kind = f[cut:]
         if kind[:1] not in ("n", "u"):
             continue  # quantities (coins do not add up) and the largest
-        exchange, side, source = _group(f[:cut])
+        exchange, side, source = group_of_text(f[:cut])
         if not _wants(rule, exchange, symbol, side, source):
             continue
         if kind == "n":

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from common.events import Cascade, Liquidation, Side, canonical_text
@@ -187,6 +188,19 @@ def bucket_of(time_ms: int) -> int:
 def symbol_text(symbol: str) -> str:
     """The symbol as it appears in a key name: itself when plain, else JSON-escaped ASCII."""
     return symbol if _PLAIN.issuperset(symbol) else json.dumps(symbol)[1:-1]
+
+
+@lru_cache(maxsize=65536)
+def symbol_of_text(text: str) -> str:
+    """The inverse of `symbol_text` (plain, or JSON-escaped ASCII)."""
+    return str(json.loads(f'"{text}"'))
+
+
+@lru_cache(maxsize=4096)
+def group_of_text(text: str | bytes) -> tuple[str, str, str]:
+    """The inverse of `group_text`: (exchange, side, source)."""
+    exchange, side, source = json.loads(text)
+    return str(exchange), str(side), str(source)
 
 
 def group_text(exchange: str, side: str, source: str) -> str:
