@@ -29,10 +29,11 @@ amounts: a re-send gives the same product, the same `str()`.
 Text. Symbols follow `common.symbols.valid_symbol` (`bad_symbol`): letters of any script, so
 `币安人生USDT` is a symbol like any other, but no control characters, surrogates, spaces, markup
 or hundreds of characters. Every other text field of an item, read or not, must be printable
-(`bad_text`). A frame whose raw text is ASCII without a backslash or DEL cannot decode to a string
-holding a control character or a surrogate (JSON forbids raw control characters in strings), so
-`clean_frame()` clears the usual frame in one pass; the others (non-ASCII symbols, JSON escapes)
-have each item's text fields checked by `check_texts()`.
+(`bad_text`). A frame without a backslash whose raw text is ASCII without DEL, or printable as a
+whole, cannot decode to an unprintable string (JSON forbids raw control characters in strings, and
+without escapes every string is a piece of the raw text), so `clean_frame()` clears the usual frame
+in one pass, non-ASCII symbols included; the others (JSON escapes, a line break) have each item's
+text fields checked by `check_texts()`.
 
 The helpers are on the hot path (bench/bench_parse.py): plain functions, Decimal's C parser doing
 most of the checking, caches where the stream repeats itself (symbols, candle prices, liquidation
@@ -175,14 +176,19 @@ def object_field(obj: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def clean_frame(raw: str | bytes) -> bool:
-    """True when no string decoded from `raw` can hold a control character or a surrogate.
+    """True when every string decoded from `raw` is printable (`check_texts` would find nothing).
 
-    Raw control characters are invalid JSON inside strings, so only an escape (a backslash), DEL
-    or a non-ASCII character can bring one in. About 50 ns for a usual frame; False is no verdict,
-    it only means the items' text fields must be checked one by one (`check_texts`).
+    Without an escape (a backslash) a decoded string is a piece of the raw text as it stands. Raw
+    control characters are invalid JSON inside strings, so an ASCII text without a backslash or DEL
+    is clean (about 50 ns for a usual frame); a text with other characters (`币安人生USDT`) is clean
+    when it is printable as a whole (`str.isprintable()`, a few hundred ns: no control, format or
+    separator character, no surrogate, no line break even between tokens). Bytes are clean only as
+    ASCII. False is no verdict: it only means the items' text fields must be checked one by one.
     """
     if type(raw) is str:
-        return raw.isascii() and "\\" not in raw and "\x7f" not in raw
+        if raw.isascii():
+            return "\\" not in raw and "\x7f" not in raw
+        return "\\" not in raw and raw.isprintable()
     return raw.isascii() and b"\\" not in raw and b"\x7f" not in raw
 
 

@@ -18,7 +18,9 @@ from hashlib import blake2b
 from struct import Struct
 
 _BLAKE2B_64 = blake2b(digest_size=8)  # fresh state, copied per key
+_FRESH_BLAKE2B_64 = _BLAKE2B_64.copy
 _INT64 = Struct(">q").unpack
+_new_object = object.__new__
 
 
 class Side(StrEnum):
@@ -82,14 +84,19 @@ def dedup_key_of_texts(
         text = f"{'|'.join((exchange, symbol, str(time_ms), side, price, quantity))}|{extra}"
     # blake2b(text, digest_size=8) as a copy of a keyless one (no keyword parsing, ~0.2 us less),
     # read as a signed big-endian int64 like int.from_bytes(digest, "big", signed=True).
-    hasher = _BLAKE2B_64.copy()
+    hasher = _FRESH_BLAKE2B_64()
     hasher.update(text.encode())
     return _INT64(hasher.digest())[0] >> 1
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Liquidation:
-    """One liquidation, normalised. `sampled` marks venues that send at most one per second."""
+    """One liquidation, normalised. `sampled` marks venues that send at most one per second.
+
+    The constructor is the one `@dataclass` would write (same parameters, same order, same
+    defaults), written out so that a given key costs no `__post_init__` call: the adapters build
+    one per liquidation on the hot path (bench/bench_parse.py).
+    """
 
     exchange: str  # lower case: "binance", "bybit"
     symbol: str  # venue symbol, upper case: "BTCUSDT"
@@ -102,13 +109,41 @@ class Liquidation:
     raw_side: str  # the venue's own side field, kept for audit ("SELL", "Buy", ...)
     source: str  # "live" only from the real endpoints; "replay", "test", ... otherwise
     sampled: bool  # True for Binance: a lower bound, not the complete tape
-    key: int = 0  # dedup key, filled in by __post_init__ when left 0
+    key: int = 0  # dedup key, computed by the constructor when left 0
     cascade_id: int | None = None
     risk_score: int | None = None
 
-    def __post_init__(self) -> None:
-        if not self.key:
-            self.key = dedup_key(self.exchange, self.symbol, self.time_ms, self.side, self.price, self.quantity)
+    def __init__(
+        self,
+        exchange: str,
+        symbol: str,
+        side: Side,
+        quantity: Decimal,
+        price: Decimal,
+        value_usd: Decimal,
+        time_ms: int,
+        received_ms: int,
+        raw_side: str,
+        source: str,
+        sampled: bool,
+        key: int = 0,
+        cascade_id: int | None = None,
+        risk_score: int | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.symbol = symbol
+        self.side = side
+        self.quantity = quantity
+        self.price = price
+        self.value_usd = value_usd
+        self.time_ms = time_ms
+        self.received_ms = received_ms
+        self.raw_side = raw_side
+        self.source = source
+        self.sampled = sampled
+        self.key = key or dedup_key(exchange, symbol, time_ms, side, price, quantity)
+        self.cascade_id = cascade_id
+        self.risk_score = risk_score
 
     @property
     def is_cascade(self) -> bool:
@@ -125,6 +160,41 @@ class Liquidation:
     @property
     def time_str(self) -> str:
         return display_time(self.time_ms)
+
+
+def new_liquidation(
+    exchange: str,
+    symbol: str,
+    side: Side,
+    quantity: Decimal,
+    price: Decimal,
+    value_usd: Decimal,
+    time_ms: int,
+    received_ms: int,
+    raw_side: str,
+    source: str,
+    sampled: bool,
+    key: int,
+) -> Liquidation:
+    """`Liquidation(...)` of an event whose key is known, for the adapters' hot path: the same object
+    (every field set as the constructor sets it, tests/exchanges/test_hot_path.py) for about 0.1 us
+    less, without the `type.__call__` and `__init__` dispatch."""
+    event = _new_object(Liquidation)
+    event.exchange = exchange
+    event.symbol = symbol
+    event.side = side
+    event.quantity = quantity
+    event.price = price
+    event.value_usd = value_usd
+    event.time_ms = time_ms
+    event.received_ms = received_ms
+    event.raw_side = raw_side
+    event.source = source
+    event.sampled = sampled
+    event.key = key
+    event.cascade_id = None
+    event.risk_score = None
+    return event
 
 
 @dataclass(slots=True)

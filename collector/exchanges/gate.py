@@ -55,6 +55,11 @@ frame has no quote volume (`a`, "Amount", is not documented for futures as a quo
 
 Every item is checked on its own (`collector.validation`): a bad one is dropped and counted by
 reason, the rest of the frame is kept.
+
+The usual liquidation frame (clean, see `collector.validation.clean_frame`) is decoded into a typed
+raw schema in one pass (msgspec); whatever that decoder refuses goes the general way, item by item,
+which names the reason of each drop: both ways give the same events, keys and drops
+(tests/exchanges/test_parse_fast_venues.py).
 """
 
 from __future__ import annotations
@@ -67,11 +72,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 
+import msgspec
+
 from collector.exchanges.connection import ExchangeAdapter, Shard
 from collector.health import one_line
 from collector.validation import (
     MAX_VALUE_USD,
     Rejected,
+    WireInt,
     amount_text,
     candle_price,
     check_symbol,
@@ -81,11 +89,12 @@ from collector.validation import (
     int_field,
     list_field,
     parse_object,
+    price_text,
     text_field,
     volume,
 )
 from common import venues
-from common.events import Candle, Liquidation, Side, dedup_key_of_texts
+from common.events import Candle, Liquidation, Side, dedup_key_of_texts, new_liquidation
 from common.instruments import CONTRACTS, Instrument, guess_instrument
 
 decode = parse_object  # a frame: one JSON object (collector.validation)
@@ -122,7 +131,11 @@ def contract_of(stream: str) -> str:
 def number_text(obj: dict[str, Any], key: str) -> str:
     """A number as text: Gate writes some as JSON strings, others as JSON numbers (`"price": 215.1`).
     A float becomes its shortest repr, in plain notation; the amount checks then apply to the text."""
-    value = obj.get(key)
+    return _text_of(obj.get(key), key)
+
+
+def _text_of(value: object, key: str) -> str:
+    """`number_text` of a value already read."""
     kind = type(value)
     if kind is str or kind is int:
         return str(value)
@@ -165,34 +178,54 @@ class GateLiquidation:
         where: str = "",
         instrument_of: Callable[[str, str], Instrument] = guess_instrument,
     ) -> Liquidation:
-        """Normalise: side from the order size's sign, contracts x quanto_multiplier, the key from the
-        canonical texts and `where` (the frame's time_ms and the item's index: "1732400000500#0")."""
-        symbol = check_symbol(self.contract)
+        """Normalise (`liquidation_event`)."""
         signed = self.order_size if self.order_size is not None else self.size
-        negative = signed[:1] == "-"
-        side = Side.LONG if negative else Side.SHORT
-        size, contracts = amount_text(signed[1:] if negative else signed)
-        price_text, price = amount_text(self.fill_price or self.price)
-        time_ms = check_time(self.time_ms, received_ms, max_age_ms)
-        instrument = _contracts(instrument_of, symbol)
-        quantity = contracts * instrument.contract_size
-        value = quantity * price  # linear: base quantity x price in USDT (USDC at par)
-        if value > MAX_VALUE_USD or value <= _ZERO:
-            raise Rejected("bad_value", f"value {value}")
-        return Liquidation(  # positional: keywords cost ~0.3 us per event
-            EXCHANGE,  # exchange
-            symbol,  # symbol
-            side,  # side
-            quantity,  # quantity
-            price,  # price
-            value,  # value_usd
-            time_ms,  # time_ms
-            received_ms,  # received_ms
-            "size<0" if negative else "size>0",  # raw_side: the sign of the order size
-            source,  # source
-            SAMPLED,  # sampled
-            dedup_key_of_texts(EXCHANGE, symbol, time_ms, side, price_text, size, where),  # key
+        price = self.fill_price or self.price
+        return liquidation_event(
+            self.contract, signed, price, self.time_ms, received_ms, source, max_age_ms, where, instrument_of
         )
+
+
+def liquidation_event(
+    contract: str,
+    signed: str,
+    price_of: str,
+    time_ms: int,
+    received_ms: int,
+    source: str,
+    max_age_ms: int | None,
+    where: str,
+    instrument_of: Callable[[str, str], Instrument],
+) -> Liquidation:
+    """Normalise one item: the side from the sign of the order size `signed`, contracts x
+    quanto_multiplier, the price `price_of` (the fill price when the item has one), the key from the
+    canonical texts and `where` (the frame's time_ms and the item's index: "1732400000500#0"). The
+    one rule for both ways in (`GateLiquidation.to_event`, the typed fast path)."""
+    symbol = check_symbol(contract)
+    negative = signed[:1] == "-"
+    side = Side.LONG if negative else Side.SHORT
+    size, contracts = amount_text(signed[1:] if negative else signed)
+    canonical_price, price = price_text(price_of)
+    time_ms = check_time(time_ms, received_ms, max_age_ms)
+    instrument = _contracts(instrument_of, symbol)
+    quantity = contracts * instrument.contract_size
+    value = quantity * price  # linear: base quantity x price in USDT (USDC at par)
+    if value > MAX_VALUE_USD or value <= _ZERO:
+        raise Rejected("bad_value", f"value {value}")
+    return new_liquidation(  # `Liquidation(...)` with its key; positional: keywords cost ~0.3 us
+        EXCHANGE,  # exchange
+        symbol,  # symbol
+        side,  # side
+        quantity,  # quantity
+        price,  # price
+        value,  # value_usd
+        time_ms,  # time_ms
+        received_ms,  # received_ms
+        "size<0" if negative else "size>0",  # raw_side: the sign of the order size
+        source,  # source
+        SAMPLED,  # sampled
+        dedup_key_of_texts(EXCHANGE, symbol, time_ms, side, canonical_price, size, where),  # key
+    )
 
 
 @dataclass(slots=True)
@@ -283,6 +316,37 @@ def parse_candle(item: Any) -> GateCandle:
     )
 
 
+# A number as the typed decoder reads it: Gate writes amounts as strings or JSON numbers.
+_Number = str | WireInt | float
+
+
+class _Item(msgspec.Struct, gc=False):
+    """One `result` item of a futures.public_liquidates update, as far as `parse_liquidation` reads it."""
+
+    contract: str
+    size: _Number
+    price: _Number
+    time_ms: WireInt
+    fill_price: _Number | None = None
+    order_size: _Number | None = None
+
+
+class _Frame(msgspec.Struct, gc=False):
+    """An update frame as far as the fast path reads it."""
+
+    channel: str  # "futures.public_liquidates"
+    event: str  # "update"
+    result: list[_Item]
+    time_ms: WireInt | None = None  # push time, ms
+
+
+# The usual liquidation update decoded and type-checked in one pass, no dicts for the fields nobody
+# reads. Whatever it refuses (a wrong type or a missing field in any item, bad JSON, a candle update)
+# goes the general way, item by item, which names the reason of each drop; it accepts nothing the
+# general way would refuse before `liquidation_event()`.
+_decode_frame = msgspec.json.Decoder(_Frame).decode
+
+
 class GateAdapter(ExchangeAdapter):
     """Gate USDT perpetual public streams: `!all` liquidations on a shard of their own, candles sharded."""
 
@@ -334,7 +398,16 @@ class GateAdapter(ExchangeAdapter):
         return json.dumps({"time": int(time.time()), "channel": PING})
 
     def handle(self, raw: str | bytes, received_ms: int) -> list[Liquidation | Candle]:
-        """The dispatcher: by channel and event; bad input is counted, never raised."""
+        """The dispatcher: by channel and event; bad input is counted, never raised.
+
+        The usual liquidation update (a clean one, see `clean_frame`, so no text field needs
+        `check_texts`) is decoded into the raw schema in one pass; anything the typed decoder refuses,
+        and every other message, is parsed the general way, which names the reason of a drop.
+        """
+        if clean_frame(raw):
+            events = self._fast(raw, received_ms)
+            if events is not None:
+                return events
         try:
             msg = decode(raw)
             channel, event = msg.get("channel"), msg.get("event")
@@ -351,6 +424,42 @@ class GateAdapter(ExchangeAdapter):
         except Rejected as exc:
             self._drop(exc, raw)
         return []
+
+    def _fast(self, raw: str | bytes, received_ms: int) -> list[Liquidation | Candle] | None:
+        """The events of a clean liquidation update the typed decoder accepts; None: parse it the
+        general way. Each item still costs only itself."""
+        try:
+            frame = _decode_frame(raw)
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        if frame.event != "update" or frame.channel != LIQUIDATIONS:
+            return None
+        events: list[Liquidation | Candle] = []
+        frame_time = "" if frame.time_ms is None else str(frame.time_ms)
+        source, max_age_ms, instrument_of = self.source, self.max_age_ms, self.instrument_of
+        for index, item in enumerate(frame.result):
+            try:
+                signed = item.order_size if item.order_size is not None else item.size
+                fill = item.fill_price  # as `fill_price or price` of their texts: only "" is no text
+                price = item.price if fill is None or fill == "" else fill
+                events.append(
+                    liquidation_event(
+                        item.contract,
+                        signed if type(signed) is str else _text_of(signed, "size"),
+                        price if type(price) is str else _text_of(price, "price"),
+                        item.time_ms,
+                        received_ms,
+                        source,
+                        max_age_ms,
+                        f"{frame_time}#{index}",
+                        instrument_of,
+                    )
+                )
+            except Rejected as exc:
+                self._drop(exc, raw)
+            except Exception:
+                self._parser_bug(raw)
+        return events
 
     def _on_liquidations(self, msg: dict[str, Any], raw: str | bytes, received_ms: int) -> list[Liquidation | Candle]:
         events: list[Liquidation | Candle] = []

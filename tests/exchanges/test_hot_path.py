@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from collector.storage.redis_live import fast_member
 from collector.validation import Rejected, parse_json
-from common.events import Liquidation, Side, dedup_key
+from common.events import Liquidation, Side, dedup_key, new_liquidation
 from common.live_view import encode_liquidation
 
 # Amounts as venues and replays write them: trailing zeros, exponents, integers, long fractions.
@@ -110,3 +110,44 @@ def test_fast_member_equals_the_codec_for_any_notation(
         sampled=sampled,
     )
     assert fast_member(ev) == encode_liquidation(ev)
+
+
+def test_the_written_out_constructor_is_the_one_dataclass_would_write() -> None:
+    """`Liquidation.__init__` is written by hand (no `__post_init__` call per event): same parameters,
+    defaults and fields as the generated one, the key computed when left 0, `replace` still works."""
+    import dataclasses
+    import inspect
+
+    @dataclasses.dataclass(slots=True)
+    class Generated:
+        exchange: str
+        symbol: str
+        side: Side
+        quantity: Decimal
+        price: Decimal
+        value_usd: Decimal
+        time_ms: int
+        received_ms: int
+        raw_side: str
+        source: str
+        sampled: bool
+        key: int = 0
+        cascade_id: int | None = None
+        risk_score: int | None = None
+
+    assert [f.name for f in dataclasses.fields(Liquidation)] == [f.name for f in dataclasses.fields(Generated)]
+    assert inspect.signature(Liquidation).parameters == inspect.signature(Generated).parameters
+    args = ("bybit", "BTCUSDT", Side.LONG, Decimal("0.5"), Decimal("100000"), Decimal("50000"), 1732400000321, 1)
+    made = Liquidation(*args, "Buy", "test", False)
+    assert made.key == dedup_key("bybit", "BTCUSDT", 1732400000321, Side.LONG, Decimal("100000"), Decimal("0.5"))
+    assert made.cascade_id is None and made.risk_score is None
+    assert Liquidation(*args, "Buy", "test", False, 7, 3, 80).key == 7
+    assert dataclasses.replace(made, quantity=Decimal("0.50"), key=0) == made  # trailing zeros: one key
+    moved = dataclasses.replace(made, time_ms=1732400000322, key=0)
+    assert moved.key == dedup_key("bybit", "BTCUSDT", 1732400000322, Side.LONG, Decimal("100000"), Decimal("0.5"))
+    assert dataclasses.astuple(made)[:11] == dataclasses.astuple(Generated(*args, "Buy", "test", False))[:11]
+    fast = new_liquidation(*args, "Buy", "test", False, made.key)  # the adapters' way: every field set
+    assert fast == made and type(fast) is Liquidation
+    assert [getattr(fast, f.name) for f in dataclasses.fields(Liquidation)] == list(dataclasses.astuple(made))
+    fast.cascade_id = 9
+    assert dataclasses.replace(fast, key=0).key == made.key and dataclasses.replace(fast).cascade_id == 9

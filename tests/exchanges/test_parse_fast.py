@@ -114,7 +114,9 @@ _DEEP = "[" * 50_000 + "]" * 50_000
         _order(z="0.01400", ap="97354.600"),
         _order(s="BTCUSD_PERP"),  # COIN-M: face value
         _order(s="WEIRD"),  # no USD quote
-        _order(s="币安人生USDT"),  # not ASCII: the general path
+        _order(s="币安人生USDT"),  # not ASCII but printable: clean
+        _order(s="币安人生\u2028USDT"),  # a raw line separator: not clean, the general path names it
+        _order(X="FILLED\u00a0"),  # a raw no-break space in another field: bad_text
         _order(S="HOLD"),
         _order(X="NEW", z="0"),
         _order(ap="5E-1"),
