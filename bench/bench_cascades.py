@@ -1,6 +1,11 @@
 """Cascades on a synthetic whole-market day under both rules; the detector's throughput and memory.
 
     .venv/bin/python -m bench.bench_cascades [--seed 7] [--batch 1]
+    .venv/bin/python -m bench.bench_cascades --database-url URL [--days 365] [--small-ranks 100,300]
+
+With `--database-url`, the figures come from the whole-market dataset instead (bench.gen_dataset
+--market): cascades per day for BTC and small coins under both rules (bench.market_cascades).
+Without it:
 
 The market: 700 coins, 600 Binance and 550 Bybit perpetuals (450 coins on both venues, 16 of them
 spelt `1000...USDT`), about $600M liquidated on a normal day: BTC $250M, ETH $150M, SOL $40M and a
@@ -35,6 +40,7 @@ from decimal import Decimal
 import numpy as np
 import numpy.typing as npt
 
+from bench.market_cascades import report as market_report
 from collector.cascades import DAY_MINUTES, FIXED, RELATIVE, CascadeDetector
 from common.events import Cascade, Liquidation, Side
 from common.instruments import guess_instrument
@@ -288,7 +294,13 @@ def memory_for(instruments: int, seed_minutes: int = DAY_MINUTES) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--database-url", default=None, help="the whole-market dataset: both rules on its tape")
+    parser.add_argument("--days", type=int, default=365, help="with --database-url: the last N days")
+    parser.add_argument("--small-ranks", default="100,300", help="with --database-url: small coins by USD rank")
     args = parser.parse_args()
+    if args.database_url:
+        market_report(args.database_url, args.days, [int(r) for r in args.small_ranks.split(",") if r.strip()])
+        return
 
     coins = market()
     t0 = time.perf_counter()

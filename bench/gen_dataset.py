@@ -3,6 +3,14 @@
     python -m bench.gen_dataset --database-url postgresql://liq@127.0.0.1:5432/liq_bench \
         --days 365 --symbols BTCUSDT,ETHUSDT,SOLUSDT --seed 1 [--end YYYYMMDD] [--source live]
 
+    python -m bench.gen_dataset --market --database-url postgresql://liq@127.0.0.1:5433/liq_bench_market \
+        --create-database --days 365 --seed 1 [--scale 1.0] [--coins 400] [--candle-coins 3]
+
+`--market` generates the whole market instead (bench.market_synth, loaded by bench.market_dataset):
+400 coins on five venues, about 60 million liquidations a year at `--scale 1`, the `instruments`
+table, cascades found by the collector's own detector. The rest of this docstring is about the
+few-symbol dataset.
+
 Everything derives from `--seed`; bench.synth generates the market, the liquidation tape, the
 cascades and the stream coverage, day by day and symbol by symbol, so the rows do not depend on
 how the days are split among workers.
@@ -32,6 +40,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from bench.market_dataset import TABLES as MARKET_TABLES
+from bench.market_dataset import MarketGenerateError, generate_market
+from bench.market_universe import MarketConfig
 from bench.synth import DAY_MS, MINUTE_MS, GenConfig, Plan, build_plan, generate_symbol_day
 from db.migrate import migrate
 
@@ -302,15 +313,64 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--force", action="store_true", help="replace the generated period in a non-empty database")
     parser.add_argument("--create-database", action="store_true", help="create the URL's database when missing")
+    market = parser.add_argument_group("whole market (bench.market_synth): five venues, hundreds of coins")
+    market.add_argument("--market", action="store_true", help="generate the whole market instead of --symbols")
+    market.add_argument("--coins", type=int, default=400, help="coins, BTC first, then down the tail")
+    market.add_argument("--scale", type=float, default=1.0, help="event rates x this: 1 gives ~60M liquidations/year")
+    market.add_argument("--candle-coins", type=int, default=3, help="1-minute candles for the first N coins")
     return parser
+
+
+def market_config_from_args(args: argparse.Namespace, now_ms: int | None = None) -> MarketConfig:
+    if not 1 <= args.coins <= 2000:
+        raise GenerateError(f"--coins: between 1 and 2000, got {args.coins}")
+    if not 0 < args.scale <= 10:
+        raise GenerateError(f"--scale: above 0 and at most 10, got {args.scale}")
+    if not 0 <= args.candle_coins <= args.coins:
+        raise GenerateError(f"--candle-coins: between 0 and --coins, got {args.candle_coins}")
+    base = config_from_args(args, now_ms)
+    return MarketConfig(
+        coins=args.coins,
+        days=base.days,
+        seed=base.seed,
+        start_ms=base.start_ms,
+        end_ms=base.end_ms,
+        source=base.source,
+        scale=args.scale,
+        candle_coins=args.candle_coins,
+    )
+
+
+def _market_main(args: argparse.Namespace) -> int:
+    cfg = market_config_from_args(args)
+    first = datetime.fromtimestamp(cfg.start_ms / 1000, tz=UTC)
+    last = datetime.fromtimestamp(cfg.end_ms / 1000, tz=UTC)
+    print(
+        f"generating the whole market ({cfg.coins} coins, 5 venues, scale {cfg.scale}) from {first:%Y%m%d %H:%M:%S} "
+        f"to {last:%Y%m%d %H:%M:%S} UTC, seed {cfg.seed}, source {cfg.source!r}, {args.workers} worker(s)",
+        flush=True,
+    )
+    totals = generate_market(
+        args.database_url, cfg, workers=args.workers, force=args.force, progress=lambda line: print(line, flush=True)
+    )
+    for name in MARKET_TABLES:
+        print(f"{name:>16}: {int(totals[name]):>12,} rows")
+    print(f"   database size: {totals['database_bytes'] / 1e9:,.2f} GB")
+    print(
+        f"time: load {totals['load_s']:.1f} s, rollups {totals['rollups_s']:.1f} s, "
+        f"analyze {totals['analyze_s']:.1f} s, total {totals['total_s']:.1f} s"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg = config_from_args(args)
         if args.create_database and create_database_if_missing(args.database_url):
             print(f"created database {urlsplit(args.database_url).path.lstrip('/')}")
+        if args.market:
+            return _market_main(args)
+        cfg = config_from_args(args)
         first = datetime.fromtimestamp(cfg.start_ms / 1000, tz=UTC)
         last = datetime.fromtimestamp(cfg.end_ms / 1000, tz=UTC)
         print(
@@ -319,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         totals = generate(args.database_url, cfg, workers=args.workers, force=args.force)
-    except (GenerateError, psycopg.Error) as exc:
+    except (GenerateError, MarketGenerateError, psycopg.Error) as exc:
         print(f"gen_dataset: {exc}", file=sys.stderr)
         return 1
     for name in _TABLES:
