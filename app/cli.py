@@ -6,7 +6,11 @@
     chart   --hours N --out FILE.html           the TradingView-style chart as a standalone page
     export  --out FILE.csv|FILE.parquet [filters]   every selected liquidation, streamed
 
-Every command takes --symbol (BTCUSDT, 币安人生USDT, ..., ALL), --exchanges, --include-nonlive and --json. Dates
+Every command takes --target (ALL, a coin like BTC, or exchange:contract like binance:BTCUSDT; the
+old --symbol BTCUSDT means that symbol on every venue, as before), --exchanges, --side,
+--include-nonlive, --min-usd and --json. They make the same `Query` (app/query.py) the app's URL
+makes, through the same parser, and the commands call the same data functions with it: the same
+"now", "whole history" (from the first matching event) and non-live rule as every page. Dates
 are YYYYMMDD (UTC days, --until inclusive), times HH:MM:SS UTC. Exit codes: 0 done, 1 a service
 is unreachable, 2 bad arguments or configuration (with a message saying which).
 It reads the same settings as the app (environment, then .env) and calls the same data functions,
@@ -23,7 +27,7 @@ and last liquidation of the selection) and the average rates per hour over it. `
 same figures (`unit`, `base_amount`, `latest`, `top_cascades`, `period`, `rates_per_hour`), exact.
 
 A new command is a subparser in `_parser()` (with the `common` / `ranged` option parents) plus a
-`_COMMANDS` entry taking (args, settings, symbol or None for ALL, exchanges).
+`_COMMANDS` entry taking (args, settings, query).
 """
 
 from __future__ import annotations
@@ -34,17 +38,16 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from common import venues
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from app.data.history import Agg, Breakdown
+    from app.query import Query
     from common.config import Settings
     from common.events import Cascade
 
@@ -54,14 +57,6 @@ HOUR_MS = 3_600_000
 
 class UsageError(ValueError):
     """A bad argument; the message says which and what is expected."""
-
-
-def _quiet_streamlit() -> None:
-    # The data modules define Streamlit cache wrappers at import; outside `streamlit run` Streamlit
-    # logs a warning for each. The CLI never uses those wrappers.
-    import streamlit.logger
-
-    streamlit.logger.set_log_level("error")
 
 
 # ---------------------------------------------------------------- arguments
@@ -103,8 +98,10 @@ def _usd(text: str) -> Decimal:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--symbol", type=_symbol, help="BTCUSDT, ... or ALL (default: the first configured symbol)")
+    common.add_argument("--target", help="ALL, a coin (BTC) or exchange:contract (binance:BTCUSDT)")
+    common.add_argument("--symbol", type=_symbol, help="old spelling: a venue symbol on every venue, or ALL")
     common.add_argument("--exchanges", help="comma list, e.g. binance,bybit (default: all configured)")
+    common.add_argument("--side", choices=("LONG", "SHORT"), type=str.upper, help="one side only")
     common.add_argument("--include-nonlive", action="store_true", help="also count replay/test data")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     ranged = argparse.ArgumentParser(add_help=False)
@@ -117,55 +114,78 @@ def _parser() -> argparse.ArgumentParser:
     market = sub.add_parser("market", parents=[common], help="every venue and coin over 1, 4, 12 or 24 h")
     market.add_argument("--hours", type=int, choices=(1, 4, 12, 24), default=24, help="the window (default 24)")
     market.add_argument("--min-usd", type=_usd, default=Decimal(10_000), help="the feed's threshold (default 10000)")
-    sub.add_parser("snapshot", parents=[common], help="the live 60-minute view from Redis")
+    snapshot = sub.add_parser("snapshot", parents=[common], help="the live 60-minute view from Redis")
+    snapshot.add_argument("--min-usd", type=_usd, default=Decimal(0), help="latest rows and cascades of at least")
     sub.add_parser("totals", parents=[common, ranged], help="accumulated totals (default: whole history)")
     chart = sub.add_parser("chart", parents=[common], help="write the TradingView-style chart as HTML")
     chart.add_argument("--hours", type=_hours, required=True, help="the last N hours")
     chart.add_argument("--out", type=Path, required=True, help="FILE.html")
+    chart.add_argument(
+        "--min-usd", type=_usd, default=Decimal(0), help="markers of at least (and the institutional size)"
+    )
     export = sub.add_parser("export", parents=[common, ranged], help="stream liquidations to CSV or Parquet")
     export.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet")
-    export.add_argument("--side", choices=("LONG", "SHORT"), type=str.upper)
     export.add_argument("--min-usd", type=_usd, default=Decimal(0))
     export.add_argument("--cascade-only", action="store_true")
     return parser
 
 
-def _exchanges(raw: str | None, settings: Settings) -> tuple[str, ...]:
-    if not raw:
-        return tuple(settings.exchanges)
-    items = tuple(dict.fromkeys(e.strip().lower() for e in raw.split(",") if e.strip()))
-    bad = [e for e in items if e not in settings.exchanges]
-    if bad or not items:
-        raise UsageError(
-            f"--exchanges: unknown {', '.join(bad) or 'empty list'}; configured: {','.join(settings.exchanges)}"
-        )
-    return items
+def _query(args: argparse.Namespace, settings: Settings, need_db: bool) -> Query:
+    """The command's Query, through the app's one parser (app.query.parse_query); a refused value
+    is a usage error here, not a warning."""
+    from app.data.catalog import load_catalog
+    from app.data.connections import DataUnavailable, open_pool
+    from app.query import parse_query
 
-
-def _range(args: argparse.Namespace, now_ms: int, first_ms: int | None) -> tuple[int, int, str]:
-    if args.hours is not None and (args.since or args.until):
+    if getattr(args, "hours", None) is not None and (getattr(args, "since", None) or getattr(args, "until", None)):
         raise UsageError("give either --hours or --since/--until, not both")
-    if args.until and not args.since:
+    if getattr(args, "until", None) and not getattr(args, "since", None):
         raise UsageError("--until needs --since")
-    if args.since:
-        until = args.until or datetime.fromtimestamp(now_ms / 1000, tz=UTC).date()
-        if until < args.since:
-            raise UsageError(f"--until {until:%Y%m%d} is before --since {args.since:%Y%m%d}")
-        start = _day_ms(args.since)
-        end = min(_day_ms(until + timedelta(days=1)), now_ms)
-        return start, max(start, end), f"{args.since:%Y%m%d} .. {until:%Y%m%d}"
-    if args.hours is not None:
-        return now_ms - args.hours * 3_600_000, now_ms, f"last {args.hours} h"
-    start = first_ms if first_ms is not None and first_ms < now_ms else now_ms - 3_600_000
-    return start, now_ms, "whole history"
+    if args.exchanges is not None:
+        items = [e.strip().lower() for e in args.exchanges.split(",") if e.strip()]
+        bad = [e for e in items if e not in settings.exchanges]
+        if bad or not items:
+            raise UsageError(
+                f"--exchanges: unknown {', '.join(bad) or 'empty list'}; configured: {','.join(settings.exchanges)}"
+            )
+    params = {
+        "target": args.target or "",
+        "symbol": args.symbol or "",
+        "exchanges": args.exchanges or "",
+        "side": args.side or "",
+        "nonlive": "1" if args.include_nonlive else "",
+        "min_usd": f"{args.min_usd:f}" if getattr(args, "min_usd", None) and args.command != "market" else "",
+    }
+    if getattr(args, "since", None):
+        params["since"] = f"{args.since:%Y%m%d}"
+    if getattr(args, "until", None):
+        params["until"] = f"{args.until:%Y%m%d}"
+    if args.command != "market" and getattr(args, "hours", None) is not None:
+        params["hours"] = str(args.hours)
+    configured = [(e, sym) for e in settings.exchanges for sym in settings.configured_symbols]
+    if args.target or args.symbol:
+        try:
+            pool = open_pool(str(settings.app_database_url))
+        except DataUnavailable:
+            if need_db:
+                raise
+            catalog = load_catalog(None, configured)  # the live view works without the database
+        else:
+            try:
+                catalog = load_catalog(pool, configured)
+            finally:
+                pool.close()
+    else:
+        catalog = load_catalog(None, configured)
+    q, warnings = parse_query(params, catalog, settings.exchanges, default_symbol=settings.default_symbol)
+    if warnings:
+        raise UsageError(" ".join(warnings))
+    return q
 
 
-def _day_ms(d: date) -> int:
-    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
-
-
-def _now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
+def _label(q: Query) -> str:
+    """The target as the users' tools named it: `BTCUSDT`, `BTC` (a coin), `binance:BTCUSDT`, `ALL`."""
+    return _one_line(q.target.param)
 
 
 # ---------------------------------------------------------------- output
@@ -192,13 +212,10 @@ class Unit:
         return quantity * self.multiplier
 
 
-def _unit(symbol: str | None, exchanges: Sequence[str]) -> Unit | None:
-    from common.instruments import guess_instrument
-
-    if symbol is None:
-        return None
-    inst = guess_instrument(exchanges[0] if exchanges else "", symbol)  # read from the symbol's spelling
-    return Unit(_one_line(inst.base), inst.multiplier)
+def _unit(q: Query) -> Unit | None:
+    """The query's coin: its totals are already in the canonical base (app.data.history.totals,
+    app.data.live.snapshot convert each contract), so no multiplier is left to apply."""
+    return None if q.unit is None else Unit(_one_line(q.unit))
 
 
 def _row_amount(exchange: str, symbol: str, quantity: Decimal) -> tuple[Decimal, str]:
@@ -247,7 +264,7 @@ def _agg_json(a: Agg, total: Decimal, unit: Unit | None) -> dict[str, Any]:
         "share_pct": None if share is None else f"{share:.1f}",
     }
     if unit is not None:  # the whole market has no base amount: coins do not add up
-        out["quantity"] = f"{a.quantity:f}"  # as stored: the venue's base units (1000PEPE)
+        out["quantity"] = f"{a.quantity:f}"  # the data layer's sum, already in the coin (1000PEPE counts 1000 PEPE)
         out["base_amount"] = f"{unit.amount(a.quantity):f}"  # in `unit` (PEPE)
     return out
 
@@ -521,19 +538,21 @@ def _cascade_lines(cascades: Sequence[Cascade], unit: Unit | None) -> list[str]:
     return lines + ([f"    {omitted}"] if omitted else [])
 
 
-def _snapshot(args: argparse.Namespace, settings: Settings, symbol: str | None, exchanges: tuple[str, ...]) -> None:
+def _snapshot(args: argparse.Namespace, settings: Settings, q: Query) -> None:
     from app.data.connections import open_redis
     from app.data.live import snapshot
+    from app.query import now_ms
     from common.live_view import COLLECTOR_STALE_MS, WINDOW_MS, Keys
 
     keys = Keys(settings.redis_prefix)
     client = open_redis(str(settings.redis_url), settings.redis_timeout_s)
     try:
-        snap = snapshot(client, keys, symbol, exchanges, latest=LATEST)
+        snap = snapshot(client, keys, q, now_ms(), latest=LATEST)
         cascades = list(snap.cascades)  # matched on canonical names by the data module
     finally:
         client.close()
-    unit = _unit(symbol, exchanges)
+    exchanges = q.venues
+    unit = _unit(q)
     age = snap.collector_age_ms
     collector = "not running" if age is None or age > COLLECTOR_STALE_MS else "running"
     nonlive = sorted(s for s in snap.sources if s != "live")
@@ -543,7 +562,8 @@ def _snapshot(args: argparse.Namespace, settings: Settings, symbol: str | None, 
     top, _omitted = _top_cascades(cascades)
     data = {
         "command": "snapshot",
-        "symbol": symbol or "ALL",
+        "symbol": q.target.param,
+        "target": q.target.param,
         "exchanges": list(exchanges),
         "window_start": _stamp(start),
         "window_end": _stamp(snap.now_ms),
@@ -557,12 +577,10 @@ def _snapshot(args: argparse.Namespace, settings: Settings, symbol: str | None, 
         "cascades_omitted": len(cascades) - len(top),
         **_breakdown_json(snap.totals, unit, exchanges),
     }
-    lines = [
-        f"{_one_line(symbol or 'ALL')} · last 60 minutes · {_stamp(start)} .. {_stamp(snap.now_ms)} · collector {collector}"
-    ]
+    lines = [f"{_label(q)} · last 60 minutes · {_stamp(start)} .. {_stamp(snap.now_ms)} · collector {collector}"]
     if nonlive:
         lines.append(f"  WARNING: includes {', '.join(_one_line(n.upper()) for n in nonlive)} data — not live")
-    lines += _breakdown_lines(symbol or "ALL", snap.totals, exchanges, unit)
+    lines += _breakdown_lines(_label(q), snap.totals, exchanges, unit)
     lines += _latest_lines(latest, unit, snap.latest_complete)
     lines += _cascade_lines(cascades, unit)
     lines += _health_lines(health)
@@ -630,29 +648,32 @@ def _period_lines(p: Period | None, unit: Unit | None) -> tuple[str, str | None]
     return head, f"  Average rates: {' | '.join(parts)}"
 
 
-def _totals(args: argparse.Namespace, settings: Settings, symbol: str | None, exchanges: tuple[str, ...]) -> None:
+def _totals(args: argparse.Namespace, settings: Settings, q: Query) -> None:
     from app.data.connections import open_pool
-    from app.data.history import Filters, coverage, event_bounds, totals
+    from app.data.history import coverage, totals
+    from app.data.rows import event_bounds
     from app.format import fmt_pct
+    from app.query import now_ms
 
     pool = open_pool(str(settings.app_database_url))
     try:
-        f = Filters(symbol, exchanges, not args.include_nonlive)
-        whole_history = args.since is None and args.until is None and args.hours is None
-        first, last = event_bounds(pool, f) if whole_history else (None, None)
-        start, end, label = _range(args, _now_ms(), first)
-        b = totals(pool, f, start, end)
+        first, last = event_bounds(pool, q) if q.whole_history else (None, None)
+        start, end = q.time_range(now_ms(), first)
+        label = "whole history" if q.whole_history else q.range_label()
+        b = totals(pool, q, start, end)
         inside = first is not None and last is not None and start <= first and last < end
         if b.total.events and not inside:  # the first and last liquidation of the range
-            first, last = event_bounds(pool, f, start, end)
-        cov = coverage(pool, f, start, end)
+            first, last = event_bounds(pool, q, start, end)
+        cov = coverage(pool, q, start, end)
     finally:
         pool.close()
-    unit = _unit(symbol, exchanges)
+    exchanges = q.venues
+    unit = _unit(q)
     period = _period(first, last, b, unit)
     data = {
         "command": "totals",
-        "symbol": symbol or "ALL",
+        "symbol": q.target.param,
+        "target": q.target.param,
         "exchanges": list(exchanges),
         "start": _stamp(start),
         "end": _stamp(end),
@@ -662,11 +683,11 @@ def _totals(args: argparse.Namespace, settings: Settings, symbol: str | None, ex
         **_breakdown_json(b, unit, exchanges),
     }
     period_line, rates_line = _period_lines(period, unit)
-    lines = [f"{_one_line(symbol or 'ALL')} · {label} · {_stamp(start)} .. {_stamp(end)}"]
+    lines = [f"{_label(q)} · {label} · {_stamp(start)} .. {_stamp(end)}"]
     if args.include_nonlive:
         lines.append(f"  WARNING: includes {settings.nonlive_source.upper()} data — not live")
     lines.append(period_line)
-    lines += _breakdown_lines(symbol or "ALL", b, exchanges, unit)
+    lines += _breakdown_lines(_label(q), b, exchanges, unit)
     if rates_line:
         lines.append(rates_line)
     lines.append(
@@ -675,42 +696,43 @@ def _totals(args: argparse.Namespace, settings: Settings, symbol: str | None, ex
     _emit(args, data, lines)
 
 
-def _chart(args: argparse.Namespace, settings: Settings, symbol: str | None, exchanges: tuple[str, ...]) -> None:
+def _chart(args: argparse.Namespace, settings: Settings, q: Query) -> None:
     import pandas as pd
 
     from app.charts import chart_html, liquidation_chart
     from app.data.connections import open_pool
-    from app.data.history import Filters, big_liquidations, candles, coverage, liquidation_bars
-    from app.state import INTERVAL_MS, auto_interval
+    from app.data.history import big_liquidations, candles, coverage, liquidation_bars, marker_limit, price_pair
+    from app.query import INTERVAL_MS, auto_interval, now_ms
 
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"--out: {args.out.name} must end in .html")
-    end = _now_ms()
-    start = end - args.hours * 3_600_000
+    start, end = q.time_range(now_ms())
     interval = auto_interval(end - start)
     interval_ms = INTERVAL_MS[interval]
-    price_exchange = next((e for e in venues.NAMES if e in exchanges), exchanges[0])
+    pair = price_pair(q)
+    marker_usd = max(settings.institutional_usd, q.min_usd)
     pool = open_pool(str(settings.app_database_url))
     try:
-        f = Filters(symbol, exchanges, not args.include_nonlive)
-        bars = liquidation_bars(pool, f, start, end, interval_ms)
+        bars = liquidation_bars(pool, q, start, end, interval_ms)
         prices = (
-            candles(pool, price_exchange, symbol, start, end, interval_ms, not args.include_nonlive)
-            if symbol is not None
+            candles(pool, pair[0], pair[1], start, end, interval_ms, not q.include_nonlive)
+            if pair is not None
             else pd.DataFrame(columns=["bar", "open", "high", "low", "close", "volume"])
         )
-        cov = coverage(pool, f, start, end)
-        markers = big_liquidations(pool, f, start, end, settings.institutional_usd)
+        cov = coverage(pool, q, start, end)
+        markers = big_liquidations(pool, q, start, end, marker_usd, marker_limit(end - start))
     finally:
         pool.close()
+    price_name = f"{pair[1]} ({pair[0]})" if pair is not None else ""
     fig = liquidation_chart(
         prices,
         bars,
         gaps=cov.merged_gaps(min_ms=interval_ms // 2),
         markers=markers,
-        title=f"{symbol or 'ALL'} — {price_exchange} price, liquidations on {', '.join(exchanges)} ({_stamp(start)} .. {_stamp(end)})",
-        price_label=f"{symbol} ({price_exchange})" if symbol else "Price",
-        min_marker_usd=settings.institutional_usd,
+        title=f"{q.target.label} — {price_name or 'no'} price, liquidations on {', '.join(q.venues)} "
+        f"({_stamp(start)} .. {_stamp(end)})",
+        price_label=price_name or "Price",
+        min_marker_usd=marker_usd,
         x_range=(start, end),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -719,7 +741,8 @@ def _chart(args: argparse.Namespace, settings: Settings, symbol: str | None, exc
     data = {
         "command": "chart",
         "out": str(args.out),
-        "symbol": symbol or "ALL",
+        "symbol": q.target.param,
+        "target": q.target.param,
         "start": _stamp(start),
         "end": _stamp(end),
         "interval": interval,
@@ -731,16 +754,17 @@ def _chart(args: argparse.Namespace, settings: Settings, symbol: str | None, exc
         args,
         data,
         [
-            f"wrote {args.out} · {symbol or 'ALL'} · {_stamp(start)} .. {_stamp(end)} · {interval} bars · ${usd:,.2f} liquidated"
+            f"wrote {args.out} · {_label(q)} · {_stamp(start)} .. {_stamp(end)} · {interval} bars · ${usd:,.2f} liquidated"
         ],
     )
 
 
-def _export(args: argparse.Namespace, settings: Settings, symbol: str | None, exchanges: tuple[str, ...]) -> None:
+def _export(args: argparse.Namespace, settings: Settings, q: Query) -> None:
     from app.data import explorer
     from app.data.connections import open_pool
-    from app.data.scope import Scope, first_event_ms
-    from app.downloads import export_to_path, format_for_path
+    from app.data.export import export_to_path, format_for_path
+    from app.data.rows import first_event_ms
+    from app.query import now_ms
 
     try:
         format_for_path(args.out)
@@ -748,30 +772,30 @@ def _export(args: argparse.Namespace, settings: Settings, symbol: str | None, ex
         raise UsageError(f"--out: {exc}") from None
     pool = open_pool(str(settings.app_database_url))
     try:
-        first = first_event_ms(pool, args.include_nonlive)
-        start, end, _label = _range(args, _now_ms(), first)
-        scope = Scope(start, end, symbol, exchanges, args.include_nonlive)
-        f = explorer.ExplorerFilter(scope, args.side, args.min_usd, args.cascade_only)
-        query, params = explorer.explorer_export_query(f)
+        start, end = q.time_range(now_ms(), first_event_ms(pool, q) if q.whole_history else None)
+        described = q.describe(start, end) + ("; cascade members only" if args.cascade_only else "")
+        query, params = explorer.explorer_export_query(q, start, end, args.cascade_only)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        rows = export_to_path(pool, query, params, args.out, filter_description=f.describe())
+        rows = export_to_path(pool, query, params, args.out, filter_description=described)
     finally:
         pool.close()
-    data = {"command": "export", "out": str(args.out), "rows": rows, "filter": f.describe()}
-    _emit(args, data, [f"wrote {rows:,} liquidations to {args.out}", f"filter: {f.describe()}"])
+    data = {"command": "export", "out": str(args.out), "rows": rows, "filter": described}
+    _emit(args, data, [f"wrote {rows:,} liquidations to {args.out}", f"filter: {described}"])
 
 
-def _market(args: argparse.Namespace, settings: Settings, symbol: str | None, exchanges: tuple[str, ...]) -> None:
-    """The Market overview page in the terminal (always the whole market: --symbol does not apply)."""
+def _market(args: argparse.Namespace, settings: Settings, q: Query) -> None:
+    """The Market overview page in the terminal (always the whole market and both sides, as on the
+    page: --target and --side do not apply; --min-usd is the feed's threshold)."""
     from app.data.connections import open_pool, open_redis
     from app.data.market import market_overview
     from app.market_text import market_json, render_market
+    from app.query import now_ms
 
     pool = open_pool(str(settings.app_database_url))
     client = open_redis(str(settings.redis_url), settings.redis_timeout_s)
     try:
         overview = market_overview(
-            pool, client, settings.redis_prefix, args.hours, _now_ms(), exchanges, args.include_nonlive, args.min_usd
+            pool, client, settings.redis_prefix, args.hours, now_ms(), q.exchanges, q.include_nonlive, args.min_usd
         )
     finally:
         client.close()
@@ -785,7 +809,6 @@ _COMMANDS = {"market": _market, "snapshot": _snapshot, "totals": _totals, "chart
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # exits 2 with a message on bad arguments
-    _quiet_streamlit()
     from app.data.connections import DataUnavailable
     from common.config import ConfigError, load_settings
 
@@ -795,9 +818,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        symbol = args.symbol or settings.default_symbol
-        exchanges = _exchanges(args.exchanges, settings)
-        _COMMANDS[args.command](args, settings, None if symbol == "ALL" else symbol, exchanges)
+        q = _query(args, settings, need_db=args.command not in ("snapshot", "market"))
+        _COMMANDS[args.command](args, settings, q)
     except UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)

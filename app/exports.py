@@ -33,7 +33,7 @@ from typing import Any
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from app.downloads import Format, export_to_path, generated_stamp, safe_stem
+from app.data.export import Format, export_to_path, generated_stamp, safe_stem
 
 EXPORT_MAX_AGE_S = 3600.0  # a prepared file older than this is deleted, used or not
 _export_dir_path: Path | None = None
@@ -130,7 +130,6 @@ def _size_text(size: int) -> str:
 
 
 def stream_download_buttons(
-    pool: ConnectionPool,
     query: sql.Composed | sql.SQL,
     params: dict[str, Any] | Sequence[Any] | None,
     *,
@@ -147,6 +146,7 @@ def stream_download_buttons(
     """
     import streamlit as st
 
+    from app.cache import app_pool
     from app.data.connections import DataUnavailable
     from app.format import plain_md
 
@@ -175,7 +175,7 @@ def stream_download_buttons(
                     try:
                         with st.spinner(f"Writing every selected row as {label}…"):
                             st.session_state[slot] = prepare_export(
-                                pool, query, params, fmt, filter_description=filter_description
+                                app_pool(), query, params, fmt, filter_description=filter_description
                             )
                     except DataUnavailable as exc:
                         st.error(f"Export failed: {plain_md(exc)}")

@@ -13,7 +13,7 @@ Access is checked per session on every run, never through a flag shared by sessi
   say, app/pages/chart.py for `/chart` alone, without the frame. Such a run renders nothing: it
   registers the app's navigation and reruns the session into the frame, on the same page with
   the same URL parameters, where the gate is drawn if needed;
-- `require_session_access()` (called by `app.state.current_view()`, so also by fragments, which
+- `require_session_access()` (called by `app.state.current_query()`, so also by fragments, which
   rerun without the frame) re-checks this session alone.
 
 Downloads are buttons of pages, so a session that has not passed the gate never gets one: no
@@ -184,7 +184,7 @@ def _oidc_configured() -> bool:
 
 
 def _settings() -> Settings | None:
-    from app.data.connections import get_settings
+    from app.cache import get_settings
 
     try:
         return get_settings()

@@ -2,44 +2,48 @@
 
 Run: `PYTHONPATH=. streamlit run app/main.py --server.address 0.0.0.0 --server.port 8501
 --server.headless true`. Pages in app/pages/ are UI only; each starts with
-`app.gate.require_access()`, reads the view chosen here with `app.state.current_view()` and its
-data through app/data/.
+`app.gate.require_access()`, reads the `Query` chosen here with `app.state.current_query()` and
+its data through app/cache.py (which calls app/data/).
 
 Order matters: the navigation is registered first, so the page a link names is resolved (and
 stays in the address bar) before anything else; then the gate, per session (app/gate.py); only a
 session that passed it gets the sidebar and its page, run inside `app.gate.in_frame()`.
 
-The view lives in the URL (see app/state.py). On a session's first run the URL is parsed (bad
+The query lives in the URL (see app/query.py). On a session's first run the URL is parsed (bad
 values warn and fall back to defaults); afterwards the widgets are the source of truth and every
-run mirrors them back into the URL, so the address bar is always a shareable link.
+run mirrors them back into the URL, so the address bar is always a shareable link. The target
+picker is one searchable select box: ALL, then every coin, then every "exchange: contract"
+(a thousand instruments stay one list to type into).
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
-from app.data.connections import DataUnavailable, get_settings
-from app.data.history import cached_known_symbols
+from app.cache import catalog, get_settings
 from app.format import plain_md
 from app.gate import check_access, has_access, in_frame
-from app.state import (
-    ALL,
+from app.query import (
     HOURS_CHOICES,
-    SESSION_KEY,
     SIDES,
-    ViewState,
-    current_view,
+    Catalog,
+    Query,
+    Target,
+    all_target,
+    coin_target,
+    contract_target,
+    default_target,
     hours_label,
-    parse_state,
-    remember_defaults,
-    set_view,
+    parse_query,
+    refreshed,
 )
+from app.state import SESSION_KEY, current_query, remember_defaults, set_query
 from common.config import ConfigError, Settings
-from common.symbols import valid_symbol
 
 _HERE = Path(__file__).resolve().parent
 _WARNINGS_KEY = "url_warnings"
@@ -59,27 +63,17 @@ PAGES = (
 )
 
 
-def _known_symbols(settings: Settings) -> list[str]:
-    symbols = list(settings.configured_symbols)
-    try:
-        stored = cached_known_symbols(str(settings.app_database_url))
-        symbols += [s for s in stored if s not in symbols and valid_symbol(s)]  # odd stored names are not offered
-    except DataUnavailable:
-        pass  # the pages say the database is down; the filters still work with the configured symbols
-    return symbols
-
-
-def _first_run_state(settings: Settings, symbols: list[str]) -> ViewState:
+def _first_run_query(settings: Settings, cat: Catalog) -> Query:
     params = {k: st.query_params.get(k, "") for k in st.query_params}
-    state, warnings = parse_state(params, symbols, settings.exchanges, default_symbol=settings.default_symbol)
-    st.session_state[_WARNINGS_KEY] = (state, warnings)
-    return state
+    q, warnings = parse_query(params, cat, settings.exchanges, default_symbol=settings.default_symbol)
+    st.session_state[_WARNINGS_KEY] = (q, warnings)
+    return q
 
 
-def _show_url_warnings(state: ViewState) -> None:
-    """Refused URL values stay explained until the user changes the view."""
+def _show_url_warnings(q: Query) -> None:
+    """Refused URL values stay explained until the user changes the query."""
     parsed, warnings = st.session_state.get(_WARNINGS_KEY, (None, []))
-    if parsed != state:
+    if parsed != q:
         st.session_state[_WARNINGS_KEY] = (None, [])
         return
     for warning in warnings:
@@ -87,7 +81,7 @@ def _show_url_warnings(state: ViewState) -> None:
 
 
 def _init_widget(key: str, value: object) -> None:
-    # Widgets are keyed and seeded from the view once; passing value= as well would fight the key.
+    # Widgets are keyed and seeded from the query once; passing value= as well would fight the key.
     if key not in st.session_state:
         st.session_state[key] = value
 
@@ -102,33 +96,67 @@ def _parse_day_input(raw: str) -> date | None:
         return None
 
 
-def _sidebar(settings: Settings, symbols: list[str], state: ViewState) -> ViewState:
-    options = [ALL, *symbols]
-    _init_widget("f_symbol", state.symbol if state.symbol in options else options[min(1, len(options) - 1)])
-    _init_widget("f_exchanges", list(state.exchanges))
+def target_options(cat: Catalog, current: Target) -> list[Target]:
+    """The picker's list: ALL, every coin, every venue contract (and the current target if it is
+    an old link's venue symbol)."""
+    options = [all_target()]
+    if current.kind == "symbol":
+        options.append(current)
+    options += [coin_target(c, cat) for c in cat.coins()]
+    options += [
+        contract_target(li.exchange, li.symbol)
+        for li in sorted(cat.listings, key=lambda li: (li.coin, li.exchange, li.symbol))
+    ]
+    return options
+
+
+def _sidebar(settings: Settings, cat: Catalog, q: Query) -> Query:
+    options = target_options(cat, q.target)
+    if q.target not in options:
+        options.insert(1, q.target)
+    _init_widget("f_target", q.target)
+    if st.session_state["f_target"] not in options:
+        st.session_state["f_target"] = q.target
+    _init_widget("f_exchanges", list(q.exchanges))
     hours_choices = list(HOURS_CHOICES)
-    if state.hours is not None and state.hours not in hours_choices:
-        finite = sorted([h for h in HOURS_CHOICES if h is not None] + [state.hours])
+    if q.hours is not None and q.hours not in hours_choices:
+        finite = sorted([h for h in HOURS_CHOICES if h is not None] + [q.hours])
         hours_choices = [*finite, None]
-    _init_widget("f_hours", state.hours)
-    _init_widget("f_since", f"{state.since:%Y%m%d}" if state.since else "")
-    _init_widget("f_until", f"{state.until:%Y%m%d}" if state.until else "")
-    _init_widget("f_side", state.side)
-    _init_widget("f_nonlive", state.include_nonlive)
+    _init_widget("f_hours", q.hours)
+    _init_widget("f_since", f"{q.since:%Y%m%d}" if q.since else "")
+    _init_widget("f_until", f"{q.until:%Y%m%d}" if q.until else "")
+    _init_widget("f_side", q.side_label)
+    _init_widget("f_nonlive", q.include_nonlive)
+    _init_widget("f_min_usd", int(q.min_usd))
 
     with st.sidebar:
         st.header("Filters")
-        symbol = st.selectbox("Symbol", options, key="f_symbol", help="ALL sums USD over every symbol.")
+        target = st.selectbox(
+            "Coin or contract",
+            options,
+            key="f_target",
+            format_func=lambda t: t.label,
+            help="Type to search. ALL is the whole market (USD only); a coin is every contract of it on every "
+            "venue; 'exchange: contract' is one venue's contract.",
+        )
         exchanges = st.multiselect("Exchanges", list(settings.exchanges), key="f_exchanges")
         if not exchanges:
             st.caption("No exchange selected: showing all.")
         hours = st.select_slider("Time range", hours_choices, key="f_hours", format_func=hours_label)
-        with st.expander("Custom dates (UTC, YYYYMMDD)", expanded=bool(state.since)):
+        with st.expander("Custom dates (UTC, YYYYMMDD)", expanded=bool(q.since)):
             since_raw = st.text_input("Since", key="f_since", placeholder="20260101", max_chars=8)
             until_raw = st.text_input("Until (inclusive)", key="f_until", placeholder="20260131", max_chars=8)
         side = st.selectbox("Side", list(SIDES), key="f_side")
         include_nonlive = st.toggle(
             "Include non-live data", key="f_nonlive", help="Replay and test data are hidden unless this is on."
+        )
+        min_usd = st.number_input(
+            "Minimum size (USD)",
+            min_value=0,
+            max_value=10**12,
+            step=10_000,
+            key="f_min_usd",
+            help="Single liquidations and cascades smaller than this are left out of lists; totals count every size.",
         )
 
     since = _parse_day_input(since_raw)
@@ -138,14 +166,15 @@ def _sidebar(settings: Settings, symbols: list[str], state: ViewState) -> ViewSt
     if until is not None and since is not None and until < since:
         st.sidebar.warning("Until is before since; ignored.")
         until = None
-    return state.with_changes(
-        symbol=symbol,
+    return q.with_changes(
+        target=target if isinstance(target, Target) else q.target,
         exchanges=tuple(exchanges) or settings.exchanges,
         hours=hours,
         since=since,
         until=until,
-        side=side,
+        side=None if side == "ALL" else side,
         include_nonlive=include_nonlive,
+        min_usd=Decimal(int(min_usd or 0)),
     )
 
 
@@ -186,14 +215,15 @@ def main() -> None:
     if not check_access(settings):
         st.stop()
 
-    symbols = _known_symbols(settings)
-    remember_defaults(settings.default_symbol, settings.exchanges)
+    cat = catalog()
+    remember_defaults(default_target(settings.default_symbol, cat, settings.exchanges), settings.exchanges)
     first_run = SESSION_KEY not in st.session_state
-    state = _first_run_state(settings, symbols) if first_run else current_view()
-    set_view(_sidebar(settings, symbols, state))
-    _show_url_warnings(current_view())
+    q = _first_run_query(settings, cat) if first_run else current_query()
+    q = _sidebar(settings, cat, q)
+    set_query(q.with_changes(target=refreshed(q.target, cat, settings.exchanges)))
+    _show_url_warnings(current_query())
 
-    if current_view().include_nonlive:
+    if current_query().include_nonlive:
         st.warning(
             f"This view includes {plain_md(settings.nonlive_source.upper())} data — not live.",
             icon=":material/science:",

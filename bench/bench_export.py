@@ -30,7 +30,6 @@ import psycopg
 from common.config import load_settings
 
 BENCH_DB = "liq_bench"
-EXCHANGES = ("binance", "bybit")
 
 
 def _bench_url(base: str) -> str:
@@ -53,18 +52,15 @@ def _range_for(url: str, rows: int) -> tuple[int, int, int]:
 
 
 def _child(args: argparse.Namespace) -> dict[str, Any]:
-    import streamlit.logger
-
-    streamlit.logger.set_log_level("error")  # the data modules' cache wrappers warn outside `streamlit run`
     from app.data import explorer
     from app.data.connections import fetch_df, open_pool
-    from app.data.scope import Scope
-    from app.downloads import export_query
+    from app.data.export import export_query
+    from app.query import Query
 
     pool = open_pool(args.database_url)
     try:
-        scope = Scope(args.start_ms, args.end_ms, None, EXCHANGES, True)
-        query, params = explorer.explorer_export_query(explorer.ExplorerFilter(scope))
+        q = Query(include_nonlive=True)  # the whole market (every venue), every source
+        query, params = explorer.explorer_export_query(q, args.start_ms, args.end_ms)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         tracemalloc.start()
         t0 = time.perf_counter()

@@ -131,6 +131,7 @@ def _render(env: dict[str, str], repeat: int) -> tuple[list[float], list[float],
 
     from app.data.connections import open_redis
     from app.data.live import snapshot
+    from app.query import Catalog, Query, symbol_target
 
     os.environ.update(env)
     client = open_redis(env["REDIS_URL"])
@@ -139,7 +140,8 @@ def _render(env: dict[str, str], repeat: int) -> tuple[list[float], list[float],
     members = 0
     for _ in range(repeat):
         began = time.perf_counter()
-        snap = snapshot(client, keys, "BTCUSDT", ("binance", "bybit"))
+        venues = ("binance", "bybit")
+        snap = snapshot(client, keys, Query(target=symbol_target("BTCUSDT", Catalog(), venues), exchanges=venues))
         data_ms.append((time.perf_counter() - began) * 1000)
         members = snap.members_read
     client.close()

@@ -1,10 +1,12 @@
 """Server-side time to compute each app page's data on a one-year dataset.
 
-    python -m bench.bench_pages [--database-url URL] [--repeat 5] [--symbol BTCUSDT]
+    python -m bench.bench_pages [--database-url URL] [--repeat 5] [--coin BTC] [--only TEXT]
 
-Calls the data functions directly (no Streamlit caching), the way each page does on a cold
-cache, and prints median and worst time per page against the targets: every page <= 500 ms, the
-chart at every slider position (1 h, 24 h, 7 d, 30 d, 365 d) <= 300 ms.
+Calls the data functions directly (no Streamlit caching), with the same `Query` (app/query.py)
+the page builds from its URL, for a coin (every contract of it on every venue, resolved through
+the same catalog as the sidebar's picker) and for ALL, the way each page does on a cold cache,
+and prints median and worst time per page against the targets: every page <= 500 ms, the chart at
+every slider position (1 h, 24 h, 7 d, 30 d, 365 d) <= 300 ms.
 
 The dataset lives in a dedicated database, `liq_bench` on the server at DATABASE_URL by default;
 when it is missing or empty it is generated once with bench.gen_dataset (365 days, BTCUSDT,
@@ -39,10 +41,10 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
-from app.data import analyses, cascades, explorer, heatmap, history, live
+from app.data import analyses, cascades, explorer, heatmap, history, live, rows
+from app.data.catalog import load_catalog
 from app.data.connections import DataUnavailable, open_pool, open_redis
-from app.data.scope import Scope, first_event_ms
-from app.state import HOUR_MS, INTERVAL_MS, auto_interval
+from app.query import HOUR_MS, INTERVAL_MS, Catalog, Query, all_target, auto_interval, coin_target
 from common.config import load_settings, reader_url
 from common.events import Liquidation, Side
 from common.live_scripts import add_liquidations
@@ -51,7 +53,6 @@ from common.live_view import Keys
 BENCH_DB = "liq_bench"
 PAGE_TARGET_MS = 500.0
 CHART_TARGET_MS = 300.0
-EXCHANGES = ("binance", "bybit")
 
 
 @dataclass
@@ -61,51 +62,59 @@ class BenchContext:
     keys: Keys
     now_ms: int
     first_ms: int
-    symbol: str
+    coin: str
+    catalog: Catalog
     institutional_usd: Decimal
     pool_url: str = ""  # to open fresh pools for cold calls
+
+    def query(self, whole_market: bool = False, hours: int | None = None) -> Query:
+        """What the page's URL `target=BTC` (or `target=ALL`) and `hours=N` make."""
+        target = all_target() if whole_market else coin_target(self.coin, self.catalog)
+        return Query(target=target, hours=hours)
+
+    def span(self, q: Query) -> tuple[int, int]:
+        """The page's range: whole history from the query's first matching event, as app.cache.query_range."""
+        return q.time_range(self.now_ms, rows.first_event_ms(self.pool, q) if q.whole_history else None)
 
 
 PageFn = Callable[[BenchContext], object]
 
 
-def _accumulated(ctx: BenchContext, symbol: str | None) -> object:
-    f = history.Filters(symbol, EXCHANGES)
-    first, _ = history.event_bounds(ctx.pool, f)
-    start, end = (first or ctx.first_ms), ctx.now_ms
+def _accumulated(ctx: BenchContext, whole_market: bool) -> object:
+    q = ctx.query(whole_market)
+    start, end = ctx.span(q)
     return (
-        history.event_bounds(ctx.pool, f, start, end),
-        history.totals(ctx.pool, f, start, end),
-        history.coverage(ctx.pool, f, start, end),
-        history.cascade_count(ctx.pool, f, start, end),
-        history.largest(ctx.pool, f, start, end),
+        rows.event_bounds(ctx.pool, q, start, end),
+        history.totals(ctx.pool, q, start, end),
+        history.coverage(ctx.pool, q, start, end),
+        rows.cascade_count(ctx.pool, q, start, end),
+        history.largest(ctx.pool, q, start, end),
     )
 
 
 def _chart(ctx: BenchContext, hours: int | None) -> object:
-    f = history.Filters(ctx.symbol, EXCHANGES)
-    first, _ = history.event_bounds(ctx.pool, f)
-    start = ctx.now_ms - hours * HOUR_MS if hours else (first or ctx.first_ms)
-    interval = INTERVAL_MS[auto_interval(ctx.now_ms - start)]
+    q = ctx.query(hours=hours)
+    start, end = ctx.span(q)
+    interval = INTERVAL_MS[auto_interval(end - start)]
+    pair = history.price_pair(q)
     return (
-        history.liquidation_bars(ctx.pool, f, start, ctx.now_ms, interval),
-        history.candles(ctx.pool, "binance", ctx.symbol, start, ctx.now_ms, interval, True),
-        history.coverage(ctx.pool, f, start, ctx.now_ms),
-        history.big_liquidations(
-            ctx.pool, f, start, ctx.now_ms, ctx.institutional_usd, history.marker_limit(ctx.now_ms - start)
-        ),
+        history.liquidation_bars(ctx.pool, q, start, end, interval),
+        history.candles(ctx.pool, pair[0], pair[1], start, end, interval, True) if pair else None,
+        history.coverage(ctx.pool, q, start, end),
+        history.big_liquidations(ctx.pool, q, start, end, ctx.institutional_usd, history.marker_limit(end - start)),
     )
 
 
-def _live(ctx: BenchContext, symbol: str | None) -> object:
-    return live.snapshot(ctx.redis, ctx.keys, symbol, EXCHANGES, now=ctx.now_ms)
+def _live(ctx: BenchContext, whole_market: bool) -> object:
+    return live.snapshot(ctx.redis, ctx.keys, ctx.query(whole_market), now=ctx.now_ms)
 
 
 PAGES: dict[str, tuple[PageFn, float]] = {
-    "live (BTCUSDT)": (lambda c: _live(c, c.symbol), PAGE_TARGET_MS),
-    "live (ALL)": (lambda c: _live(c, None), PAGE_TARGET_MS),
-    "accumulated (BTCUSDT, all history)": (lambda c: _accumulated(c, c.symbol), PAGE_TARGET_MS),
-    "accumulated (ALL, all history)": (lambda c: _accumulated(c, None), PAGE_TARGET_MS),
+    "sidebar catalog (every page)": (lambda c: load_catalog(c.pool), PAGE_TARGET_MS),
+    "live (coin)": (lambda c: _live(c, False), PAGE_TARGET_MS),
+    "live (ALL)": (lambda c: _live(c, True), PAGE_TARGET_MS),
+    "accumulated (coin, all history)": (lambda c: _accumulated(c, False), PAGE_TARGET_MS),
+    "accumulated (ALL, all history)": (lambda c: _accumulated(c, True), PAGE_TARGET_MS),
     "chart 1 h": (lambda c: _chart(c, 1), CHART_TARGET_MS),
     "chart 24 h": (lambda c: _chart(c, 24), CHART_TARGET_MS),
     "chart 7 d": (lambda c: _chart(c, 168), CHART_TARGET_MS),
@@ -145,10 +154,10 @@ def _dataset_bounds(url: str) -> tuple[int, int]:
 def _fill_live_view(url: str, client: redis.Redis, keys: Keys, now_ms: int) -> int:
     """Copy the dataset's last 60 minutes into Redis, encoded as the collector writes them."""
     with psycopg.connect(url) as conn:
-        rows = conn.execute(
+        stored = conn.execute(
             "SELECT exchange, symbol, side, quantity, price, value_usd, time, received_at, raw_side, source, sampled "
             "FROM liquidations WHERE time >= %s AND time < %s",
-            (history.ts(now_ms - HOUR_MS - 120_000), history.ts(now_ms + 1)),
+            (rows.ts(now_ms - HOUR_MS - 120_000), rows.ts(now_ms + 1)),
         ).fetchall()
     events = [
         Liquidation(
@@ -158,13 +167,13 @@ def _fill_live_view(url: str, client: redis.Redis, keys: Keys, now_ms: int) -> i
             qty,
             price,
             usd,
-            history.to_ms(at),
-            history.to_ms(received),
+            rows.to_ms(at),
+            rows.to_ms(received),
             raw_side,
             source,
             sampled,
         )
-        for exchange, symbol, side, qty, price, usd, at, received, raw_side, source, sampled in rows
+        for exchange, symbol, side, qty, price, usd, at, received, raw_side, source, sampled in stored
     ]
     return add_liquidations(client, keys, events)  # members and their bucket sums, as the collector writes them
 
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=_bench_url(str(settings.database_url)))
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--symbol", default="BTCUSDT")
+    parser.add_argument("--coin", default="BTC", help="the coin the single-coin pages read (target=BTC)")
     parser.add_argument("--only", default="", help="run only pages whose name contains this text")
     args = parser.parse_args(argv)
 
@@ -207,11 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         pool = open_pool(pool_url)
     client = open_redis(str(settings.redis_url))
     keys = Keys(f"liqbench:{secrets.token_hex(4)}:")
-    ctx = BenchContext(pool, client, keys, now_ms, first_ms, args.symbol, settings.institutional_usd, pool_url)
+    catalog = load_catalog(pool)
+    ctx = BenchContext(pool, client, keys, now_ms, first_ms, args.coin, catalog, settings.institutional_usd, pool_url)
     try:
         events = _fill_live_view(args.database_url, client, keys, now_ms)
         days = (now_ms - first_ms) / 86_400_000
         print(f"dataset {urlsplit(args.database_url).path.lstrip('/')}: {days:.0f} days, live window {events:,} events")
+        print(f"coin {args.coin}: {len(catalog.of_coin(args.coin))} contracts; {len(catalog.listings)} in the catalog")
         print("ms; cold = every call on a fresh connection (new server backend); warm = connection reused")
         print(
             f"{'page':<38} {'warm median':>11} {'warm max':>9} {'cold median':>11} {'cold max':>9} {'target':>7}"
@@ -237,73 +248,75 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # --- heatmap, cascades, analyses, explorer -----------------------------------------------------
-# Each mirrors what its page computes on a cold cache: the view's Scope (whole history starts at
-# the first event, as app.data.scope.scope_for does), then every query the page runs.
+# Each mirrors what its page computes on a cold cache: the range of its Query (whole history starts
+# at the query's first matching event, as app.cache.query_range), then every query the page runs.
 
 
-def _scope(ctx: BenchContext, hours: int | None, symbol: str | None = "") -> Scope:
-    start = ctx.now_ms - hours * HOUR_MS if hours else (first_event_ms(ctx.pool, False) or ctx.first_ms)
-    return Scope(start, ctx.now_ms, ctx.symbol if symbol == "" else symbol, EXCHANGES, False)
-
-
-def _heatmap(ctx: BenchContext, hours: int | None) -> object:
-    scope = _scope(ctx, hours)
-    hourly = heatmap.hourly_by_side(ctx.pool, scope)
+def _heatmap(ctx: BenchContext, hours: int | None, whole_market: bool = False) -> object:
+    q = ctx.query(whole_market, hours)
+    start, end = ctx.span(q)
+    hourly = heatmap.hourly_by_side(ctx.pool, q, start, end)
     return (
-        heatmap.heatmap_matrix(hourly, None, "value_usd", scope),
-        heatmap.seasonality_matrix(hourly, None, "value_usd", scope),
-        heatmap.sample_warning(hourly, scope),
+        heatmap.heatmap_matrix(hourly, "value_usd", start, end),
+        heatmap.seasonality_matrix(hourly, "value_usd", start, end),
+        heatmap.sample_warning(hourly, start, end),
     )
 
 
-def _cascades(ctx: BenchContext, hours: int | None) -> object:
-    scope = _scope(ctx, hours)
-    frame = cascades.cascades(ctx.pool, scope)
-    cascades.cascade_totals(ctx.pool, scope)
+def _cascades(ctx: BenchContext, hours: int | None, whole_market: bool = False) -> object:
+    q = ctx.query(whole_market, hours)
+    start, end = ctx.span(q)
+    frame = cascades.cascades(ctx.pool, q, start, end)
+    cascades.cascade_totals(ctx.pool, q, start, end)
     if frame.empty:
         return frame
     newest = frame.iloc[0]  # the page shows the newest cascade zoomed in
-    start, end = history.to_ms(newest["start_time"]), history.to_ms(newest["end_time"])
-    return (
-        cascades.cascade_members(ctx.pool, int(newest["id"]), start, end),
-        cascades.candles_between(ctx.pool, (str(newest["symbol"]),), start - 15 * 60_000, end + 61 * 60_000, False),
-    )
+    first, last = rows.to_ms(newest["start_time"]), rows.to_ms(newest["end_time"])
+    members = cascades.cascade_members(ctx.pool, int(newest["id"]), first, last)
+    symbols = tuple(sorted(set(members["symbol"]))) if not members.empty else (str(newest["symbol"]),)
+    return members, cascades.candles_between(ctx.pool, symbols, first - 15 * 60_000, last + 61 * 60_000, False)
 
 
-def _analyses(ctx: BenchContext, hours: int | None, symbol: str | None = "") -> object:
-    scope = _scope(ctx, hours, symbol)
-    interval = auto_interval(scope.end_ms - scope.start_ms)
-    series = analyses.volume_series(ctx.pool, scope, interval)
-    daily = series if interval == "1d" else analyses.volume_series(ctx.pool, scope, "1d")
+def _analyses(ctx: BenchContext, hours: int | None, whole_market: bool = False) -> object:
+    q = ctx.query(whole_market, hours)
+    start, end = ctx.span(q)
+    interval = auto_interval(end - start)
+    series = analyses.volume_series(ctx.pool, q, start, end, interval)
+    daily = series if interval == "1d" else analyses.volume_series(ctx.pool, q, start, end, "1d")
     return (
-        history.coverage(ctx.pool, history.Filters(scope.symbol, EXCHANGES), scope.start_ms, scope.end_ms),
+        history.coverage(ctx.pool, q, start, end),
         analyses.totals_by(series, "side"),
         analyses.totals_by(series, "exchange"),
         analyses.daily_summary(daily),
-        analyses.price_levels(ctx.pool, scope, 40) if scope.symbol else None,  # one symbol only
+        None if q.is_all else analyses.price_levels(ctx.pool, q, start, end, 40),  # one coin only
         analyses.exchange_summary(series),
-        analyses.exchange_timing(ctx.pool, scope),
+        analyses.exchange_timing(ctx.pool, q, start, end),
     )
 
 
-def _explorer(ctx: BenchContext, hours: int | None, min_usd: int = 0) -> object:
-    f = explorer.ExplorerFilter(_scope(ctx, hours), None, Decimal(min_usd))
-    first = explorer.explorer_page(ctx.pool, f)
+def _explorer(ctx: BenchContext, hours: int | None, min_usd: int = 0, whole_market: bool = False) -> object:
+    q = ctx.query(whole_market, hours).with_changes(min_usd=Decimal(min_usd))
+    start, end = ctx.span(q)
+    first = explorer.explorer_page(ctx.pool, q, start, end)
     after = (first["time"].iloc[-1].to_pydatetime(), int(first["event_key"].iloc[-1])) if len(first) else None
-    return explorer.explorer_count(ctx.pool, f), explorer.explorer_page(ctx.pool, f, after)  # count, "Next"
+    count = explorer.explorer_count(ctx.pool, q, start, end)
+    return count, explorer.explorer_page(ctx.pool, q, start, end, False, after)  # count, "Next"
 
 
 PAGES.update(
     {
-        "heatmap (whole history)": (lambda c: _heatmap(c, None), PAGE_TARGET_MS),
-        "heatmap (30 d)": (lambda c: _heatmap(c, 720), PAGE_TARGET_MS),
-        "cascades (whole history)": (lambda c: _cascades(c, None), PAGE_TARGET_MS),
-        "cascades (7 d)": (lambda c: _cascades(c, 168), PAGE_TARGET_MS),
-        "analyses (whole history)": (lambda c: _analyses(c, None), PAGE_TARGET_MS),
-        "analyses (ALL, whole history)": (lambda c: _analyses(c, None, None), PAGE_TARGET_MS),
-        "analyses (24 h)": (lambda c: _analyses(c, 24), PAGE_TARGET_MS),
-        "explorer (whole history)": (lambda c: _explorer(c, None), PAGE_TARGET_MS),
-        "explorer (30 d, >= $100,000)": (lambda c: _explorer(c, 720, 100_000), PAGE_TARGET_MS),
+        "heatmap (coin, whole history)": (lambda c: _heatmap(c, None), PAGE_TARGET_MS),
+        "heatmap (ALL, whole history)": (lambda c: _heatmap(c, None, True), PAGE_TARGET_MS),
+        "heatmap (coin, 30 d)": (lambda c: _heatmap(c, 720), PAGE_TARGET_MS),
+        "cascades (coin, whole history)": (lambda c: _cascades(c, None), PAGE_TARGET_MS),
+        "cascades (ALL, whole history)": (lambda c: _cascades(c, None, True), PAGE_TARGET_MS),
+        "cascades (coin, 7 d)": (lambda c: _cascades(c, 168), PAGE_TARGET_MS),
+        "analyses (coin, whole history)": (lambda c: _analyses(c, None), PAGE_TARGET_MS),
+        "analyses (ALL, whole history)": (lambda c: _analyses(c, None, True), PAGE_TARGET_MS),
+        "analyses (coin, 24 h)": (lambda c: _analyses(c, 24), PAGE_TARGET_MS),
+        "explorer (coin, whole history)": (lambda c: _explorer(c, None), PAGE_TARGET_MS),
+        "explorer (ALL, whole history)": (lambda c: _explorer(c, None, whole_market=True), PAGE_TARGET_MS),
+        "explorer (coin, 30 d, >= $100,000)": (lambda c: _explorer(c, 720, 100_000), PAGE_TARGET_MS),
     }
 )
 

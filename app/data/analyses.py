@@ -1,7 +1,7 @@
 """Queries behind the analyses page: volume per interval, daily and exchange summaries,
 liquidations by price level, and when each exchange is busy.
 
-Plain functions take a psycopg `ConnectionPool` and a `Scope` and return DataFrames whose amounts
+Plain functions take a psycopg `ConnectionPool`, a `Query` (app/query.py) and a range, and return DataFrames whose amounts
 are exact `Decimal`s, so a page's figures equal the rows to the cent. Errors reaching the
 database surface as `connections.DataUnavailable`.
 """
@@ -12,12 +12,12 @@ from decimal import Decimal
 from typing import Any
 
 import pandas as pd
-import streamlit as st
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from app.data.connections import fetch_df, get_pool
-from app.data.scope import CACHE_TTL_S, Scope, bucketed_rows
+from app.data.connections import fetch_df
+from app.data.rows import bucketed_rows
+from app.query import Query
 
 BUCKETS: dict[str, str] = {
     "1m": "1 minute",
@@ -29,11 +29,11 @@ BUCKETS: dict[str, str] = {
 }
 
 
-def volume_series(pool: ConnectionPool, scope: Scope, interval: str) -> pd.DataFrame:
+def volume_series(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, interval: str) -> pd.DataFrame:
     """Per bucket, exchange and side: events, value_usd, largest single liquidation."""
     if interval not in BUCKETS:
         raise ValueError(f"unknown interval {interval!r}; one of {', '.join(BUCKETS)}")
-    inner, params = bucketed_rows(scope, use_hours=interval in ("1h", "4h", "1d"))
+    inner, params = bucketed_rows(q, start_ms, end_ms, use_hours=interval in ("1h", "4h", "1d"))
     query = sql.SQL(
         "SELECT time_bucket({}::interval, t) AS bucket, exchange, side, sum(events)::bigint AS events, "
         "sum(value_usd) AS value_usd, max(max_value_usd) AS max_value_usd "
@@ -82,7 +82,7 @@ def totals_by(series: pd.DataFrame, column: str) -> pd.DataFrame:
     return grouped.reset_index()
 
 
-def price_levels(pool: ConnectionPool, scope: Scope, buckets: int = 40) -> pd.DataFrame:
+def price_levels(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, buckets: int = 40) -> pd.DataFrame:
     """Liquidated USD by realised price level and side.
 
     The price of a rollup row is its volume-weighted average (value_usd / quantity) over one
@@ -90,7 +90,7 @@ def price_levels(pool: ConnectionPool, scope: Scope, buckets: int = 40) -> pd.Da
     their mean fill; the edges of the range use exact prices.
     """
     # Minute prices for up to a week; hourly ones beyond (a year of minutes is millions of rows).
-    inner, params = bucketed_rows(scope, use_hours=scope.days > 7)
+    inner, params = bucketed_rows(q, start_ms, end_ms, use_hours=end_ms - start_ms > 7 * 86_400_000)
     query = sql.SQL(
         "WITH p AS (SELECT side, events, value_usd, value_usd / quantity AS price FROM ({}) AS b), "
         "r AS (SELECT min(price) AS lo, max(price) AS hi FROM p) "
@@ -131,9 +131,9 @@ def exchange_summary(series: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def exchange_timing(pool: ConnectionPool, scope: Scope) -> pd.DataFrame:
+def exchange_timing(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> pd.DataFrame:
     """Per exchange, its share of liquidations by UTC hour of day (when each venue is busy)."""
-    inner, params = bucketed_rows(scope)
+    inner, params = bucketed_rows(q, start_ms, end_ms)
     timing = fetch_df(
         pool,
         sql.SQL(
@@ -145,18 +145,3 @@ def exchange_timing(pool: ConnectionPool, scope: Scope) -> pd.DataFrame:
     if not timing.empty:
         timing["share_pct"] = timing["events"] / timing.groupby("exchange")["events"].transform("sum") * 100
     return timing
-
-
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def cached_volume_series(database_url: str, scope: Scope, interval: str) -> pd.DataFrame:
-    return volume_series(get_pool(database_url), scope, interval)
-
-
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def cached_price_levels(database_url: str, scope: Scope, buckets: int) -> pd.DataFrame:
-    return price_levels(get_pool(database_url), scope, buckets)
-
-
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def cached_exchange_timing(database_url: str, scope: Scope) -> pd.DataFrame:
-    return exchange_timing(get_pool(database_url), scope)

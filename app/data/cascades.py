@@ -1,7 +1,8 @@
 """Queries behind the cascades page: the cascades a filter selects (with the price move after
 each), their totals, one cascade's liquidations and the candles around it.
 
-Plain functions take a psycopg `ConnectionPool` and a `Scope`; amounts stay exact `Decimal`s.
+Plain functions take a psycopg `ConnectionPool`, a `Query` (app/query.py) and a range; the
+cascades a query selects are the ones overlapping the range (app.data.rows.cascade_where, the one rule); amounts stay exact `Decimal`s.
 Errors reaching the database surface as `connections.DataUnavailable`.
 """
 
@@ -12,49 +13,31 @@ from decimal import Decimal
 from typing import Any
 
 import pandas as pd
-import streamlit as st
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from app.data.connections import fetch_all, fetch_df, get_pool
-from app.data.scope import CACHE_TTL_S, MINUTE_MS, Scope, floor_ms, utc_datetime
-from common.instruments import cascade_names, venue_symbols
+from app.data.connections import fetch_all, fetch_df
+from app.data.rows import MINUTE_MS, cascade_where, floor_ms
+from app.data.rows import ts as utc_datetime
+from app.query import Query
+from common.instruments import venue_symbols
 
 CASCADE_LIST_LIMIT = 500  # the newest ones; totals always cover every cascade
 
 
-def _cascade_where(
-    scope: Scope, side: str | None, min_usd: Decimal, exchange: str | None
-) -> tuple[sql.Composed, list[Any]]:
-    where = [sql.SQL("c.start_time < %s AND c.end_time >= %s"), sql.SQL("c.value_usd >= %s")]
-    params: list[Any] = [scope.end, scope.start, min_usd]
-    if scope.symbol is not None:
-        # cascades are named after the canonical instrument (BTC-USDT-PERP), joined across venues
-        where.append(sql.SQL("c.symbol = ANY(%s)"))
-        params.append(cascade_names(scope.symbol, scope.exchanges))
-    if not scope.include_nonlive:
-        where.append(sql.SQL("c.source = 'live'"))
-    if side is not None:
-        where.append(sql.SQL("c.side = %s"))
-        params.append(side)
-    where.append(sql.SQL("c.exchanges && %s::text[]"))
-    params.append(list(scope.exchanges))
+def _cascade_where(q: Query, start_ms: int, end_ms: int, exchange: str | None) -> tuple[sql.Composed, list[Any]]:
+    where, params = cascade_where(q, start_ms, end_ms)
     if exchange is not None:
-        where.append(sql.SQL("%s = ANY(c.exchanges)"))
+        where = sql.SQL("{} AND %s = ANY(c.exchanges)").format(where)
         params.append(exchange)
-    return sql.SQL(" AND ").join(where), params
+    return where, params
 
 
 def cascade_totals(
-    pool: ConnectionPool,
-    scope: Scope,
-    *,
-    side: str | None = None,
-    min_usd: Decimal = Decimal(0),
-    exchange: str | None = None,
+    pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, exchange: str | None = None
 ) -> tuple[int, Decimal]:
-    """How many cascades the filters select and their USD (all of them, not only the listed ones)."""
-    where, params = _cascade_where(scope, side, min_usd, exchange)
+    """How many cascades the query selects and their USD (all of them, not only the listed ones)."""
+    where, params = _cascade_where(q, start_ms, end_ms, exchange)
     query = sql.SQL("SELECT count(*), coalesce(sum(c.value_usd), 0) FROM cascades c WHERE {}").format(where)
     (count, usd), *_ = fetch_all(pool, query, params)
     return int(count), Decimal(usd)
@@ -62,10 +45,9 @@ def cascade_totals(
 
 def cascades(
     pool: ConnectionPool,
-    scope: Scope,
-    *,
-    side: str | None = None,
-    min_usd: Decimal = Decimal(0),
+    q: Query,
+    start_ms: int,
+    end_ms: int,
     exchange: str | None = None,
     limit: int = CASCADE_LIST_LIMIT,
 ) -> pd.DataFrame:
@@ -75,7 +57,7 @@ def cascades(
     last minute) to the close of the minute 15 / 60 minutes after it ends, on the first of its
     exchanges that has that candle; a missing candle (gap, or not yet happened) gives None.
     """
-    where, params = _cascade_where(scope, side, min_usd, exchange)
+    where, params = _cascade_where(q, start_ms, end_ms, exchange)
     query = sql.SQL(
         "SELECT c.id, c.symbol, c.side, c.start_time, c.end_time, c.events, c.quantity, c.value_usd, "
         "c.exchanges, c.events_by_exchange, c.cross_exchange, c.peak_minute, c.price_start, c.price_end, "
@@ -87,7 +69,7 @@ def cascades(
     if frame.empty:
         return frame
     frame["duration_s"] = [(e - s).total_seconds() for s, e in zip(frame["start_time"], frame["end_time"], strict=True)]
-    closes = _closes_after(pool, frame, scope.include_nonlive)
+    closes = _closes_after(pool, frame, q.include_nonlive)
     base = [
         p if isinstance(p, Decimal) else closes.get((cid, 0))
         for cid, p in zip(frame["id"], frame["price_end"], strict=True)
@@ -192,29 +174,3 @@ def candles_between(
         "WHERE symbol = ANY(%s) AND time >= %s AND time < %s{} ORDER BY exchange, time"
     ).format(source)
     return fetch_df(pool, query, [list(symbols), utc_datetime(start_ms), utc_datetime(end_ms)])
-
-
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def cached_cascades(
-    database_url: str, scope: Scope, side: str | None, min_usd: Decimal, exchange: str | None
-) -> pd.DataFrame:
-    return cascades(get_pool(database_url), scope, side=side, min_usd=min_usd, exchange=exchange)
-
-
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def cached_cascade_totals(
-    database_url: str, scope: Scope, side: str | None, min_usd: Decimal, exchange: str | None
-) -> tuple[int, Decimal]:
-    return cascade_totals(get_pool(database_url), scope, side=side, min_usd=min_usd, exchange=exchange)
-
-
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def cached_cascade_members(database_url: str, cascade_id: int, start_ms: int, end_ms: int) -> pd.DataFrame:
-    return cascade_members(get_pool(database_url), cascade_id, start_ms, end_ms)
-
-
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def cached_candles_between(
-    database_url: str, symbols: tuple[str, ...], start_ms: int, end_ms: int, include_nonlive: bool
-) -> pd.DataFrame:
-    return candles_between(get_pool(database_url), symbols, start_ms, end_ms, include_nonlive)

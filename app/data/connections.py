@@ -1,8 +1,7 @@
 """Settings, database pools and Redis clients for the app, opened once per process.
 
-Plain functions (`open_pool`, `open_redis`, `fetch_all`, `fetch_df`) work without Streamlit; the
-`get_*` functions wrap them in `st.cache_resource`, keyed by URL, so each test database or Redis
-gets its own pool. Nothing connects at import time.
+Plain functions, no Streamlit (the CLI and the benchmarks import them): app/cache.py keeps one
+pool and one client per URL for the pages (`get_pool`, `get_redis`). Nothing connects at import time.
 
 Errors: every failure to reach TimescaleDB or Redis (down, refused, timeout, bad credentials)
 surfaces as `DataUnavailable`, whose message names the service; pages catch it and show an
@@ -11,14 +10,10 @@ retried inside a page run: the pool re-checks connections on checkout, so the ne
 restart of the service works again.
 
 Public API:
-    get_settings() -> Settings
-    get_pool(url) -> ConnectionPool          app_pool() -> pool on settings.app_database_url
-    get_redis(url) -> redis.Redis            app_redis() -> client on settings.redis_url
-                                             (deadline settings.redis_timeout_s, LIQ_REDIS_TIMEOUT_S)
-    app_keys() -> common.live_view.Keys (settings.redis_prefix)
+    open_pool(url) -> ConnectionPool         open_redis(url, timeout_s) -> redis.Redis
     fetch_all(pool, query, params) -> list[tuple]
     fetch_df(pool, query, params) -> pandas.DataFrame (column names from the cursor)
-    close_all() -> closes what get_pool/get_redis opened (tests call it between apps)
+    db_errors(), redis_errors()              map connection failures to DataUnavailable
     DataUnavailable
 """
 
@@ -31,14 +26,10 @@ from typing import Any
 import pandas as pd
 import psycopg
 import redis
-import streamlit as st
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-
-from common.config import Settings, load_settings
-from common.live_view import Keys
 
 _POOL_OPEN_TIMEOUT_S = 5.0
 _STATEMENT_TIMEOUT_MS = 30_000  # a runaway query must not hold a connection forever
@@ -126,48 +117,3 @@ def fetch_df(pool: ConnectionPool, query: Query, params: Sequence[Any] | dict[st
         cur.execute(query, params)
         columns = [d.name for d in cur.description or []]
         return pd.DataFrame(cur.fetchall(), columns=columns)
-
-
-@st.cache_resource(show_spinner=False)
-def get_settings() -> Settings:
-    """load_settings() once per process."""
-    return load_settings()
-
-
-_OPENED: list[ConnectionPool | redis.Redis] = []
-
-
-@st.cache_resource(show_spinner=False)
-def get_pool(url: str) -> ConnectionPool:
-    """One pool per database URL per process (not cached when opening fails)."""
-    pool = open_pool(url)
-    _OPENED.append(pool)
-    return pool
-
-
-@st.cache_resource(show_spinner=False)
-def get_redis(url: str, timeout_s: float | None = None) -> redis.Redis:
-    """One client per Redis URL per process; the deadline defaults to settings.redis_timeout_s."""
-    client = open_redis(url, get_settings().redis_timeout_s if timeout_s is None else timeout_s)
-    _OPENED.append(client)
-    return client
-
-
-def close_all() -> None:
-    """Close every pool and client opened by get_pool/get_redis and forget them (tests, shutdown)."""
-    while _OPENED:
-        _OPENED.pop().close()
-    get_pool.clear()
-    get_redis.clear()
-
-
-def app_pool() -> ConnectionPool:
-    return get_pool(str(get_settings().app_database_url))
-
-
-def app_redis() -> redis.Redis:
-    return get_redis(str(get_settings().redis_url))
-
-
-def app_keys() -> Keys:
-    return Keys(get_settings().redis_prefix)

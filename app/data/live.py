@@ -14,21 +14,21 @@ counts into one `VenueInstruments` per venue, for the live page and the CLI snap
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
 
 import pandas as pd
 import redis
-import streamlit as st
 
-from app.data.connections import get_redis, redis_errors
+from app.data.connections import redis_errors
 from app.data.history import Breakdown
+from app.data.rows import cascade_names_of
 from app.format import fmt_datetime
+from app.query import Query, now_ms  # the one "now" of every page
 from common.events import Cascade
-from common.instruments import cascade_names
+from common.instruments import guess_instrument
 from common.live_view import (
     BUCKET_MS,
     COLLECTOR_STALE_MS,
@@ -77,10 +77,6 @@ class LiveSnapshot:
         reported = (self.collector or {}).get("sources") or {}
         seen = set(self.sources) | set(reported.values() if isinstance(reported, dict) else reported)
         return sorted(s for s in seen if s != "live")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -134,20 +130,23 @@ def _bucket_range(lo: int, hi: int) -> tuple[int, int]:
 def snapshot(
     client: redis.Redis,
     keys: Keys,
-    symbol: str | None,
-    exchanges: tuple[str, ...],
+    q: Query,
     now: int | None = None,
     latest: int = LATEST_ROWS,
 ) -> LiveSnapshot:
-    """Everything the live page shows: one pipeline, plus more pages of rows for a rare selection."""
+    """Everything the live page shows for the query (its target, venues, side and sources; its
+    minimum size applies to the latest rows, app.query.MIN_USD_RULE): one pipeline, plus more
+    pages of rows for a rare selection. The window is [now - 60 min, now] whatever the query's range."""
     now = now_ms() if now is None else now
     lo, hi = now - WINDOW_MS, now
     first, end = _bucket_range(lo, hi)
     buckets = range(first, end, BUCKET_MS)
+    symbols: tuple[str | None, ...] = (None,) if q.symbols is None else q.symbols
     with redis_errors():
         pipe = client.pipeline(transaction=False)
         for b in buckets:
-            pipe.hgetall(keys.agg_key(b, symbol))
+            for symbol in symbols:
+                pipe.hgetall(keys.agg_key(b, symbol))
         pipe.zrangebyscore(keys.sources, lo, "+inf")  # sources with liquidations in the window, all symbols
         pipe.zrangebyscore(keys.liqs, lo, first - 1)
         pipe.zrangebyscore(keys.liqs, end, hi)
@@ -156,38 +155,52 @@ def snapshot(
         pipe.hgetall(keys.health)
         pipe.hget(keys.collector, "state")
         replies = pipe.execute()
-    n = len(buckets)
-    sums = _Sums()
-    for raw in replies[:n]:
-        sums.add_hash(raw)
+    n = len(buckets) * len(symbols)
+    per_symbol = [_Sums() for _ in symbols]  # one per symbol: quantities are converted per contract
+    for i, raw in enumerate(replies[:n]):
+        per_symbol[i % len(symbols)].add_hash(raw)
     source_names, low_edge, high_edge, page, cascades_raw, health_raw, collector_raw = replies[n:]
-    wanted = set(exchanges)
+    wanted = set(q.venues)
+    match = _matcher(q)
 
     out = Breakdown()
     sources = {s.decode() for s in source_names}
     with localcontext(prec=_PRECISION):
-        for group, g in sums.groups.items():
-            exchange, side, _source = sums.name(group)
-            if exchange in wanted and g.events:
-                out.add(exchange, side, g.events, limbs_to_decimal(g.quantity), limbs_to_decimal(g.usd))
-                _largest(out, g.largest)
+        for symbol, sums in zip(symbols, per_symbol, strict=True):
+            for group, g in sums.groups.items():
+                exchange, side, source = sums.name(group)
+                if exchange in wanted and g.events and match(None, side, source):
+                    quantity = limbs_to_decimal(g.quantity)
+                    if symbol is not None:  # one coin: its canonical base (1000PEPE counts 1000 PEPE)
+                        quantity = guess_instrument(exchange, symbol).canonical_quantity(quantity)
+                    out.add(exchange, side, g.events, quantity, limbs_to_decimal(g.usd))
+                    _largest(out, g.largest)
         for member in (*low_edge, *high_edge):
             ev = decode_liquidation(member)
             sources.add(ev["source"])
-            if (symbol is None or ev["symbol"] == symbol) and ev["exchange"] in wanted:
-                out.add(ev["exchange"], str(ev["side"]), 1, ev["quantity"], ev["value_usd"])
+            if ev["exchange"] in wanted and match(ev["symbol"], str(ev["side"]), ev["source"]):
+                quantity = guess_instrument(ev["exchange"], ev["symbol"]).canonical_quantity(ev["quantity"])
+                out.add(ev["exchange"], str(ev["side"]), 1, quantity, ev["value_usd"])
                 _largest(out, ev["value_usd"])
 
-    rows, read, complete = _latest_rows(client, keys, page, symbol, wanted, lo, hi, latest)
+    rows, read, complete = _latest_rows(client, keys, page, q, lo, hi, latest)
     events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
     cascades = []
     # Cascades are stored under the canonical instrument (BTC-USDT-PERP), older ones under the venue symbol.
-    names = None if symbol is None else set(cascade_names(symbol, tuple(wanted)))
+    listed = cascade_names_of(q)
+    names = None if listed is None else set(listed)
     for raw in cascades_raw.values():
         c = decode_cascade(raw)
         in_window = c.active or c.end_ms >= lo
-        if in_window and (names is None or c.symbol in names) and any(e in wanted for e in c.counts):
+        if (
+            in_window
+            and (names is None or c.symbol in names)
+            and any(e in wanted for e in c.counts)
+            and (q.side is None or str(c.side) == q.side)
+            and (q.include_nonlive or c.source == "live")
+            and c.value_usd >= q.min_usd
+        ):
             cascades.append(c)
     cascades.sort(key=lambda c: (not c.active, -c.end_ms))
 
@@ -205,12 +218,25 @@ def _largest(out: Breakdown, usd: Decimal | None) -> None:
         out.max_usd = usd
 
 
+def _matcher(q: Query) -> Callable[[str | None, str, str], bool]:
+    """Whether a (symbol or None for an already-selected hash, side, source) matches the query."""
+    symbols = None if q.symbols is None else set(q.symbols)
+
+    def match(symbol: str | None, side: str, source: str) -> bool:
+        return (
+            (symbol is None or symbols is None or symbol in symbols)
+            and (q.side is None or side == q.side)
+            and (q.include_nonlive or source == "live")
+        )
+
+    return match
+
+
 def _latest_rows(
     client: redis.Redis,
     keys: Keys,
     page: list[tuple[bytes, float]],
-    symbol: str | None,
-    wanted: set[str],
+    q: Query,
     lo: int,
     hi: int,
     latest: int,
@@ -222,12 +248,17 @@ def _latest_rows(
     rows: list[list[Any]] = []
     read = skip = 0
     last = float(hi) + 1
+    wanted = set(q.venues)
+    symbols = None if q.symbols is None else set(q.symbols)
+    match = _matcher(q)
     while True:
         read += len(page)
         for member, _score in page:
             d = json.loads(member)
-            if d[1] in wanted and (symbol is None or d[2] == symbol):
+            if d[1] in wanted and (symbols is None or d[2] in symbols):
                 ev = decode_liquidation(member)
+                if not match(None, str(ev["side"]), ev["source"]) or ev["value_usd"] < q.min_usd:
+                    continue
                 rows.append([ev[c] if c != "side" else str(ev["side"]) for c in EVENT_COLUMNS])
                 if len(rows) == latest:
                     return rows, read, True
@@ -363,8 +394,3 @@ def stream_age_s(h: dict[str, Any], now: int) -> float | None:
     """Seconds since the stream's last message, from our clock (the snapshot may itself be old)."""
     last = h.get("last_message_ms")
     return None if last is None else max(0.0, (now - int(last)) / 1000)
-
-
-@st.cache_data(ttl=2, max_entries=64, show_spinner=False)
-def cached_snapshot(url: str, prefix: str, symbol: str | None, exchanges: tuple[str, ...]) -> LiveSnapshot:
-    return snapshot(get_redis(url), Keys(prefix), symbol, exchanges)

@@ -20,10 +20,8 @@ Errors: storage failures of TimescaleDB raise DataUnavailable (app.data.connecti
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
-from functools import lru_cache
 from typing import Any
 
 import redis
@@ -31,9 +29,16 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app.data.connections import DataUnavailable, fetch_all, redis_errors
-from app.data.history import segments, to_ms, ts
+from app.data.rows import segments, to_ms, ts
 from common.instruments import guess_instrument
-from common.live_view import BUCKET_MS, Keys, decode_liquidation, limbs_to_decimal
+from common.live_view import (
+    BUCKET_MS,
+    Keys,
+    decode_liquidation,
+    group_of_text,
+    limbs_to_decimal,
+    symbol_of_text,
+)
 
 HOUR_MS = 3_600_000
 WINDOWS: tuple[int, ...] = (1, 4, 12, 24)  # hours
@@ -261,17 +266,6 @@ class _Limbs:
     largest: Decimal | None = None
 
 
-def _symbol_of(text: str) -> str:
-    """The inverse of common.live_view.symbol_text (plain text, or JSON-escaped ASCII)."""
-    return str(json.loads(f'"{text}"'))
-
-
-@lru_cache(maxsize=4096)
-def _group(text: bytes) -> tuple[str, str, str]:
-    exchange, side, source = json.loads(text)
-    return str(exchange), str(side), str(source)
-
-
 def _fold(raw: dict[bytes, bytes], symbol: str, wanted: set[str], include_nonlive: bool, into: _Groups) -> None:
     """Add one aggregate hash (fields `<group><kind>`, see common.live_view) to `into`."""
     for f, value in raw.items():
@@ -279,7 +273,7 @@ def _fold(raw: dict[bytes, bytes], symbol: str, wanted: set[str], include_nonliv
         kind = f[cut:]
         if kind[:1] == b"q":
             continue  # base quantities: coins do not add up
-        exchange, side, source = _group(f[:cut])
+        exchange, side, source = group_of_text(f[:cut])
         if exchange not in wanted or not (include_nonlive or source == "live"):
             continue
         g = into.setdefault((exchange, symbol, side), _Limbs())
@@ -354,7 +348,7 @@ def _redis_sums(
         return _sums_of(totals, edges, per_symbol=False), None
     groups: _Groups = {}
     for suffix, raw in zip(per_symbol, symbol_hashes, strict=True):
-        _fold(raw, _symbol_of(suffix.partition(":")[2]), wanted, include_nonlive, groups)
+        _fold(raw, symbol_of_text(suffix.partition(":")[2]), wanted, include_nonlive, groups)
     return _sums_of(totals, edges, per_symbol=False), _sums_of(groups, edges, per_symbol=True)
 
 

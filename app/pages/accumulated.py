@@ -7,15 +7,10 @@ from decimal import Decimal
 import pandas as pd
 import streamlit as st
 
-from app.data.connections import DataUnavailable, get_settings
-from app.data.history import (
-    cached_cascade_count,
-    cached_coverage,
-    cached_event_bounds,
-    cached_largest,
-    cached_totals,
-    range_end_ms,
-)
+from app.cache import cascade_count, db, query_range
+from app.data.connections import DataUnavailable
+from app.data.history import coverage, largest, totals
+from app.data.rows import event_bounds
 from app.downloads import download_buttons
 from app.format import (
     LONG_SHORT_LABEL,
@@ -34,36 +29,33 @@ from app.format import (
     side_style,
 )
 from app.gate import require_access
-from app.state import current_view
+from app.query import CASCADE_RULE, MIN_USD_RULE
+from app.state import current_query
 
 require_access()
 st.title("Accumulated")
-settings = get_settings()
-view = current_view()
-url = str(settings.app_database_url)
-filters = (view.symbol_filter, view.exchanges, view.live_only, view.side_filter)
-now = range_end_ms()
-mixed = view.symbol_filter is None
+q = current_query()
+mixed = q.is_all
 
 try:
-    first_ever, _ = cached_event_bounds(url, *filters)
-    start, end = view.time_range(now, first_ever)
-    first, last = cached_event_bounds(url, *filters, start, end)
-    totals = cached_totals(url, *filters, start, end)
-    coverage = cached_coverage(url, view.symbol_filter, view.exchanges, view.live_only, start, end)
-    cascades = cached_cascade_count(url, *filters, start, end)
-    largest = cached_largest(url, *filters, start, end) if totals.total.events else None
+    start, end = query_range(q)
+    first, last = db(event_bounds, q, start, end)
+    sums = db(totals, q, start, end)
+    covered = db(coverage, q, start, end)
+    cascades = cascade_count(q, start, end)
+    biggest = db(largest, q, start, end) if sums.total.events else None
 except DataUnavailable as exc:
     st.error(f"History unavailable: {plain_md(exc)}")
     st.stop()
 
-period = "since the first event" if view.hours is None and view.since is None else view.range_label()
+period = "since the first event" if q.whole_history else q.range_label()
 st.caption(
-    f"{plain_md(view.symbol)} on {plain_md(', '.join(view.exchanges))}, {period}: "
-    f"{fmt_datetime(start)} .. {fmt_datetime(end)}"
+    f"{plain_md(q.target.label)} on {plain_md(', '.join(q.venues))}, {period}: "
+    f"{fmt_datetime(start)} .. {fmt_datetime(end)} · side {q.side_label} · {CASCADE_RULE}"
+    + (f" · {MIN_USD_RULE}" if q.min_usd > 0 else "")
 )
 
-if first_ever is None:
+if first is None and q.whole_history:
     st.info(
         "No liquidations stored yet for this filter. If this is a fresh install, start the collector "
         "and check the Live page: totals appear here as soon as the first liquidation is written."
@@ -77,46 +69,50 @@ c2.metric("Last event (UTC)", f"{fmt_date(last)} {fmt_time(last)}")
 c3.metric("Collection duration", fmt_duration((end - start) / 1000))
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Liquidations", fmt_count(totals.total.events))
-c2.metric("Base quantity", "n/a (mixed assets)" if mixed else fmt_qty(totals.total.quantity))
-c3.metric("USD liquidated", fmt_usd(totals.total.usd))
+c1.metric("Liquidations", fmt_count(sums.total.events))
+c2.metric(
+    "Base quantity",
+    "n/a (mixed assets)" if mixed else fmt_qty(sums.total.quantity),
+    help=f"in {q.unit}" if q.unit else None,
+)
+c3.metric("USD liquidated", fmt_usd(sums.total.usd))
 c4.metric("Cascades", fmt_count(cascades))
 
 c1, c2, c3 = st.columns(3)
-c1.metric("Events per hour", f"{Decimal(totals.total.events) / hours:,.1f}")
-c2.metric("Base per hour", "n/a (mixed assets)" if mixed else fmt_qty(totals.total.quantity / hours))
-c3.metric("USD per hour", fmt_usd(totals.total.usd / hours))
+c1.metric("Events per hour", f"{Decimal(sums.total.events) / hours:,.1f}")
+c2.metric("Base per hour", "n/a (mixed assets)" if mixed else fmt_qty(sums.total.quantity / hours))
+c3.metric("USD per hour", fmt_usd(sums.total.usd / hours))
 
-if totals.total.events == 0:
+if sums.total.events == 0:
     st.info("No liquidations in this range. Widen the time range in the sidebar.")
 
 st.subheader("Stream coverage")
-covered = ", ".join(
-    f"{plain_md(exchange)} connected {fmt_pct(p)} of the period" for exchange, p in coverage.pct_by_exchange.items()
+connected = ", ".join(
+    f"{plain_md(exchange)} connected {fmt_pct(p)} of the period" for exchange, p in covered.pct_by_exchange.items()
 )
-st.markdown(f"{covered}. Time without a connection is missing data, not a quiet market.")
+st.markdown(f"{connected}. Time without a connection is missing data, not a quiet market.")
 
-if totals.total.events:
+if sums.total.events:
     st.subheader(LONG_SHORT_LABEL)
-    side_rows = pd.DataFrame(agg_table(totals.by_side, "Side", ("LONG", "SHORT"), mixed))
+    side_rows = pd.DataFrame(agg_table(sums.by_side, "Side", ("LONG", "SHORT"), mixed))
     st.dataframe(side_rows.style.map(side_style, subset=["Side"]), hide_index=True)
     st.subheader("Per exchange")
-    by_exchange = {exchange_label(k): v for k, v in totals.by_exchange.items()}
+    by_exchange = {exchange_label(k): v for k, v in sums.by_exchange.items()}
     exchange_rows = pd.DataFrame(agg_table(by_exchange, "Exchange", mixed_assets=mixed))
     st.dataframe(exchange_rows, hide_index=True)
-    if lower_bound(totals.by_exchange):
-        st.caption(lower_bound(totals.by_exchange))
+    if lower_bound(sums.by_exchange):
+        st.caption(lower_bound(sums.by_exchange))
     download_buttons(
         pd.concat([side_rows, exchange_rows], ignore_index=True),
         name="accumulated-totals",
-        filter_description=view.describe(),
+        filter_description=q.describe(start, end),
         key="acc-totals",
     )
 
-if largest is not None:
+if biggest is not None:
     st.subheader("Largest single liquidation")
     st.markdown(
-        f"**{fmt_usd(largest['value_usd'])}** — {plain_md(largest['side'])} {plain_md(largest['symbol'])} on "
-        f"{plain_md(exchange_label(largest['exchange']))}, {fmt_qty(largest['quantity'])} @ {fmt_usd(largest['price'])}, "
-        f"{fmt_datetime(largest['time_ms'])}"
+        f"**{fmt_usd(biggest['value_usd'])}** — {plain_md(biggest['side'])} {plain_md(biggest['symbol'])} on "
+        f"{plain_md(exchange_label(biggest['exchange']))}, {fmt_qty(biggest['quantity'])} @ {fmt_usd(biggest['price'])}, "
+        f"{fmt_datetime(biggest['time_ms'])}"
     )

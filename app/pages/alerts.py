@@ -1,7 +1,7 @@
 """Alerts: the alerter's rules (LIQ_ALERTS_FILE) and the history of what fired, was delivered or failed.
 
 UI only: data from app.data.alerts (the rules through the alerter's own parser, the history from the
-`alerts` table), cached here for a few seconds. Page controls live in the URL (`status`, `rule`);
+`alerts` table) through app/cache.py. Page controls live in the URL (`status`, `rule`);
 the sidebar's time range applies, its symbol, exchanges, side and non-live toggle do not (rules
 name their own). Messages and errors hold venue text: always shown as plain text.
 """
@@ -13,14 +13,15 @@ from datetime import UTC, datetime
 import pandas as pd
 import streamlit as st
 
+from app.cache import db
 from app.data import alerts
-from app.data.connections import DataUnavailable, get_pool, get_settings
-from app.data.history import range_end_ms
+from app.data.connections import DataUnavailable
 from app.downloads import download_buttons
 from app.exports import stream_download_buttons
 from app.format import fmt_count, fmt_date, fmt_datetime, fmt_time, plain_md
 from app.gate import require_access
-from app.state import current_view, param_choice
+from app.query import now_ms, param_choice
+from app.state import current_query
 
 require_access()
 
@@ -28,24 +29,8 @@ ALL = "all"
 _STATUS_LABELS = {ALL: "all", "fired": "fired (delivery pending)", "delivered": "delivered", "failed": "failed"}
 
 
-@st.cache_data(ttl=5, max_entries=64, show_spinner=False)
-def cached_history(db_url: str, f: alerts.AlertFilter) -> pd.DataFrame:
-    return alerts.alert_history(get_pool(db_url), f)
-
-
-@st.cache_data(ttl=5, max_entries=64, show_spinner=False)
-def cached_counts(db_url: str, f: alerts.AlertFilter) -> dict[str, int]:
-    return alerts.status_counts(get_pool(db_url), f)
-
-
-@st.cache_data(ttl=5, max_entries=16, show_spinner=False)
-def cached_rule_names(db_url: str) -> list[str]:
-    return alerts.stored_rule_names(get_pool(db_url))
-
-
-@st.cache_data(ttl=5, max_entries=16, show_spinner=False)
-def cached_first_ms(db_url: str) -> int | None:
-    first = alerts.first_fired_at(get_pool(db_url))
+def _first_ms() -> int | None:
+    first = db(alerts.first_fired_at)
     return None if first is None else int(first.timestamp() * 1000)
 
 
@@ -131,17 +116,15 @@ def _message_reader(history: pd.DataFrame) -> None:
 
 def _history_section(rule_names: list[str]) -> None:
     st.subheader("History")
-    view = current_view()
-    settings = get_settings()
-    url = str(settings.app_database_url)
+    view = current_query()
     try:
-        stored = cached_rule_names(url)
-        first_ms = cached_first_ms(url)
+        stored = db(alerts.stored_rule_names)
+        first_ms = _first_ms()
     except DataUnavailable as exc:
         st.error(f"Cannot read the alerts: {plain_md(exc)}")
         return
     status, rule = _controls([*rule_names, *sorted(n for n in stored if n not in rule_names)])
-    start_ms, end_ms = view.time_range(range_end_ms(5_000), first_ms)
+    start_ms, end_ms = view.time_range(now_ms(), first_ms)
     f = alerts.AlertFilter(
         datetime.fromtimestamp(start_ms / 1000, tz=UTC),
         datetime.fromtimestamp(end_ms / 1000, tz=UTC),
@@ -149,14 +132,15 @@ def _history_section(rule_names: list[str]) -> None:
         None if rule == ALL else rule,
     )
     try:
-        counts = cached_counts(url, f)
-        history = cached_history(url, f)
+        counts = db(alerts.status_counts, f)
+        history = db(alerts.alert_history, f)
     except DataUnavailable as exc:
         st.error(f"Cannot read the alerts: {plain_md(exc)}")
         return
     st.caption(
         f"Fired {fmt_datetime(start_ms)} .. {fmt_datetime(end_ms)} ({plain_md(view.range_label())}) · the sidebar's "
-        "time range applies; its symbol, exchanges, side and non-live toggle do not (each rule names its own) · "
+        "time range applies (whole history: from the first alert); its coin or contract, exchanges, side, sources "
+        "and minimum size do not (each rule names its own) · "
         "one row per alert and channel"
     )
     m1, m2, m3, m4 = st.columns(4)
@@ -181,9 +165,7 @@ def _history_section(rule_names: list[str]) -> None:
     download_buttons(history, name="alerts", filter_description=described, key="a_dl")
     st.markdown("**Download every alert this filter selects** (streamed from the database)")
     query, params = alerts.history_query(f)
-    stream_download_buttons(
-        get_pool(url), query, params, name="alerts_all", filter_description=described, key="a_all_dl"
-    )
+    stream_download_buttons(query, params, name="alerts_all", filter_description=described, key="a_all_dl")
 
 
 def main() -> None:

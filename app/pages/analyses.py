@@ -1,7 +1,7 @@
 """Analyses: volume over time, LONG vs SHORT, exchange share, daily summary, cumulative volume,
 liquidations by price level and an exchange comparison, each from real query results.
 
-UI only: data from app.data.analyses. The interval follows the sidebar (`interval` in the URL).
+UI only: data from app.data.analyses through app/cache.py; every sidebar filter applies. The interval follows the sidebar (`interval` in the URL).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from app.cache import db, query_range
 from app.data import analyses
-from app.data.connections import DataUnavailable, get_settings
-from app.data.history import cached_coverage
-from app.data.scope import scope_for
+from app.data.connections import DataUnavailable
+from app.data.history import coverage
 from app.downloads import download_buttons
 from app.format import (
     LONG_SHORT_LABEL,
@@ -29,8 +29,10 @@ from app.format import (
     with_lower_bound,
 )
 from app.gate import require_access
-from app.state import INTERVAL_MS, current_view
+from app.query import INTERVAL_MS, MIN_USD_RULE
+from app.state import current_query
 from common import venues
+from common.instruments import guess_instrument
 
 require_access()
 
@@ -227,20 +229,18 @@ def _exchanges(summary: pd.DataFrame, timing: pd.DataFrame, described: str) -> N
 
 def main() -> None:
     st.title("Analyses")
-    view = current_view()
-    url = str(get_settings().app_database_url)
+    q = current_query()
     try:
-        scope = scope_for(view, url)
-        interval, note = _interval(view.bar_interval(scope.end_ms - scope.start_ms), scope.end_ms - scope.start_ms)
-        series = analyses.cached_volume_series(url, scope, interval)
-        coverage = cached_coverage(
-            url, scope.symbol, scope.exchanges, not scope.include_nonlive, scope.start_ms, scope.end_ms
-        )
+        start, end = query_range(q)
+        interval, note = _interval(q.bar_interval(end - start), end - start)
+        series = db(analyses.volume_series, q, start, end, interval)
+        covered = db(coverage, q, start, end)
     except DataUnavailable as exc:
         st.error(f"Cannot read the history: {plain_md(exc)}")
         return
-    described = scope.describe()
-    st.caption(with_lower_bound(f"{plain_md(described)} · all times UTC", scope.exchanges))
+    described = q.describe(start, end)
+    rule = f" · {MIN_USD_RULE}" if q.min_usd > 0 else ""
+    st.caption(with_lower_bound(f"{plain_md(described)} · all times UTC{rule}", q.venues))
     sides = {str(r["side"]): (r["value_usd"], r["share_pct"]) for _, r in analyses.totals_by(series, "side").iterrows()}
     total = sum(series["value_usd"], Decimal(0)) if not series.empty else Decimal(0)
     a, b, c, d = st.columns(4)
@@ -256,7 +256,7 @@ def main() -> None:
             delta_arrow="off",
         )
     st.caption(
-        f"Streams connected {fmt_pct(coverage.pct_all)} of the period; the rest is missing data, not a quiet market."
+        f"Streams connected {fmt_pct(covered.pct_all)} of the period; the rest is missing data, not a quiet market."
     )
     if series.empty:
         st.info(
@@ -273,15 +273,17 @@ def main() -> None:
     with tabs[1]:
         _market_share(series, described)
     with tabs[2]:
-        daily_series = series if interval == "1d" else analyses.cached_volume_series(url, scope, "1d")
+        daily_series = series if interval == "1d" else db(analyses.volume_series, q, start, end, "1d")
         _daily(analyses.daily_summary(daily_series), described)
     with tabs[3]:
-        if scope.symbol is None:
-            st.info("Price levels need one symbol: prices of different coins do not share an axis.")
+        if q.is_all:
+            st.info("Price levels need a coin or a contract: prices of different coins do not share an axis.")
+        elif len({guess_instrument(e, s).multiplier for e, s in q.target.pairs}) > 1:
+            st.info("Price levels need contracts of one price unit: this coin has multiplier contracts (1000x).")
         else:
-            _price_levels(analyses.cached_price_levels(url, scope, 40), described)
+            _price_levels(db(analyses.price_levels, q, start, end, 40), described)
     with tabs[4]:
-        _exchanges(analyses.exchange_summary(series), analyses.cached_exchange_timing(url, scope), described)
+        _exchanges(analyses.exchange_summary(series), db(analyses.exchange_timing, q, start, end), described)
 
 
 main()

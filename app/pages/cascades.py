@@ -1,7 +1,9 @@
 """Cascades: a timeline, a filterable table, and one cascade's liquidations on a zoomed price chart.
 
-UI only: data from app.data.cascades. Page controls live in the URL (`c_side`, `c_min`,
-`c_exchange`, `cascade`).
+UI only: data from app.data.cascades through app/cache.py. Every sidebar filter applies: target,
+exchanges (a cascade counts when it involves any chosen venue), range (cascades overlapping it,
+app.query.CASCADE_RULE), side, sources and minimum size (the cascade's USD). The chosen cascade
+lives in the URL (`cascade`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app.cache import db, query_range
 from app.data import cascades
-from app.data.connections import DataUnavailable, get_settings
-from app.data.scope import scope_for
+from app.data.connections import DataUnavailable
 from app.downloads import download_buttons
 from app.format import (
     SIDE_COLORS,
@@ -31,20 +33,10 @@ from app.format import (
     with_lower_bound,
 )
 from app.gate import require_access
-from app.state import MAX_MIN_USD, current_view, param_choice, url_min_usd
+from app.query import CASCADE_RULE
+from app.state import current_query
 
 require_access()
-
-SIDE_CHOICES = ("ALL", "LONG", "SHORT")
-
-
-def _warn_bad_params(exchanges: tuple[str, ...]) -> None:
-    # Bound widgets silently drop values they do not know; say so instead.
-    warnings: list[str] = []
-    param_choice(st.query_params, "c_side", SIDE_CHOICES, "ALL", warnings)
-    param_choice(st.query_params, "c_exchange", ("ALL", *exchanges), "ALL", warnings)
-    for warning in warnings:
-        st.warning(plain_md(warning), icon=":material/warning:")
 
 
 def _timeline(frame: pd.DataFrame) -> go.Figure:
@@ -168,16 +160,14 @@ def _zoom_chart(members: pd.DataFrame, candles: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def _show_cascade(url: str, row: pd.Series, include_nonlive: bool) -> None:
+def _show_cascade(row: pd.Series, include_nonlive: bool) -> None:
     cascade_id = int(row["id"])
     start_ms = int(row["start_time"].timestamp() * 1000)
     end_ms = int(row["end_time"].timestamp() * 1000)
-    members = cascades.cached_cascade_members(url, cascade_id, start_ms, end_ms)
+    members = db(cascades.cascade_members, cascade_id, start_ms, end_ms)
     # the cascade is named after its canonical instrument; its members name the venue symbols
     symbols = tuple(sorted(set(members["symbol"]))) if not members.empty else (str(row["symbol"]),)
-    candles = cascades.cached_candles_between(
-        url, symbols, start_ms - 15 * 60_000, end_ms + 61 * 60_000, include_nonlive
-    )
+    candles = db(cascades.candles_between, symbols, start_ms - 15 * 60_000, end_ms + 61 * 60_000, include_nonlive)
     st.subheader(f"{plain_md(row['symbol'])} {plain_md(row['side'])} cascade of {fmt_datetime(row['start_time'])}")
     a, b, c = st.columns(3)
     a.metric("Cascade USD", fmt_usd(row["value_usd"]))
@@ -224,34 +214,16 @@ def _url_choice(ids: list[int]) -> int:
 
 def main() -> None:
     st.title("Cascades")
-    view = current_view()
-    settings = get_settings()
-    url = str(settings.app_database_url)
-    _warn_bad_params(tuple(settings.exchanges))
-    a, b, c = st.columns(3)
-    with a:
-        side = st.radio("Side", SIDE_CHOICES, key="c_side", bind="query-params", horizontal=True) or "ALL"
-    with b:
-        min_usd = st.number_input(
-            "Minimum USD", min_value=0, max_value=MAX_MIN_USD, value=url_min_usd("c_min"), step=100_000, key="c_min"
-        )
-        if min_usd:
-            st.query_params["c_min"] = str(int(min_usd))
-        elif "c_min" in st.query_params:
-            del st.query_params["c_min"]
-    with c:
-        exchange = (
-            st.selectbox("Exchange", ("ALL", *settings.exchanges), key="c_exchange", bind="query-params") or "ALL"
-        )
+    q = current_query()
     try:
-        scope = scope_for(view, url)
-        filters = (None if side == "ALL" else side, Decimal(int(min_usd)), None if exchange == "ALL" else exchange)
-        frame = cascades.cached_cascades(url, scope, *filters)
-        count, usd = cascades.cached_cascade_totals(url, scope, *filters)
+        start, end = query_range(q)
+        frame = db(cascades.cascades, q, start, end)
+        count, usd = db(cascades.cascade_totals, q, start, end)
     except DataUnavailable as exc:
         st.error(f"Cannot read the history: {plain_md(exc)}")
         return
-    st.caption(with_lower_bound(f"{plain_md(scope.describe())} · all times UTC", scope.exchanges))
+    described = q.describe(start, end)
+    st.caption(with_lower_bound(f"{plain_md(described)} · {CASCADE_RULE} · all times UTC", q.venues))
     m1, m2 = st.columns(2)
     m1.metric("Cascades", fmt_count(count))
     m2.metric("USD in cascades", fmt_usd(usd))
@@ -272,7 +244,7 @@ def main() -> None:
     download_buttons(
         _export_frame(frame),
         name="cascades",
-        filter_description=f"{scope.describe()}; side {side}; minimum {int(min_usd)} USD; exchange {exchange}",
+        filter_description=f"{described}; {CASCADE_RULE}",
         key="c_table_dl",
     )
     ids = [int(i) for i in frame["id"]]
@@ -283,7 +255,7 @@ def main() -> None:
     chosen = st.selectbox("Show a cascade", ids, index=_url_choice(ids), format_func=lambda i: labels[i], key="cascade")
     if chosen is not None:
         st.query_params["cascade"] = str(chosen)  # the link shows this cascade
-        _show_cascade(url, frame[frame["id"] == chosen].iloc[0], scope.include_nonlive)
+        _show_cascade(frame[frame["id"] == chosen].iloc[0], q.include_nonlive)
 
 
 main()

@@ -5,34 +5,29 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app.cache import db, get_settings, query_range
 from app.charts import chart_html, liquidation_chart
-from app.data.connections import DataUnavailable, get_settings
-from app.data.history import (
-    cached_big_liquidations,
-    cached_candles,
-    cached_coverage,
-    cached_event_bounds,
-    cached_liquidation_bars,
-    range_end_ms,
-)
+from app.data.connections import DataUnavailable
+from app.data.history import big_liquidations, candles, coverage, liquidation_bars, marker_limit, price_pair
 from app.downloads import download_buttons
 from app.format import fmt_datetime, fmt_pct, fmt_usd, lower_bound, plain_md
 from app.gate import require_access
-from app.state import INTERVAL_MS, INTERVALS, auto_interval, current_view, set_view
-from common import venues
+from app.query import INTERVAL_MS, INTERVALS, auto_interval
+from app.state import current_query, set_query
 
 _MAX_BARS = 3000  # more bars than pixels only slows the browser down
+_NO_CANDLES = pd.DataFrame(columns=["bar", "open", "high", "low", "close", "volume"])
 
 require_access()
 st.title("Chart")
 settings = get_settings()
-view = current_view()
-url = str(settings.app_database_url)
+q = current_query()
 
 if "c_interval" not in st.session_state:
-    st.session_state["c_interval"] = view.interval
+    st.session_state["c_interval"] = q.interval
 if "c_markers" not in st.session_state:
-    st.session_state["c_markers"] = view.markers
+    st.session_state["c_markers"] = q.markers
+marker_usd = max(settings.institutional_usd, q.min_usd)
 left, right, _spacer = st.columns([1, 1, 2])
 interval_choice = left.selectbox(
     "Bar interval",
@@ -41,49 +36,50 @@ interval_choice = left.selectbox(
     help="auto follows the time range in the sidebar: 1 h → 1m, 24 h → 5m, 7 days → 1h, 30 days → 4h, 1 year → 1d",
 )
 show_markers = right.toggle(
-    f"Mark liquidations ≥ {fmt_usd(settings.institutional_usd)}", key="c_markers", help="Institutional-size events"
+    f"Mark liquidations ≥ {fmt_usd(marker_usd)}",
+    key="c_markers",
+    help="Institutional-size events (or the sidebar's minimum size, if larger)",
 )
-if interval_choice != view.interval or show_markers != view.markers:
-    view = view.with_changes(interval=interval_choice, markers=show_markers)
-    set_view(view)
+if interval_choice != q.interval or show_markers != q.markers:
+    q = q.with_changes(interval=interval_choice, markers=show_markers)
+    set_query(q)
 
-now = range_end_ms()
-filters = (view.symbol_filter, view.exchanges, view.live_only, view.side_filter)
+pair = price_pair(q)
 try:
-    first_ever, _ = cached_event_bounds(url, *filters)
-    start, end = view.time_range(now, first_ever)
-    interval = view.bar_interval(end - start)
+    start, end = query_range(q)
+    interval = q.bar_interval(end - start)
     if (end - start) / INTERVAL_MS[interval] > _MAX_BARS:
         wider = auto_interval(end - start)
-        st.warning(f"{interval} bars over {view.range_label()} would be too many to draw; using {wider}.")
+        st.warning(f"{interval} bars over {q.range_label()} would be too many to draw; using {wider}.")
         interval = wider
     interval_ms = INTERVAL_MS[interval]
-    bars = cached_liquidation_bars(url, *filters, start, end, interval_ms)
-    price_exchange = next((e for e in venues.NAMES if e in view.exchanges), view.exchanges[0])
-    candles = (
-        cached_candles(url, price_exchange, view.symbol, start, end, interval_ms, view.live_only)
-        if view.symbol_filter is not None
-        else pd.DataFrame(columns=["bar", "open", "high", "low", "close", "volume"])
+    bars = db(liquidation_bars, q, start, end, interval_ms)
+    prices = (
+        db(candles, pair[0], pair[1], start, end, interval_ms, not q.include_nonlive)
+        if pair is not None
+        else _NO_CANDLES
     )
-    coverage = cached_coverage(url, view.symbol_filter, view.exchanges, view.live_only, start, end)
-    markers = cached_big_liquidations(url, *filters, start, end, settings.institutional_usd) if view.markers else None
+    covered = db(coverage, q, start, end)
+    markers = db(big_liquidations, q, start, end, marker_usd, marker_limit(end - start)) if q.markers else None
 except DataUnavailable as exc:
     st.error(f"History unavailable: {plain_md(exc)}")
     st.stop()
 
 st.caption(
-    f"{plain_md(view.symbol)} · {plain_md(', '.join(view.exchanges))} · {view.range_label()} · {interval} bars · "
-    f"{fmt_datetime(start)} .. {fmt_datetime(end)} · streams connected "
-    + ", ".join(f"{plain_md(e)} {fmt_pct(p)}" for e, p in coverage.pct_by_exchange.items())
+    f"{plain_md(q.target.label)} · {plain_md(', '.join(q.venues))} · {q.range_label()} · {interval} bars · "
+    f"side {q.side_label} · {fmt_datetime(start)} .. {fmt_datetime(end)} · streams connected "
+    + ", ".join(f"{plain_md(e)} {fmt_pct(p)}" for e, p in covered.pct_by_exchange.items())
+    + " · bars count every size; the minimum size applies to the markers"
 )
-if view.symbol_filter is None:
-    st.info("Price and volume need one symbol; with ALL the chart shows liquidations summed in USD over symbols.")
-elif candles.empty:
+price_name = f"{pair[1]} ({pair[0]})" if pair is not None else ""
+if pair is None:
+    st.info("Price and volume need a coin or a contract; with ALL the chart shows liquidations summed in USD.")
+elif prices.empty:
     st.info(
-        f"No {plain_md(price_exchange)} candles for {plain_md(view.symbol)} in this range yet "
+        f"No {plain_md(pair[0])} candles for {plain_md(pair[1])} in this range yet "
         "(the collector stores them per minute)."
     )
-if bars.empty and candles.empty:
+if bars.empty and prices.empty:
     st.info(
         "Nothing to draw: no liquidations and no candles in this range. On a fresh install start the collector; "
         "otherwise widen the time range in the sidebar."
@@ -91,19 +87,19 @@ if bars.empty and candles.empty:
     st.stop()
 
 fig = liquidation_chart(
-    candles,
+    prices,
     bars,
-    gaps=coverage.merged_gaps(min_ms=interval_ms // 2),
+    gaps=covered.merged_gaps(min_ms=interval_ms // 2),
     markers=markers,
-    title=f"{view.symbol} — {price_exchange} price, liquidations on {', '.join(view.exchanges)}",
-    price_label=f"{view.symbol} ({price_exchange})" if view.symbol_filter else "Price",
-    min_marker_usd=settings.institutional_usd,
+    title=f"{q.target.label} — {price_name or 'no'} price, liquidations on {', '.join(q.venues)}",
+    price_label=price_name or "Price",
+    min_marker_usd=marker_usd,
     x_range=(start, end),
 )
 st.plotly_chart(fig, config={"displaylogo": False})
-st.caption(f"{lower_bound(view.exchanges)} Grey stretches: no stream coverage (missing data).".strip())
+st.caption(f"{lower_bound(q.venues)} Grey stretches: no stream coverage (missing data).".strip())
 
-stem = f"liquidations-{view.symbol}-{interval}"
+stem = f"liquidations-{q.target.param}-{interval}"
 st.download_button(
     "Download chart (HTML)",
     data=lambda: chart_html(fig),
@@ -114,4 +110,4 @@ st.download_button(
     icon=":material/download:",
 )
 if not bars.empty:
-    download_buttons(bars, name=f"{stem}-bars", filter_description=view.describe(), key="chart-bars")
+    download_buttons(bars, name=f"{stem}-bars", filter_description=q.describe(start, end), key="chart-bars")

@@ -1,27 +1,28 @@
 """Explorer: the raw liquidations a filter selects, page by page, and downloads of all of them.
 
-UI only: data from app.data.explorer, exports from app.downloads. Pages are keyset-paginated
+UI only: data from app.data.explorer through app/cache.py, exports from app/exports.py. Every
+sidebar filter applies (the minimum size to the rows). Pages are keyset-paginated
 (newest first, by time and event key), so page 5,000 costs what page 1 costs. "Download all"
 streams every selected row through a server-side cursor, not just the page on screen.
-Page controls live in the URL (`min_usd`, `cascade_only`).
+The page's own control lives in the URL (`cascade_only`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 
 import pandas as pd
 import streamlit as st
 
+from app.cache import db, query_range
 from app.data import explorer
-from app.data.connections import DataUnavailable, get_pool, get_settings
-from app.data.scope import scope_for
+from app.data.connections import DataUnavailable
 from app.downloads import download_buttons
 from app.exports import stream_download_buttons
 from app.format import fmt_count, fmt_datetime, fmt_qty, fmt_usd, plain_md, with_lower_bound
 from app.gate import require_access
-from app.state import MAX_MIN_USD, current_view, url_min_usd
+from app.query import Query
+from app.state import current_query
 
 require_access()
 
@@ -64,7 +65,7 @@ def _shown(page: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _page_cursors(f: explorer.ExplorerFilter) -> list[Cursor | None]:
+def _page_cursors(f: tuple[Query, bool]) -> list[Cursor | None]:
     saved = st.session_state.get(_CURSORS)
     if not saved or saved[0] != f:
         first: list[Cursor | None] = [None]  # a new filter starts again at the newest row
@@ -76,29 +77,19 @@ def _page_cursors(f: explorer.ExplorerFilter) -> list[Cursor | None]:
 
 def main() -> None:
     st.title("Explorer")
-    view = current_view()
-    settings = get_settings()
-    url = str(settings.app_database_url)
-    a, b = st.columns(2)
-    with a:
-        min_usd = st.number_input(
-            "Minimum USD", min_value=0, max_value=MAX_MIN_USD, value=url_min_usd("min_usd"), step=10_000, key="x_min"
-        )
-    with b:
-        cascade_only = st.checkbox("Cascade members only", value=_url_flag("cascade_only"), key="x_cascade")
-    _mirror("min_usd", str(int(min_usd)) if min_usd else None)
+    q = current_query()
+    cascade_only = st.checkbox("Cascade members only", value=_url_flag("cascade_only"), key="x_cascade")
     _mirror("cascade_only", "1" if cascade_only else None)
     try:
-        scope = scope_for(view, url)
-        f = explorer.ExplorerFilter(scope, view.side_filter, Decimal(int(min_usd)), cascade_only)
-        counted = explorer.cached_explorer_count(url, f)
-        cursors = _page_cursors(f)
-        page = explorer.cached_explorer_page(url, f, cursors[-1], explorer.EXPLORER_PAGE_ROWS)
+        start, end = query_range(q)
+        counted = db(explorer.explorer_count, q, start, end, cascade_only)
+        cursors = _page_cursors((q, cascade_only))
+        page = db(explorer.explorer_page, q, start, end, cascade_only, cursors[-1], explorer.EXPLORER_PAGE_ROWS)
     except DataUnavailable as exc:
         st.error(f"Cannot read the history: {plain_md(exc)}")
         return
-    described = f.describe()
-    st.caption(with_lower_bound(f"{plain_md(described)} · all times UTC", f.scope.exchanges))
+    described = q.describe(start, end) + ("; cascade members only" if cascade_only else "")
+    st.caption(with_lower_bound(f"{plain_md(described)} · all times UTC", q.venues))
     m1, m2 = st.columns(2)
     m1.metric("Matching liquidations", fmt_count(counted[0]) if counted else "not counted")
     m2.metric("Matching USD", fmt_usd(counted[1]) if counted else "not counted")
@@ -133,10 +124,8 @@ def main() -> None:
         st.rerun()
 
     st.markdown("**Download everything this filter selects** (streamed from the database, oldest first)")
-    query, params = explorer.explorer_export_query(f)
-    stream_download_buttons(
-        get_pool(url), query, params, name="liquidations", filter_description=described, key="x_all_dl"
-    )
+    query, params = explorer.explorer_export_query(q, start, end, cascade_only)
+    stream_download_buttons(query, params, name="liquidations", filter_description=described, key="x_all_dl")
     st.markdown("**Download this page**")
     download_buttons(page, name=f"liquidations_page_{number}", filter_description=described, key="x_page_dl")
 

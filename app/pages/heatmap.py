@@ -1,6 +1,7 @@
 """Heatmap: liquidated USD (or count) by UTC day x hour of day, and the weekday x hour seasonality.
 
-UI only: data from app.data.heatmap. Page controls live in the URL (`hm_side`, `hm_metric`).
+UI only: data from app.data.heatmap through app/cache.py. Every sidebar filter applies (the side
+too: the page has no side selector of its own); the page's measure lives in the URL (`hm_metric`).
 """
 
 from __future__ import annotations
@@ -11,25 +12,24 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app.cache import db, query_range
 from app.data import heatmap
-from app.data.connections import DataUnavailable, get_settings
-from app.data.scope import scope_for
+from app.data.connections import DataUnavailable
 from app.downloads import download_buttons
 from app.format import LONG_COLOR, SHORT_COLOR, fmt_count, fmt_usd, plain_md, with_lower_bound
 from app.gate import require_access
-from app.state import current_view, param_choice
+from app.query import ALL, MIN_USD_RULE, param_choice
+from app.state import current_query
 
 require_access()
 
-SIDE_CHOICES = ("Both", "LONG", "SHORT")
 METRIC_CHOICES = ("USD", "Count")
-_SCALES = {"Both": "YlOrRd", "LONG": [[0, "#fff5f5"], [1, LONG_COLOR]], "SHORT": [[0, "#f2fbf6"], [1, SHORT_COLOR]]}
+_SCALES = {ALL: "YlOrRd", "LONG": [[0, "#fff5f5"], [1, LONG_COLOR]], "SHORT": [[0, "#f2fbf6"], [1, SHORT_COLOR]]}
 
 
 def _warn_bad_params() -> None:
     # Bound widgets silently drop values they do not know; say so instead.
     warnings: list[str] = []
-    param_choice(st.query_params, "hm_side", SIDE_CHOICES, "Both", warnings)
     param_choice(st.query_params, "hm_metric", METRIC_CHOICES, "USD", warnings)
     for warning in warnings:
         st.warning(plain_md(warning), icon=":material/warning:")
@@ -61,24 +61,20 @@ def _figure(matrix: pd.DataFrame, side: str, metric: str, x_title: str, y_title:
 def main() -> None:
     st.title("Heatmap")
     _warn_bad_params()
-    view = current_view()
-    settings = get_settings()
-    url = str(settings.app_database_url)
-    left, right = st.columns(2)
-    with left:
-        side = st.radio("Side", SIDE_CHOICES, key="hm_side", bind="query-params", horizontal=True) or "Both"
-    with right:
-        metric = st.radio("Measure", METRIC_CHOICES, key="hm_metric", bind="query-params", horizontal=True) or "USD"
+    q = current_query()
+    side = q.side_label
+    metric = st.radio("Measure", METRIC_CHOICES, key="hm_metric", bind="query-params", horizontal=True) or "USD"
     try:
-        scope = scope_for(view, url)
-        hourly = heatmap.cached_hourly_by_side(url, scope)
+        start, end = query_range(q)
+        hourly = db(heatmap.hourly_by_side, q, start, end)
     except DataUnavailable as exc:
         st.error(f"Cannot read the history: {plain_md(exc)}")
         return
-    st.caption(with_lower_bound(f"{plain_md(scope.describe())} · all times UTC", scope.exchanges))
+    described = q.describe(start, end)
+    note = f" · {MIN_USD_RULE}" if q.min_usd > 0 else ""
+    st.caption(with_lower_bound(f"{plain_md(described)} · all times UTC{note}", q.venues))
 
-    side_filter = None if side == "Both" else side
-    selected = hourly if side_filter is None else hourly[hourly["side"] == side_filter]
+    selected = hourly
     total_usd = sum(selected["value_usd"], Decimal(0))
     total_events = int(selected["events"].sum()) if not selected.empty else 0
     a, b = st.columns(2)
@@ -91,33 +87,33 @@ def main() -> None:
             icon=":material/hourglass_empty:",
         )
         return
-    warning = heatmap.sample_warning(selected, scope)
+    warning = heatmap.sample_warning(selected, start, end)
     if warning:
         st.warning(warning, icon=":material/info:")
 
     column = "value_usd" if metric == "USD" else "events"
     st.subheader("Day x hour of day (UTC)")
-    matrix = heatmap.heatmap_matrix(hourly, side_filter, column, scope)
+    matrix = heatmap.heatmap_matrix(hourly, column, start, end)
     st.plotly_chart(_figure(matrix, side, metric, "hour of day (UTC)", "day (YYYYMMDD)"), key="hm_days")
     table = matrix.copy()
     table.columns = [f"{h:02d}h" for h in table.columns]
     download_buttons(
         table.reset_index(),
         name=f"heatmap_{metric.lower()}_{side.lower()}",
-        filter_description=f"{scope.describe()}; side {side}; {metric} per UTC day and hour",
+        filter_description=f"{described}; {metric} per UTC day and hour",
         key="hm_days_dl",
     )
 
     st.subheader("Seasonality: weekday x hour of day (UTC)")
     st.caption("The mean per occurrence of each weekday-hour in the range (so a range with 3 Mondays divides by 3).")
-    season = heatmap.seasonality_matrix(hourly, side_filter, column, scope)
+    season = heatmap.seasonality_matrix(hourly, column, start, end)
     st.plotly_chart(_figure(season, side, metric, "hour of day (UTC)", "weekday"), key="hm_season")
     season_table = season.copy()
     season_table.columns = [f"{h:02d}h" for h in season_table.columns]
     download_buttons(
         season_table.reset_index(),
         name=f"seasonality_{metric.lower()}_{side.lower()}",
-        filter_description=f"{scope.describe()}; side {side}; mean {metric} per weekday and UTC hour",
+        filter_description=f"{described}; mean {metric} per weekday and UTC hour",
         key="hm_season_dl",
     )
 

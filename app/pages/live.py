@@ -11,14 +11,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.data.connections import DataUnavailable, get_settings
+from app.cache import live_snapshot
+from app.data.connections import DataUnavailable
 from app.data.live import (
     LATEST_ROWS,
     MAX_SCAN,
     SHOWN_ITEMS,
     LiveSnapshot,
     VenueInstruments,
-    cached_snapshot,
     stream_age_s,
     venue_instruments,
 )
@@ -41,7 +41,8 @@ from app.format import (
     side_style,
 )
 from app.gate import require_access
-from app.state import ViewState, current_view
+from app.query import CASCADE_RULE, Query, now_ms
+from app.state import current_query
 from common.live_view import COLLECTOR_STALE_MS, WINDOW_MS
 
 
@@ -212,12 +213,41 @@ def _health_table(snap: LiveSnapshot, exchanges: tuple[str, ...]) -> pd.DataFram
         rows.append(
             {
                 "Stream": exchange,
-                "Connected": "yes" if h.get("connected") else "no",
+                "Connected": _connected_text(h),
                 "Last message": fmt_age(stream_age_s(h, snap.now_ms)) if h else "never",
                 "Reconnects": fmt_count(h.get("reconnects", 0)),
                 "Last error": _one_line(h.get("last_error") or ""),
                 "Drops": fmt_count(sum(drops.values()))
                 + (f" ({', '.join(f'{_one_line(k)}: {v}' for k, v in drops.items())})" if drops else ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _connected_text(h: dict[str, Any]) -> str:
+    """yes / no; with several collectors, how many of them hold the venue (it is down only when none does)."""
+    text = "yes" if h.get("connected") else "no"
+    collectors = h.get("collectors")
+    if isinstance(collectors, int) and collectors > 1:
+        text += f" ({_one_line(h.get('collectors_connected', 0))} of {collectors} collectors)"
+    return text
+
+
+def _collectors_table(c: dict[str, Any], now: int) -> pd.DataFrame:
+    """Every collector heard from in the last seconds (two collectors write one record)."""
+    rows = []
+    for item in c.get("collectors") or []:
+        if not isinstance(item, dict):
+            continue
+        beat = item.get("heartbeat_ms")
+        rows.append(
+            {
+                "Collector": _one_line(item.get("instance", "?")),
+                "Role": "stopping" if item.get("stopped") else ("leader" if item.get("leader") else "follower"),
+                "Heartbeat": fmt_age((now - beat) / 1000) if isinstance(beat, int) else "",
+                "TimescaleDB": _one_line(item.get("database") or ""),
+                "Spool": _one_line(item.get("spool") or ""),
+                "Backpressure": "yes" if item.get("backpressure") else "no",
             }
         )
     return pd.DataFrame(rows)
@@ -297,10 +327,9 @@ def _collector_table(c: dict[str, Any]) -> pd.DataFrame:
 
 
 def _snapshot() -> LiveSnapshot | None:
-    settings = get_settings()
-    view = current_view()
+    q = current_query()
     try:
-        return cached_snapshot(str(settings.redis_url), settings.redis_prefix, view.symbol_filter, view.exchanges)
+        return live_snapshot(q, now_ms())
     except DataUnavailable as exc:
         st.error(f"Redis unavailable — the live view cannot be shown: {plain_md(exc)}")
         return None
@@ -309,7 +338,7 @@ def _snapshot() -> LiveSnapshot | None:
 @st.fragment(run_every=10)
 def live_panel() -> None:
     """One snapshot per refresh (one Redis deadline at most when Redis hangs) for both sections."""
-    view = current_view()
+    view = current_query()
     snap = _snapshot()
     if snap is None:
         return
@@ -317,18 +346,29 @@ def live_panel() -> None:
     _health_section(snap, view)
 
 
-def _live_section(snap: LiveSnapshot, view: ViewState) -> None:
+def _live_section(snap: LiveSnapshot, view: Query) -> None:
     if snap.nonlive_sources:
         st.error(
             f"**{plain_md(', '.join(s.upper() for s in snap.nonlive_sources))} data — not live.** "
-            "The collector is writing replayed or test events; these are not real-time market liquidations.",
+            "The collector is writing replayed or test events; these are not real-time market liquidations. "
+            + (
+                "They are counted below (Include non-live data is on)."
+                if view.include_nonlive
+                else "They are left out below, as on every page; turn on Include non-live data to count them."
+            ),
             icon=":material/science:",
         )
-    running = _status(snap, view.exchanges)
-    st.caption(f"Window: {fmt_datetime(snap.now_ms - WINDOW_MS)} .. {fmt_datetime(snap.now_ms)} · refreshes every 10 s")
+    running = _status(snap, view.venues)
+    st.caption(
+        f"{plain_md(view.target.label)} on {plain_md(', '.join(view.venues))} · side {view.side_label} · "
+        f"{'all sources' if view.include_nonlive else 'live only'} · window: {fmt_datetime(snap.now_ms - WINDOW_MS)} .. "
+        f"{fmt_datetime(snap.now_ms)} · refreshes every 10 s · the sidebar's time range does not apply here (this "
+        f"page is always the last 60 minutes) · totals count every size; the minimum size applies to the latest "
+        f"liquidations and the cascades · {CASCADE_RULE}"
+    )
 
     t = snap.totals
-    mixed = view.symbol_filter is None
+    mixed = view.is_all
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Liquidations", fmt_count(t.total.events))
     c2.metric("Base quantity", "n/a (mixed assets)" if mixed else fmt_qty(t.total.quantity))
@@ -336,7 +376,7 @@ def _live_section(snap: LiveSnapshot, view: ViewState) -> None:
     c4.metric("Cascades", fmt_count(len(snap.cascades)))
     if t.total.events == 0:
         if running is not None:
-            _explain_empty(view.symbol, view.exchanges, running)
+            _explain_empty(view.target.label, view.venues, running)
         return
 
     st.subheader(LONG_SHORT_LABEL)
@@ -350,7 +390,7 @@ def _live_section(snap: LiveSnapshot, view: ViewState) -> None:
     download_buttons(
         pd.concat([sides, pd.DataFrame(agg_table(by_exchange, "Exchange", mixed_assets=mixed))], ignore_index=True),
         name="live-totals",
-        filter_description=view.describe() + " window=last 60 minutes",
+        filter_description=view.describe(snap.now_ms - WINDOW_MS, snap.now_ms),
         key="live-totals",
     )
 
@@ -368,7 +408,7 @@ def _live_section(snap: LiveSnapshot, view: ViewState) -> None:
     download_buttons(
         snap.events,
         name="live-latest",
-        filter_description=view.describe() + f" latest {shown} of the last 60 minutes",
+        filter_description=view.describe(snap.now_ms - WINDOW_MS, snap.now_ms) + f"; latest {shown}",
         key="live-latest",
     )
 
@@ -376,20 +416,35 @@ def _live_section(snap: LiveSnapshot, view: ViewState) -> None:
     if snap.cascades:
         cascades = _cascade_table(snap)
         st.dataframe(cascades.style.map(side_style, subset=["Side"]), hide_index=True)
-        download_buttons(cascades, name="live-cascades", filter_description=view.describe(), key="live-cascades")
+        download_buttons(
+            cascades,
+            name="live-cascades",
+            filter_description=view.describe(snap.now_ms - WINDOW_MS, snap.now_ms),
+            key="live-cascades",
+        )
     else:
         st.caption("No cascades in the last 60 minutes.")
 
 
-def _health_section(snap: LiveSnapshot, view: ViewState) -> None:
+def _health_section(snap: LiveSnapshot, view: Query) -> None:
     st.subheader("Stream health")
     health = _health_table(snap, view.exchanges)
     st.dataframe(health, hide_index=True)
-    download_buttons(health, name="stream-health", filter_description=view.describe(), key="live-health")
+    download_buttons(
+        health, name="stream-health", filter_description=f"exchanges {','.join(view.exchanges)}", key="live-health"
+    )
     venues = venue_instruments(snap.collector, snap.health, view.exchanges)
     if venues:
         st.subheader("Instruments")
         st.dataframe(_instruments_table(venues), hide_index=True)
+    collectors = _collectors_table(snap.collector or {}, snap.now_ms)
+    if len(collectors) > 1:
+        st.subheader("Collectors")
+        st.caption(
+            "Several collectors write one record: each liquidation is stored once, and a venue is down only "
+            "when every collector lost it. The leader writes cascades and runs the periodic jobs."
+        )
+        st.dataframe(collectors, hide_index=True)
     collector = _collector_table(snap.collector or {})
     if len(collector):
         st.subheader("Collector storage")

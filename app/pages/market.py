@@ -1,9 +1,10 @@
 """Market overview: every venue and coin over 1, 4, 12 or 24 hours (the landing page).
 
 UI only: the figures come from app.data.market (Redis for the live hour, rollups plus raw edge
-minutes beyond, exact either way), cached here for a few seconds. Page controls live in the URL
-(`window` in hours, `feed_min` in USD); the sidebar's exchanges and "include non-live" apply, its
-symbol and time range do not (this page is always every symbol). Venue text is escaped.
+minutes beyond, exact either way) through app/cache.py. Page controls live in the URL (`window`
+in hours, `feed_min` in USD); the sidebar's exchanges and sources apply, and its minimum size
+raises the feed's; its target, time range and side do not (this page is always the whole market,
+both sides, over its own windows), and the caption says so. Venue text is escaped.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.data.connections import DataUnavailable, get_pool, get_redis, get_settings
-from app.data.history import range_end_ms
-from app.data.market import FEED_ROWS, WINDOWS, MarketOverview, market_overview
+from app.cache import overview
+from app.data.connections import DataUnavailable
+from app.data.market import FEED_ROWS, WINDOWS, MarketOverview
 from app.format import (
     LONG_COLOR,
     LONG_SHORT_LABEL,
@@ -38,30 +39,15 @@ from app.format import (
 )
 from app.gate import require_access
 from app.market_text import change_text
-from app.state import MAX_MIN_USD, current_view, param_choice, url_min_usd
+from app.query import MAX_MIN_USD, now_ms, param_choice
+from app.state import current_query, url_min_usd
 
 require_access()
 
 DEFAULT_WINDOW = 24
 DEFAULT_FEED_MIN = 10_000
 TREEMAP_COINS = 60
-_NOT_KEPT = ("symbol", "hours", "since", "until", "window", "feed_min")  # replaced by a coin link
-
-
-@st.cache_data(ttl=5, max_entries=64, show_spinner=False)
-def cached_overview(
-    db_url: str,
-    redis_url: str,
-    prefix: str,
-    hours: int,
-    now_ms: int,
-    exchanges: tuple[str, ...],
-    include_nonlive: bool,
-    feed_min_usd: int,
-) -> MarketOverview:
-    return market_overview(
-        get_pool(db_url), get_redis(redis_url), prefix, hours, now_ms, exchanges, include_nonlive, feed_min_usd
-    )
+_NOT_KEPT = ("target", "symbol", "hours", "since", "until", "window", "feed_min")  # replaced by a coin link
 
 
 def _mirror(name: str, value: str | None) -> None:
@@ -104,9 +90,10 @@ def _controls() -> tuple[int, int]:
     return hours, int(feed_min)
 
 
-def _link(page: str, symbol: str) -> str:
+def _link(page: str, coin: str, hours: int) -> str:
+    """The coin's page over the overview's window, the other filters carried along."""
     kept = {k: st.query_params.get(k, "") for k in st.query_params if k not in _NOT_KEPT}
-    return f"/{page}?{urlencode({**kept, 'symbol': symbol, 'hours': '24'})}"
+    return f"/{page}?{urlencode({**kept, 'target': coin, 'hours': str(hours)})}"
 
 
 def _f(x: Decimal | None) -> float | None:
@@ -125,13 +112,14 @@ def _venue_table(o: MarketOverview) -> pd.DataFrame:
 
 
 def _coin_table(o: MarketOverview, search: str) -> pd.DataFrame:
+    hours = o.hours
     needle = search.strip().upper()
     rows = [c for c in o.coins if not needle or needle in c.coin.upper() or any(needle in s.upper() for s in c.symbols)]
     return pd.DataFrame(
         {
             "Coin": [c.coin for c in rows],
-            "Chart": [_link("chart", c.symbol) for c in rows],
-            "Cascades": [_link("cascades", c.symbol) for c in rows],
+            "Chart": [_link("chart", c.coin, hours) for c in rows],
+            "Cascades": [_link("cascades", c.coin, hours) for c in rows],
             "Longs USD": [_f(c.long_usd) for c in rows],
             "Shorts USD": [_f(c.short_usd) for c in rows],
             "Total USD": [_f(c.usd) for c in rows],
@@ -200,26 +188,18 @@ def _treemap(o: MarketOverview) -> go.Figure:
 
 
 def _panel(hours: int, feed_min: int) -> None:
-    view = current_view()  # checks this session's access again (the panel refreshes alone)
-    settings = get_settings()
+    view = current_query()  # checks this session's access again (the panel refreshes alone)
+    feed_min = max(feed_min, int(view.min_usd))
     try:
-        o = cached_overview(
-            str(settings.app_database_url),
-            str(settings.redis_url),
-            settings.redis_prefix,
-            hours,
-            range_end_ms(5_000),
-            view.exchanges,
-            view.include_nonlive,
-            feed_min,
-        )
+        o = overview(hours, now_ms(), view, Decimal(feed_min))
     except DataUnavailable as exc:
         st.error(f"Market overview unavailable: {plain_md(exc)}")
         return
     st.caption(
         f"Every symbol on {plain_md(', '.join(view.exchanges))}, last {hours} h: {fmt_datetime(o.start_ms)} .. "
         f"{fmt_datetime(o.end_ms)} · from {plain_md(o.source)} · compared with the {hours} h before · the sidebar's "
-        "symbol, time range and side do not apply here"
+        "coin or contract, time range and side do not apply here (the overview is the whole market, both sides, "
+        "over its own window); its exchanges and sources do, and its minimum size raises the feed's"
     )
     if o.coins_source != o.source:
         st.caption(f"Per coin: from {plain_md(o.coins_source)}.")
@@ -259,7 +239,7 @@ def _panel(hours: int, feed_min: int) -> None:
     st.caption(
         f"{fmt_count(len(coins))} of {fmt_count(len(o.coins))} coins · coins are canonical base assets summed over "
         "their contracts and venues · click a column header to sort · Change is against the previous "
-        f"{hours} h ('new': nothing then) · Chart and Cascades open the coin's most liquidated symbol"
+        f"{hours} h ('new': nothing then) · Chart and Cascades open the coin (every contract) over this window"
     )
     st.plotly_chart(_treemap(o), key="m_treemap")
     st.caption(

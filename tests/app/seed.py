@@ -37,8 +37,9 @@ import redis
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.data.connections import close_all
+from app.cache import close_all
 from app.gate import forget_attempts
+from app.query import Catalog, Query, all_target, symbol_target
 from common import venues
 from common.config import Settings
 from common.events import Candle, Cascade, Liquidation, Side
@@ -630,3 +631,29 @@ def history_select(
         and (include_nonlive or e.source == "live")
         and (side is None or e.side == side)
     ]
+
+
+def fq(
+    symbol: str | None,
+    exchanges: Sequence[str] = venues.NAMES,
+    live_only: bool = True,
+    side: str | None = None,
+    min_usd: Decimal | int = 0,
+) -> Query:
+    """The Query of one venue symbol on the given venues (as old links' `symbol=` mean it), or of
+    the whole market (None)."""
+    target = all_target() if symbol is None else symbol_target(symbol, Catalog(), tuple(exchanges))
+    return Query(
+        target=target, exchanges=tuple(exchanges), include_nonlive=not live_only, side=side, min_usd=Decimal(min_usd)
+    )
+
+
+def sq(
+    start_ms: int,
+    end_ms: int,
+    symbol: str | None = "BTCUSDT",
+    exchanges: Sequence[str] = venues.NAMES,
+    include_nonlive: bool = False,
+) -> tuple[Query, int, int]:
+    """(query, start, end): what the page data functions take after the pool."""
+    return fq(symbol, exchanges, live_only=not include_nonlive), start_ms, end_ms

@@ -12,7 +12,8 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from app.data.connections import open_pool
-from app.data.history import Filters, coverage, event_bounds, largest, segments, totals
+from app.data.history import coverage, largest, totals
+from app.data.rows import event_bounds, segments
 from app.format import fmt_count, fmt_datetime, fmt_duration, fmt_pct, fmt_qty, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
@@ -22,6 +23,7 @@ from tests.app.seed import (
     app_env,
     cascade_of,
     expected_totals,
+    fq,
     insert_cascades,
     insert_coverage,
     insert_liquidations,
@@ -86,15 +88,15 @@ def test_totals_equal_raw_rows_for_any_range(settings: Settings, reader_pool: Co
         for _ in range(25):
             start = base + rng.randrange(72 * HOUR)
             end = start + rng.randrange(1, 72 * HOUR)
-            f = Filters(rng.choice(["BTCUSDT", None]), rng.choice([BOTH, ("bybit",)]), rng.choice([True, False]))
+            f = fq(rng.choice(["BTCUSDT", None]), rng.choice([BOTH, ("bybit",)]), rng.choice([True, False]))
             got = totals(reader_pool, f, start, end)
             want = [
                 e
                 for e in events
                 if start <= e.time_ms < end
-                and (f.symbol is None or e.symbol == f.symbol)
-                and e.exchange in f.exchanges
-                and (not f.live_only or e.source == "live")
+                and (f.symbols is None or e.symbol in f.symbols)
+                and e.exchange in f.venues
+                and (f.include_nonlive or e.source == "live")
             ]
             exp = expected_totals(want)
             assert (got.total.events, got.total.quantity, got.total.usd) == (exp.count, exp.quantity, exp.usd)
@@ -127,7 +129,7 @@ def test_coverage_percent_and_gaps(settings: Settings, reader_pool: ConnectionPo
             Coverage("bybit", t0, t0 + 10 * HOUR, None, source="test"),  # not live
         ],
     )
-    cov = coverage(reader_pool, Filters("BTCUSDT", BOTH), t0, t0 + 10 * HOUR)
+    cov = coverage(reader_pool, fq("BTCUSDT", BOTH), t0, t0 + 10 * HOUR)
     assert cov.pct_by_exchange == {"binance": 50.0, "bybit": 80.0}
     assert sorted(cov.gaps) == [
         (t0, t0 + HOUR, "bybit"),
@@ -135,7 +137,7 @@ def test_coverage_percent_and_gaps(settings: Settings, reader_pool: ConnectionPo
         (t0 + 9 * HOUR, t0 + 10 * HOUR, "bybit"),
     ]
     assert cov.merged_gaps() == [(t0, t0 + HOUR), (t0 + 5 * HOUR, t0 + 10 * HOUR)]
-    with_test = coverage(reader_pool, Filters("BTCUSDT", BOTH, live_only=False), t0, t0 + 10 * HOUR)
+    with_test = coverage(reader_pool, fq("BTCUSDT", BOTH, live_only=False), t0, t0 + 10 * HOUR)
     assert with_test.pct_by_exchange["bybit"] == 100.0
 
 

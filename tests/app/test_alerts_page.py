@@ -25,7 +25,7 @@ from app.data.alerts import (
     status_counts,
 )
 from app.data.connections import open_pool
-from app.downloads import export_query, frame_to_csv, frame_to_parquet
+from app.data.export import export_query, frame_to_csv, frame_to_parquet
 from app.format import fmt_date, fmt_time
 from common.config import Settings
 from tests.app.seed import all_text, app_env, metric, no_exceptions, now_ms, open_app, shown, ts
@@ -172,7 +172,10 @@ def test_rules_and_history_follow_the_filters(
     assert metric(at, "Failed") == str(sum(r.status == "failed" for r in in_range))
     assert metric(at, "Pending delivery") == str(sum(r.status == "fired" for r in in_range))
     text = all_text(at)
-    assert "the sidebar's time range applies; its symbol, exchanges, side and non-live toggle do not" in text
+    assert (
+        "the sidebar's time range applies (whole history: from the first alert); its coin or contract, exchanges, side, sources and minimum size do not"
+        in text
+    )
     # A rule no longer in the file still filters (its rows are in the table).
     assert at.selectbox(key="a_rule").options == ["all", "btc-big", "cross-cascades", "eth-15m", "feeds", "old-rule"]
     assert len(at.get("download_button")) == 2  # this page's rows; "all" is prepared on request

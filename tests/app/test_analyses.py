@@ -10,7 +10,6 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from app.data import analyses
-from app.data.scope import Scope
 from app.format import fmt_count, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
@@ -24,6 +23,7 @@ from tests.app.seed import (
     metric,
     no_exceptions,
     open_app,
+    sq,
 )
 
 END_MS = HISTORY_START_MS + HISTORY_DAYS * 86_400_000
@@ -38,8 +38,8 @@ def test_volume_series_equals_raw_rows_for_any_interval(
     seeded: list[Liquidation], pool: ConnectionPool, interval: str
 ) -> None:
     start, end = HISTORY_START_MS + 86_400_000 + 59_999, END_MS - 3_600_001  # not aligned to anything
-    scope = Scope(start, end, None, ("binance", "bybit"), True)
-    series = analyses.volume_series(pool, scope, interval)
+    scope = sq(start, end, None, ("binance", "bybit"), True)
+    series = analyses.volume_series(pool, *scope, interval)
     chosen = history_select(seeded, start, end, symbol=None, include_nonlive=True)
     step = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}[interval]
     expected: dict[tuple[int, str, str], Decimal] = defaultdict(Decimal)
@@ -51,8 +51,8 @@ def test_volume_series_equals_raw_rows_for_any_interval(
 
 
 def test_daily_summary(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
-    daily = analyses.daily_summary(analyses.volume_series(pool, scope, "1d")).set_index("day")
+    scope = sq(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    daily = analyses.daily_summary(analyses.volume_series(pool, *scope, "1d")).set_index("day")
     chosen = history_select(seeded)
     assert list(daily.index) == sorted({_day(e) for e in chosen})
     for day in ("20261101", "20261106", "20261120"):
@@ -67,9 +67,9 @@ def test_daily_summary(seeded: list[Liquidation], pool: ConnectionPool) -> None:
 
 
 def test_price_levels_and_exchange_comparison(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
+    scope = sq(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
     chosen = history_select(seeded)
-    levels = analyses.price_levels(pool, scope, 40)
+    levels = analyses.price_levels(pool, *scope, 40)
     assert sum(levels["value_usd"], Decimal(0)) == sum(e.value_usd for e in chosen)
     assert int(levels["events"].sum()) == len(chosen)
     assert levels["price_level"].nunique() <= 40
@@ -79,8 +79,8 @@ def test_price_levels_and_exchange_comparison(seeded: list[Liquidation], pool: C
             e.value_usd for e in chosen if e.side == side
         )
 
-    summary = analyses.exchange_summary(analyses.volume_series(pool, scope, "4h")).set_index("exchange")
-    timing = analyses.exchange_timing(pool, scope)
+    summary = analyses.exchange_summary(analyses.volume_series(pool, *scope, "4h")).set_index("exchange")
+    timing = analyses.exchange_timing(pool, *scope)
     for exchange in ("binance", "bybit"):
         rows = [e for e in chosen if e.exchange == exchange]
         total = sum((e.value_usd for e in rows), Decimal(0))
@@ -94,12 +94,12 @@ def test_price_levels_and_exchange_comparison(seeded: list[Liquidation], pool: C
 
 
 def test_empty_range_gives_empty_frames(pool: ConnectionPool, clean_db: str) -> None:
-    scope = Scope(HISTORY_START_MS, HISTORY_START_MS, None, ("binance", "bybit"), False)
-    assert analyses.volume_series(pool, scope, "1h").empty
-    assert analyses.daily_summary(analyses.volume_series(pool, scope, "1d")).empty
-    assert analyses.exchange_summary(analyses.volume_series(pool, scope, "1h")).empty
+    scope = sq(HISTORY_START_MS, HISTORY_START_MS, None, ("binance", "bybit"), False)
+    assert analyses.volume_series(pool, *scope, "1h").empty
+    assert analyses.daily_summary(analyses.volume_series(pool, *scope, "1d")).empty
+    assert analyses.exchange_summary(analyses.volume_series(pool, *scope, "1h")).empty
     with pytest.raises(ValueError, match="unknown interval"):
-        analyses.volume_series(pool, scope, "7m")
+        analyses.volume_series(pool, *scope, "7m")
 
 
 def test_page_shows_seeded_totals(
@@ -114,7 +114,7 @@ def test_page_shows_seeded_totals(
     assert metric(at, "LONG USD") == fmt_usd(sum(e.value_usd for e in chosen if e.side == "LONG"))
     assert metric(at, "SHORT USD") == fmt_usd(sum(e.value_usd for e in chosen if e.side == "SHORT"))
     assert len(at.get("plotly_chart")) == 6  # no price levels across different coins
-    assert "Price levels need one symbol" in all_text(at)
+    assert "Price levels need a coin or a contract" in all_text(at)
     daily = at.dataframe[1].value
     assert list(daily["day"]) == sorted({_day(e) for e in chosen})
     assert "connected 0.0% of the period" in all_text(at)  # no stream_coverage rows were seeded

@@ -48,6 +48,11 @@ PAGES: list[tuple[str, str, str]] = [
     ("alerts", "hours=24", "Alerts"),
     ("analyses", "hours=48", "Analyses"),
     ("explorer", "hours=48&min_usd=10000", "Explorer"),
+    # a coin, a contract and the whole market on the same pages
+    ("accumulated", "target=BTC&hours=48", "Accumulated"),
+    ("chart", "target=bybit:BTCUSDT&hours=24", "Chart"),
+    ("cascades", "target=ALL&hours=48&side=LONG", "Cascades"),
+    ("explorer", "target=bybit:BTCUSDT&hours=48", "Explorer"),
 ]
 
 
@@ -87,7 +92,7 @@ def test_every_page_renders_in_chromium(server: str, settings: Settings, sync_re
                 assert_no_errors(page, path)
                 if path == "chart":
                     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
-                name = path + ("-" + query.replace("=", "").replace("&", "-") if query else "")
+                name = path + ("-" + query.replace("=", "").replace("&", "-").replace(":", "_") if query else "")
                 page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
             # The live panel refreshes itself: a new liquidation shows up without any user action.

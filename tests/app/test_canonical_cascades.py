@@ -10,10 +10,19 @@ from decimal import Decimal
 from psycopg_pool import ConnectionPool
 
 from app.data import cascades
-from app.data.history import Filters, cascade_count
-from app.data.scope import Scope
+from app.data.rows import cascade_count
+from app.query import Query, catalog_of, coin_target
 from common.config import Settings
-from tests.app.seed import cascade_of, insert_candles, insert_cascades, insert_liquidations, liq, make_candles, now_ms
+from tests.app.seed import (
+    cascade_of,
+    fq,
+    insert_candles,
+    insert_cascades,
+    insert_liquidations,
+    liq,
+    make_candles,
+    now_ms,
+)
 
 MIN = 60_000
 
@@ -37,15 +46,23 @@ def test_a_canonical_cascade_is_found_by_each_venue_symbol_and_priced_from_membe
     insert_candles(url, make_candles("bybit", "BTCUSDT", t0, 90, price="60000", step="10"))
     insert_candles(url, make_candles("bybit", "1000PEPEUSDT", t0, 90, price="0.012", step="0.0001"))
 
-    scope = Scope(t0 - 3_600_000, t0 + 3_600_000, "BTCUSDT", ("binance", "bybit"), False)
-    frame = cascades.cascades(pool, scope)
+    span = (t0 - 3_600_000, t0 + 3_600_000)
+    frame = cascades.cascades(pool, fq("BTCUSDT", ("binance", "bybit")), *span)
     assert list(frame["id"]) == [11]
     # close of the minute 15 after the last member's minute, from bybit BTCUSDT: 60000 + 10 * 16
     assert frame["close_15m"].iloc[0] == Decimal("60160")
-    assert cascade_count(pool, Filters("BTCUSDT", ("binance", "bybit"), True, None), t0 - MIN, t0 + MIN) == 1
-    assert cascade_count(pool, Filters("ETHUSDT", ("binance", "bybit"), True, None), t0 - MIN, t0 + MIN) == 0
+    assert cascade_count(pool, fq("BTCUSDT", ("binance", "bybit")), t0 - MIN, t0 + MIN) == 1
+    assert cascade_count(pool, fq("ETHUSDT", ("binance", "bybit")), t0 - MIN, t0 + MIN) == 0
+    # a coin finds the cascade of any of its contracts; ALL finds both cascades
+    catalog = catalog_of(
+        [("binance", "BTCUSDT", None), ("okx", "BTC-USDT-SWAP", None), ("bybit", "1000PEPEUSDT", None)]
+    )
+    btc_coin = Query(target=coin_target("BTC", catalog))
+    assert cascade_count(pool, btc_coin, t0 - MIN, t0 + MIN) == 1
+    assert cascade_count(pool, fq(None), t0 - MIN, t0 + MIN) == 2
+    assert cascade_count(pool, replace(fq(None), side="SHORT"), t0 - MIN, t0 + MIN) == 1
 
-    pepe_frame = cascades.cascades(pool, replace(scope, symbol="1000PEPEUSDT"))
+    pepe_frame = cascades.cascades(pool, fq("1000PEPEUSDT", ("binance", "bybit")), *span)
     assert list(pepe_frame["id"]) == [22]
     after = Decimal("0.012") + Decimal("0.0001") * 16
     assert pepe_frame["close_15m"].iloc[0] == after / 1000  # per PEPE, like the cascade's price_end

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 from psycopg_pool import ConnectionPool
 
 from app.data import cascades
-from app.data.scope import Scope
 from app.format import fmt_count, fmt_pct, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
@@ -22,6 +22,7 @@ from tests.app.seed import (
     HISTORY_START_MS,
     all_text,
     app_env,
+    fq,
     history_candles,
     history_cascades,
     metric,
@@ -39,8 +40,7 @@ def _close_at(exchange: str, minute_ms: int) -> Decimal:
 
 
 def test_cascades_with_price_moves_from_candles(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
-    frame = cascades.cascades(pool, scope)
+    frame = cascades.cascades(pool, fq("BTCUSDT", ("binance", "bybit")), HISTORY_START_MS, END_MS)
     assert list(frame["id"]) == [HISTORY_CASCADE_SHORT, HISTORY_CASCADE_LONG]  # newest first
     expected = {c.id: c for c in history_cascades(seeded)}
     for _, row in frame.iterrows():
@@ -59,17 +59,18 @@ def test_cascades_with_price_moves_from_candles(seeded: list[Liquidation], pool:
 
 
 def test_cascade_filters(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"), False)
-    assert list(cascades.cascades(pool, scope, side="LONG")["id"]) == [HISTORY_CASCADE_LONG]
-    assert list(cascades.cascades(pool, scope, exchange="binance")["id"]) == [HISTORY_CASCADE_LONG]
-    assert list(cascades.cascades(pool, scope, min_usd=Decimal(900_000))["id"]) == [HISTORY_CASCADE_SHORT]
-    assert cascades.cascades(pool, scope, min_usd=Decimal(10_000_000)).empty
-    assert list(cascades.cascades(pool, scope, limit=1)["id"]) == [HISTORY_CASCADE_SHORT]  # the newest
+    q = fq("BTCUSDT", ("binance", "bybit"))
+    span = (HISTORY_START_MS, END_MS)
+    assert list(cascades.cascades(pool, replace(q, side="LONG"), *span)["id"]) == [HISTORY_CASCADE_LONG]
+    assert list(cascades.cascades(pool, q, *span, exchange="binance")["id"]) == [HISTORY_CASCADE_LONG]
+    assert list(cascades.cascades(pool, fq("BTCUSDT", ("binance",)), *span)["id"]) == [HISTORY_CASCADE_LONG]
+    assert list(cascades.cascades(pool, replace(q, min_usd=Decimal(900_000)), *span)["id"]) == [HISTORY_CASCADE_SHORT]
+    assert cascades.cascades(pool, replace(q, min_usd=Decimal(10_000_000)), *span).empty
+    assert list(cascades.cascades(pool, q, *span, limit=1)["id"]) == [HISTORY_CASCADE_SHORT]  # the newest
     all_of_them = history_cascades(seeded)
-    assert cascades.cascade_totals(pool, scope) == (2, sum(c.value_usd for c in all_of_them))
-    assert cascades.cascade_totals(pool, scope, side="SHORT") == (1, all_of_them[1].value_usd)
-    eth = Scope(HISTORY_START_MS, END_MS, "ETHUSDT", ("binance", "bybit"), False)
-    assert cascades.cascades(pool, eth).empty
+    assert cascades.cascade_totals(pool, q, *span) == (2, sum(c.value_usd for c in all_of_them))
+    assert cascades.cascade_totals(pool, replace(q, side="SHORT"), *span) == (1, all_of_them[1].value_usd)
+    assert cascades.cascades(pool, fq("ETHUSDT", ("binance", "bybit")), *span).empty
     members = cascades.cascade_members(
         pool, HISTORY_CASCADE_LONG, HISTORY_LONG_START_MS, HISTORY_LONG_START_MS + 45_000
     )
@@ -108,10 +109,11 @@ def test_page_filters_and_empty_state(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
 ) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("cascades", {**HISTORY_RANGE, "c_side": "SHORT"})
+    at = open_app("cascades", {**HISTORY_RANGE, "side": "SHORT"})
     no_exceptions(at)
     assert metric(at, "Cascades") == fmt_count(1)
-    at.number_input(key="c_min").set_value(5_000_000).run()
+    assert not at.radio and "Side" not in [s.label for s in at.main.selectbox]  # the sidebar's side only
+    at.number_input(key="f_min_usd").set_value(5_000_000).run()
     no_exceptions(at)
     assert metric(at, "Cascades") == fmt_count(0)
     assert "No cascades in this range" in all_text(at)
@@ -121,9 +123,9 @@ def test_page_warns_on_hostile_params(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, seeded: list[Liquidation]
 ) -> None:
     app_env(monkeypatch, settings)
-    at = open_app("cascades", {**HISTORY_RANGE, "c_min": "1e400", "c_exchange": "<script>", "c_side": "x"})
+    at = open_app("cascades", {**HISTORY_RANGE, "c_min": "1e400", "min_usd": "-1", "c_side": "x", "cascade": "<b>"})
     no_exceptions(at)
     warnings = shown(" ".join(str(w.value) for w in at.warning))
-    assert "c_min" in warnings and "c_exchange" in warnings and "c_side" in warnings
+    assert "min_usd" in warnings and "c_side" in warnings and "from the link is not in this selection" in warnings
     assert metric(at, "Cascades") == fmt_count(2)  # defaults: everything
     assert HISTORY_SHORT_START_MS > HISTORY_LONG_START_MS

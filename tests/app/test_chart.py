@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.charts import chart_html, liquidation_chart
 from app.data.connections import open_pool
-from app.data.history import Filters, big_liquidations, candles, coverage, liquidation_bars
+from app.data.history import big_liquidations, candles, coverage, liquidation_bars
 from app.format import LONG_COLOR, SHORT_COLOR
 from common.config import Settings
 from common.events import Candle
@@ -24,6 +24,7 @@ from tests.app.seed import (
     Coverage,
     all_text,
     app_env,
+    fq,
     insert_candles,
     insert_coverage,
     insert_liquidations,
@@ -57,7 +58,7 @@ EVENTS = [
 
 def test_liquidation_bars_per_interval(settings: Settings, reader_pool: ConnectionPool) -> None:
     insert_liquidations(settings.database_url, EVENTS)
-    f = Filters("BTCUSDT", BOTH)
+    f = fq("BTCUSDT", BOTH)
     bars = liquidation_bars(reader_pool, f, T0, T0 + 3 * HOUR, 300_000)
     got = [
         (int(b.timestamp() * 1000), s, int(n), u)
@@ -68,7 +69,7 @@ def test_liquidation_bars_per_interval(settings: Settings, reader_pool: Connecti
         (T0 + 300_000, "SHORT", 1, Decimal("120400")),
         (T0 + 2 * HOUR, "SHORT", 1, Decimal("183000")),
     ]
-    daily = liquidation_bars(reader_pool, Filters(None, BOTH), T0, T0 + 3 * HOUR, 86_400_000)
+    daily = liquidation_bars(reader_pool, fq(None, BOTH), T0, T0 + 3 * HOUR, 86_400_000)
     assert {s: u for s, u in zip(daily["side"], daily["value_usd"], strict=True)} == {
         "LONG": Decimal("45025.00"),
         "SHORT": Decimal("120400") + Decimal("183000") + Decimal("61000"),
@@ -91,7 +92,7 @@ def test_figure_directions_colours_gaps_and_markers(settings: Settings, reader_p
     insert_liquidations(settings.database_url, EVENTS)
     insert_candles(settings.database_url, make_candles("binance", "BTCUSDT", T0, 180))
     insert_coverage(settings.database_url, [Coverage(e, T0, T0 + HOUR, T0 + HOUR) for e in BOTH])
-    f = Filters("BTCUSDT", BOTH)
+    f = fq("BTCUSDT", BOTH)
     end = T0 + 3 * HOUR
     bars = liquidation_bars(reader_pool, f, T0, end, 300_000)
     marks = big_liquidations(reader_pool, f, T0, end, Decimal(100_000))
@@ -160,7 +161,7 @@ def test_chart_page(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None
 
     at = open_app("chart", {"symbol": "ALL", "hours": "24"})
     no_exceptions(at)
-    assert "Price and volume need one symbol" in all_text(at)
+    assert "Price and volume need a coin or a contract" in all_text(at)
     assert sum(t for t in {t.get("name"): t for t in _figure(at)["data"]}["SHORT liquidated (USD)"]["y"]) == 126000.0
 
 

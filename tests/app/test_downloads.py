@@ -20,10 +20,11 @@ from playwright.sync_api import sync_playwright
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from app import downloads, exports
+from app import exports
 from app.data import explorer
+from app.data import export as downloads
 from app.data.connections import open_pool
-from app.data.scope import Scope
+from app.query import Query
 from common.config import Settings
 from common.events import Liquidation
 from tests.app.browser import (
@@ -41,6 +42,7 @@ from tests.app.seed import (
     HISTORY_RANGE,
     HISTORY_START_MS,
     app_env,
+    fq,
     history_select,
     no_exceptions,
     open_app,
@@ -63,9 +65,9 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
     p.close()
 
 
-def _filter() -> explorer.ExplorerFilter:
-    scope = Scope(HISTORY_START_MS + 3_600_000, END_MS - 3_600_000, "BTCUSDT", ("bybit",), False)
-    return explorer.ExplorerFilter(scope, side="SHORT", min_usd=Decimal(1000))
+def _filter() -> tuple[Query, int, int]:
+    q = fq("BTCUSDT", ("bybit",), side="SHORT", min_usd=Decimal(1000))
+    return q, HISTORY_START_MS + 3_600_000, END_MS - 3_600_000
 
 
 def _expected(seeded: list[Liquidation]) -> list[Liquidation]:
@@ -88,7 +90,7 @@ def _iso(ms: int) -> str:
 def test_streamed_csv_holds_exactly_the_filtered_rows(
     seeded: list[Liquidation], pool: ConnectionPool, chunk_rows: int
 ) -> None:
-    query, params = explorer.explorer_export_query(_filter())
+    query, params = explorer.explorer_export_query(*_filter())
     out = io.BytesIO()
     n = downloads.export_query(pool, query, params, out, "csv", filter_description=FILTER_TEXT, chunk_rows=chunk_rows)
     header, rows = _parse_csv(out.getvalue())
@@ -108,7 +110,7 @@ def test_streamed_csv_holds_exactly_the_filtered_rows(
 def test_streamed_parquet_holds_exactly_the_filtered_rows(
     seeded: list[Liquidation], pool: ConnectionPool, chunk_rows: int
 ) -> None:
-    query, params = explorer.explorer_export_query(_filter())
+    query, params = explorer.explorer_export_query(*_filter())
     out = io.BytesIO()
     n = downloads.export_query(
         pool, query, params, out, "parquet", filter_description=FILTER_TEXT, chunk_rows=chunk_rows
@@ -130,7 +132,7 @@ def test_prepared_export_is_a_file_that_goes_with_its_object(
     seeded: list[Liquidation], pool: ConnectionPool, tmp_path: Path
 ) -> None:
     # What Explorer's Prepare button runs: the rows streamed into a file on disk.
-    query, params = explorer.explorer_export_query(_filter())
+    query, params = explorer.explorer_export_query(*_filter())
     prepared = exports.prepare_export(pool, query, params, "csv", filter_description=FILTER_TEXT, directory=tmp_path)
     assert prepared.path.parent == tmp_path and prepared.available()
     assert prepared.rows == len(_expected(seeded)) and prepared.size == prepared.path.stat().st_size
@@ -148,7 +150,7 @@ def test_prepared_export_is_a_file_that_goes_with_its_object(
 
 
 def test_export_to_path_and_empty_results(pool: ConnectionPool, clean_db: str, tmp_path: Path) -> None:
-    query, params = explorer.explorer_export_query(_filter())
+    query, params = explorer.explorer_export_query(*_filter())
     assert downloads.export_to_path(pool, query, params, tmp_path / "x.csv", filter_description="nothing") == 0
     header, rows = _parse_csv((tmp_path / "x.csv").read_bytes())
     assert "filter: nothing" in header and rows == []
@@ -236,7 +238,7 @@ def test_explorer_exports_everything_only_when_asked(
     at.run()
     assert len(list(tmp_path.iterdir())) == 1  # prepared once, offered on every rerun
 
-    at.number_input(key="x_min").set_value(100_000).run()  # another filter: prepare again
+    at.number_input(key="f_min_usd").set_value(100_000).run()  # another filter: prepare again
     no_exceptions(at)
     assert "Prepare all as CSV" in [b.label for b in at.button]
     assert not list(tmp_path.iterdir())  # the old file went with its filter
@@ -274,7 +276,7 @@ def test_explorer_full_download_works_in_chromium(
                 assert info.value.suggested_filename == f"liquidations.{fmt}"
                 if fmt == "csv":
                     header, rows = _parse_csv(saved.read_bytes())
-                    assert header.startswith("# liquidation-aggregator export | filter: BTCUSDT")
+                    assert header.startswith("# liquidation-aggregator export | filter: target BTCUSDT")
                     assert [int(r["event_key"]) for r in rows] == [e.key for e in expected]
                 else:
                     table = pq.read_table(saved)

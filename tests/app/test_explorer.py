@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 
 import pytest
 from psycopg_pool import ConnectionPool
 
 from app.data import explorer
-from app.data.scope import Scope
 from app.format import fmt_count, fmt_usd
 from common.config import Settings
 from common.events import Liquidation
@@ -21,11 +19,13 @@ from tests.app.seed import (
     HISTORY_START_MS,
     all_text,
     app_env,
+    fq,
     history_select,
     metric,
     no_exceptions,
     open_app,
     shown,
+    sq,
 )
 
 END_MS = HISTORY_START_MS + HISTORY_DAYS * 86_400_000
@@ -36,38 +36,34 @@ def _newest_first(liqs: list[Liquidation]) -> list[int]:
 
 
 def test_keyset_pages_walk_every_row_once(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(HISTORY_START_MS, END_MS, None, ("binance", "bybit"), True)
-    f = explorer.ExplorerFilter(scope)
+    f = sq(HISTORY_START_MS, END_MS, None, ("binance", "bybit"), True)
     keys: list[int] = []
     after: tuple[datetime, int] | None = None
     while True:
-        page = explorer.explorer_page(pool, f, after, limit=250)
+        page = explorer.explorer_page(pool, *f, False, after, limit=250)
         keys += [int(k) for k in page["event_key"]]
         if len(page) < 250:
             break
         after = (page["time"].iloc[-1].to_pydatetime(), int(page["event_key"].iloc[-1]))
     expected = _newest_first(history_select(seeded, symbol=None, include_nonlive=True))
     assert keys == expected
-    assert explorer.explorer_count(pool, f) == (len(expected), sum(e.value_usd for e in seeded))
+    assert explorer.explorer_count(pool, *f) == (len(expected), sum(e.value_usd for e in seeded))
 
 
 def test_row_filters(seeded: list[Liquidation], pool: ConnectionPool) -> None:
-    scope = Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("bybit",), False)
-    big = explorer.ExplorerFilter(scope, side="SHORT", min_usd=Decimal(200_000))
+    big = (fq("BTCUSDT", ("bybit",), side="SHORT", min_usd=200_000), HISTORY_START_MS, END_MS)
     expected = [e for e in history_select(seeded, exchanges=("bybit",), side="SHORT") if e.value_usd >= 200_000]
-    page = explorer.explorer_page(pool, big, limit=10_000)
+    page = explorer.explorer_page(pool, *big, limit=10_000)
     assert [int(k) for k in page["event_key"]] == _newest_first(expected)
-    assert explorer.explorer_count(pool, big) == (len(expected), sum(e.value_usd for e in expected))
+    assert explorer.explorer_count(pool, *big) == (len(expected), sum(e.value_usd for e in expected))
 
     # Row-level filters over more than a month are not counted (it would scan every raw row).
-    wide = Scope(END_MS - 40 * 86_400_000, END_MS, "BTCUSDT", ("bybit",), False)
-    assert explorer.explorer_count(pool, explorer.ExplorerFilter(wide, min_usd=Decimal(1))) is None
-    assert explorer.explorer_count(pool, explorer.ExplorerFilter(wide)) is not None
+    wide = (END_MS - 40 * 86_400_000, END_MS)
+    assert explorer.explorer_count(pool, fq("BTCUSDT", ("bybit",), min_usd=1), *wide) is None
+    assert explorer.explorer_count(pool, fq("BTCUSDT", ("bybit",)), *wide) is not None
 
-    members = explorer.ExplorerFilter(
-        Scope(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit")), cascade_only=True
-    )
-    rows = explorer.explorer_page(pool, members, limit=10_000)
+    members = sq(HISTORY_START_MS, END_MS, "BTCUSDT", ("binance", "bybit"))
+    rows = explorer.explorer_page(pool, *members, cascade_only=True, limit=10_000)
     assert set(rows["cascade_id"]) == {HISTORY_CASCADE_LONG, HISTORY_CASCADE_SHORT}
     assert len(rows) == len([e for e in seeded if e.cascade_id is not None])
 

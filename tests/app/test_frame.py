@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import socket
-from datetime import date
 from decimal import Decimal
 
 import pytest
 import redis
-from hypothesis import given
-from hypothesis import settings as hsettings
-from hypothesis import strategies as hs
 from streamlit.testing.v1 import AppTest
 
 from app.format import agg_table, fmt_age, fmt_date, fmt_datetime, fmt_duration, fmt_pct, fmt_qty, fmt_time, fmt_usd
 from app.main import PAGES
-from app.state import MAX_HOURS, ViewState, auto_interval, parse_state
+from app.query import all_target
 from common.config import Settings
 from tests.app.seed import (
     MAIN,
@@ -31,9 +27,6 @@ from tests.app.seed import (
     redis_liquidations,
     shown,
 )
-
-KNOWN = ["BTCUSDT", "ETHUSDT"]
-EXCHANGES = ("binance", "bybit")
 
 
 def test_formats() -> None:
@@ -65,61 +58,6 @@ def test_agg_table_shares_and_mixed_assets() -> None:
     assert mixed[0]["Base quantity"] == "n/a (mixed assets)"
 
 
-@pytest.mark.parametrize(
-    ("params", "expected", "warned"),
-    [
-        ({}, ViewState(exchanges=EXCHANGES), False),
-        ({"symbol": "ethusdt", "hours": "24"}, ViewState(symbol="ETHUSDT", exchanges=EXCHANGES, hours=24), False),
-        ({"symbol": "ALL", "exchanges": "bybit"}, ViewState(symbol="ALL", exchanges=("bybit",)), False),
-        ({"symbol": "DOGEUSDT"}, ViewState(exchanges=EXCHANGES), True),
-        ({"symbol": "BTCUSDT'; DROP TABLE liquidations;--"}, ViewState(exchanges=EXCHANGES), True),
-        ({"hours": "-5"}, ViewState(exchanges=EXCHANGES), True),
-        ({"hours": "99999999999999999999"}, ViewState(exchanges=EXCHANGES), True),
-        ({"hours": str(MAX_HOURS + 1)}, ViewState(exchanges=EXCHANGES), True),
-        ({"hours": "all"}, ViewState(exchanges=EXCHANGES), False),
-        ({"exchanges": "binance,okx"}, ViewState(exchanges=("binance",)), True),
-        ({"since": "20250230"}, ViewState(exchanges=EXCHANGES), True),
-        ({"since": "20250101", "until": "20241231"}, ViewState(exchanges=EXCHANGES, since=date(2025, 1, 1)), True),
-        ({"since": "20990101"}, ViewState(exchanges=EXCHANGES), True),
-        ({"interval": "7m", "side": "LONG"}, ViewState(exchanges=EXCHANGES, side="LONG"), True),
-        ({"nonlive": "1", "markers": "0"}, ViewState(exchanges=EXCHANGES, include_nonlive=True, markers=False), False),
-    ],
-)
-def test_parse_state(params: dict[str, str], expected: ViewState, warned: bool) -> None:
-    state, warnings = parse_state(params, KNOWN, EXCHANGES, today=date(2026, 1, 1))
-    assert state == expected
-    assert bool(warnings) == warned, warnings
-
-
-@hsettings(max_examples=200, deadline=None)
-@given(
-    hs.dictionaries(
-        hs.sampled_from(
-            ["symbol", "exchanges", "hours", "since", "until", "interval", "side", "nonlive", "markers", "x"]
-        ),
-        hs.text(max_size=300),
-    )
-)
-def test_parse_state_never_raises_and_round_trips(params: dict[str, str]) -> None:
-    state, _ = parse_state(params, KNOWN, EXCHANGES, today=date(2026, 1, 1))
-    assert state.symbol in (*KNOWN, "ALL") and state.exchanges and set(state.exchanges) <= set(EXCHANGES)
-    assert state.hours is None or 1 <= state.hours <= MAX_HOURS
-    again, warnings = parse_state(state.to_params("BTCUSDT", EXCHANGES), KNOWN, EXCHANGES, today=date(2026, 1, 1))
-    assert again == state and warnings == []
-
-
-def test_time_range_and_auto_interval() -> None:
-    now = 1_767_225_600_000  # 20260101 00:00:00 UTC
-    assert ViewState(hours=24).time_range(now) == (now - 86_400_000, now)
-    assert ViewState().time_range(now, first_ms=now - 5000) == (now - 5000, now)
-    assert ViewState(since=date(2025, 12, 30), until=date(2025, 12, 30)).time_range(now) == (
-        now - 2 * 86_400_000,
-        now - 86_400_000,
-    )
-    hour = 3_600_000
-    assert [auto_interval(h * hour) for h in (1, 24, 168, 720, 8760)] == ["1m", "5m", "1h", "4h", "1d"]
-
-
 def test_navigation_lists_every_page_market_first() -> None:
     assert [p[2] for p in PAGES] == [
         "market",
@@ -144,25 +82,25 @@ def test_hostile_url_warns_and_falls_back(monkeypatch: pytest.MonkeyPatch, setti
     assert (
         "Unknown symbol" in warnings and "hours='-3'" in warnings and "since=" in warnings and "interval=" in warnings
     )
-    assert at.selectbox(key="f_symbol").value == "BTCUSDT"
+    assert at.selectbox(key="f_target").value.param == "BTCUSDT"
     assert "symbol" not in at.query_params and "hours" not in at.query_params
 
 
 def test_widgets_write_the_url_and_the_url_restores_them(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     app_env(monkeypatch, settings)
     at = open_app("accumulated")
-    at.selectbox(key="f_symbol").set_value("ALL")
+    at.selectbox(key="f_target").set_value(all_target())
     at.multiselect(key="f_exchanges").set_value(["bybit"])
     at.select_slider(key="f_hours").set_value(168)
     at.toggle(key="f_nonlive").set_value(True)
     at.run()
     no_exceptions(at)
     params = {k: at.query_params[k] for k in at.query_params}
-    assert params == {"symbol": "ALL", "exchanges": "bybit", "hours": "168", "nonlive": "1"}
+    assert params == {"target": "ALL", "exchanges": "bybit", "hours": "168", "nonlive": "1"}
     assert "TEST data — not live" in all_text(at)
 
     again = open_app("accumulated", params)  # a pasted link
-    assert again.selectbox(key="f_symbol").value == "ALL"
+    assert again.selectbox(key="f_target").value == all_target()
     assert again.multiselect(key="f_exchanges").value == ["bybit"]
     assert again.select_slider(key="f_hours").value == 168
     assert again.toggle(key="f_nonlive").value is True

@@ -310,7 +310,7 @@ def test_fresh_server_gates_every_page_for_simultaneous_browsers(
             explorer.locator('input[type="password"]').press("Enter")
             wait_until_done(explorer, "Explorer")
             assert urlparse(explorer.url).path == "/explorer", explorer.url
-            assert "symbol=ALL" in explorer.url and "hours=48" in explorer.url
+            assert "target=ALL" in explorer.url and "hours=48" in explorer.url  # the old link, in today's words
             explorer.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
             assert explorer.locator('[data-testid="stDownloadButton"]').count() >= 2
             assert LEAK_SYMBOL.encode() in b"".join(received["explorer"])  # the check above can see data

@@ -30,6 +30,7 @@ from tests.app.seed import (
     app_env,
     cascade_of,
     expected_totals,
+    fq,
     health_snapshot,
     instrument_state,
     liq,
@@ -130,15 +131,15 @@ def test_snapshot_window_is_exact_at_both_ends(sync_redis: redis.Redis, redis_pr
         liq("bybit", "LONG", "9", "100", now - 1000, symbol="ETHUSDT"),
     ]
     redis_liquidations(sync_redis, redis_prefix, inside + outside)
-    snap = snapshot(sync_redis, Keys(redis_prefix), "BTCUSDT", ("binance", "bybit"), now=now)
+    snap = snapshot(sync_redis, Keys(redis_prefix), fq("BTCUSDT", ("binance", "bybit")), now=now)
     want = expected_totals(inside)
     assert (snap.totals.total.events, snap.totals.total.quantity, snap.totals.total.usd) == (3, want.quantity, want.usd)
     assert snap.totals.by_side["SHORT"].usd == want.by_side["SHORT"].usd
     assert list(snap.events["time_ms"]) == [now, now - 1000, now - WINDOW]  # newest first
 
-    only_bybit = snapshot(sync_redis, Keys(redis_prefix), "BTCUSDT", ("bybit",), now=now)
+    only_bybit = snapshot(sync_redis, Keys(redis_prefix), fq("BTCUSDT", ("bybit",)), now=now)
     assert only_bybit.totals.total.events == 2
-    all_symbols = snapshot(sync_redis, Keys(redis_prefix), None, ("binance", "bybit"), now=now)
+    all_symbols = snapshot(sync_redis, Keys(redis_prefix), fq(None, ("binance", "bybit")), now=now)
     assert all_symbols.totals.total.events == 4
     assert snap.collector_state() == "missing"
 
@@ -323,7 +324,11 @@ def test_replay_data_gets_a_banner(
     app_env(monkeypatch, settings)
     at = open_app("live")
     no_exceptions(at)
-    assert any("REPLAY data — not live" in e.value for e in at.error)
+    assert any("REPLAY data — not live" in e.value and "left out below" in e.value for e in at.error)
+    assert metric(at, "USD liquidated") == fmt_usd(0)  # one non-live rule on every page and in the CLI
+    at = open_app("live", {"nonlive": "1"})
+    no_exceptions(at)
+    assert any("counted below" in e.value for e in at.error)
     assert metric(at, "USD liquidated") == fmt_usd(expected_totals(events).usd)
 
 
@@ -361,10 +366,10 @@ def test_non_ascii_symbols_are_counted_apart(sync_redis: redis.Redis, redis_pref
     ]
     redis_liquidations(sync_redis, redis_prefix, events)
     keys = Keys(redis_prefix)
-    one = snapshot(sync_redis, keys, "币安人生USDT", ("binance", "bybit"), now=now)
+    one = snapshot(sync_redis, keys, fq("币安人生USDT", ("binance", "bybit")), now=now)
     assert (one.totals.total.events, one.totals.total.usd) == (1, Decimal(250))
     assert list(one.events["symbol"]) == ["币安人生USDT"]
-    every = snapshot(sync_redis, keys, None, ("binance", "bybit"), now=now)
+    every = snapshot(sync_redis, keys, fq(None, ("binance", "bybit")), now=now)
     assert (every.totals.total.events, every.totals.total.usd) == (3, Decimal(60_255))
 
 
@@ -396,7 +401,7 @@ def test_a_large_window_is_read_in_bounded_amounts(
     assert window_bytes > 3_000_000
     client = redis.Redis.from_url(counting.url)
     try:
-        snap = snapshot(client, keys, "BTCUSDT", ("binance", "bybit"), now=now)
+        snap = snapshot(client, keys, fq("BTCUSDT", ("binance", "bybit")), now=now)
         btc = [e for e in events if e.symbol == "BTCUSDT"]
         assert (snap.totals.total.events, snap.totals.total.usd) == (30_000, sum(e.value_usd for e in btc))
         assert snap.totals.max_usd == max(e.value_usd for e in btc)
@@ -406,7 +411,7 @@ def test_a_large_window_is_read_in_bounded_amounts(
         assert counting.bytes_down < 600_000, counting.bytes_down
 
         before = counting.bytes_down
-        rare = snapshot(client, keys, "ETHUSDT", ("binance", "bybit"), now=now)
+        rare = snapshot(client, keys, fq("ETHUSDT", ("binance", "bybit")), now=now)
         assert (rare.totals.total.events, rare.totals.total.usd) == (5, Decimal(30_000))
         assert len(rare.events) == 0 and not rare.latest_complete  # its rows are beyond MAX_SCAN
         assert rare.members_read <= MAX_SCAN + 100
@@ -539,6 +544,37 @@ def test_a_healthy_collector_raises_no_alarm(
     assert not at.error and not at.warning
     storage = frame(at, "Collector")
     assert list(storage["State"])[:2] == ["ok", "idle, 0 events, 0 bytes"]
+
+
+def test_two_collectors_are_listed_and_a_venue_counts_who_holds_it(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    now = now_ms()
+    redis_heartbeat(sync_redis, settings.redis_prefix, now)
+    keys = Keys(settings.redis_prefix)
+    state = json.loads(sync_redis.hget(keys.collector, "state") or "{}")
+    state["collectors"] = [
+        {"instance": "host-a:11", "leader": True, "heartbeat_ms": now - 1_000, "database": "ok", "spool": "idle"},
+        {"instance": f"host-b:22 {HOSTILE}", "leader": False, "heartbeat_ms": now - 2_000, "database": "timeout"},
+    ]
+    sync_redis.hset(keys.collector, "state", json.dumps(state))
+    redis_health(
+        sync_redis,
+        settings.redis_prefix,
+        [
+            health_snapshot("binance", now, collectors=2, collectors_connected=1),
+            health_snapshot("bybit", now, collectors=1, collectors_connected=1),
+        ],
+    )
+    app_env(monkeypatch, settings)
+    at = open_app("live")
+    no_exceptions(at)
+    streams = frame(at, "Drops")
+    assert list(streams["Connected"]) == ["yes (1 of 2 collectors)", "yes"]
+    listed = frame(at, "Role")
+    assert list(listed["Role"]) == ["leader", "follower"]
+    assert list(listed["TimescaleDB"]) == ["ok", "timeout"]
+    assert list(listed["Collector"])[1] == f"host-b:22 {HOSTILE.replace(chr(10), ' ')}"
 
 
 # --- Issue #10 item 8: instruments, topics and connections per venue ---------------------------------

@@ -312,11 +312,12 @@ def test_market_page_shows_the_seeded_figures(
             )
             assert row["Share of market"] == pytest.approx(float(total / want.total * 100))
             assert row["Change"] == change_text(total, c["previous"])
-            assert row["Chart"].startswith("/chart?") and "hours=24" in row["Chart"]
+            # the coin (every contract of it) over the overview's window
+            assert row["Chart"].startswith("/chart?") and f"target={row['Coin']}&hours={hours}" in row["Chart"]
             assert (
                 "exchanges=binance%2Cbybit%2Cokx%2Cgate%2Cbitget" not in row["Chart"]
             )  # the default is not in the URL
-            assert row["Cascades"].startswith("/cascades?symbol=")
+            assert row["Cascades"].startswith(f"/cascades?target={row['Coin']}&")
         if hours == 1:
             assert list(coins[coins["Coin"] == "SOL"]["Change"]) == ["new"]
         feed = _table(at, "Date")
@@ -346,7 +347,7 @@ def test_market_page_search_threshold_links_and_nonlive(
     assert set(coins["Coin"]) <= {"BTC", "PEPE"}
     pepe = coins[coins["Coin"] == "PEPE"].iloc[0]
     assert "exchanges=okx%2Cbinance" in pepe["Chart"] and "window" not in pepe["Chart"]
-    assert any(f"symbol={s}&" in pepe["Chart"] for s in ("1000PEPEUSDT", "PEPE-USDT-SWAP"))
+    assert "target=PEPE&hours=4" in pepe["Chart"] and "symbol=" not in pepe["Chart"]
     at.text_input(key="m_search").input("pepe").run()
     assert list(_table(at, "Coin")["Coin"]) == ["PEPE"]
     at.text_input(key="m_search").input("SWAP").run()

@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.charts import chart_html, liquidation_chart
 from app.format import plain_md
-from app.state import parse_state
+from app.query import catalog_of, parse_query
 from common.config import Settings
 from tests.app.browser import (
     ARTIFACTS,
@@ -193,23 +193,28 @@ def test_chart_html_export_holds_no_markup_from_venue_text() -> None:
 
 
 def test_real_symbols_work_in_links(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    state, warnings = parse_state({"symbol": CJK.lower()}, ["BTCUSDT", CJK], ("binance", "bybit"))
-    assert state.symbol == CJK and warnings == []
+    known = catalog_of([("binance", "BTCUSDT", None), ("binance", CJK, None)])
+    q, warnings = parse_query({"symbol": CJK.lower()}, known, ("binance", "bybit"), default_symbol="BTCUSDT")
+    assert q.target.param == CJK and warnings == []
+    q, warnings = parse_query({"target": f"binance:{CJK}"}, known, ("binance", "bybit"), default_symbol="BTCUSDT")
+    assert q.target.param == f"binance:{CJK}" and warnings == []
     for hostile in (*HOSTILE, "BTC\x00USDT", "BTC USDT", "x" * 41):
-        state, warnings = parse_state({"symbol": hostile}, ["BTCUSDT", hostile], ("binance", "bybit"))
-        assert state.symbol == "BTCUSDT" and len(warnings) == 1, hostile
+        hostile_known = catalog_of([("binance", "BTCUSDT", None), ("binance", hostile, None)])
+        for name, value in (("symbol", hostile), ("target", hostile), ("target", f"binance:{hostile}")):
+            q, warnings = parse_query({name: value}, hostile_known, ("binance", "bybit"), default_symbol="BTCUSDT")
+            assert q.target.param == "BTCUSDT" and len(warnings) == 1, (name, hostile)
 
     _seed_hostile(settings)
     apptest_env(monkeypatch, settings)
     at = open_app("accumulated", {"symbol": CJK, "hours": "24"})
     no_exceptions(at)
-    assert at.selectbox(key="f_symbol").value == CJK and not at.warning
+    assert at.selectbox(key="f_target").value.param == CJK and not at.warning
     assert "Liquidations: 1" in all_text(at)
-    assert not any(_unsafe(o) for o in at.selectbox(key="f_symbol").options)  # hostile names not offered
+    assert not any(_unsafe(o) for o in at.selectbox(key="f_target").options)  # hostile names not offered
 
     at = open_app("accumulated", {"symbol": MD_LINK, "hours": "24"})
     _assert_safe(at, "accumulated")
-    assert at.selectbox(key="f_symbol").value == "BTCUSDT"
+    assert at.selectbox(key="f_target").value.param == "BTCUSDT"
     assert "Unknown symbol" in shown(" ".join(w.value for w in at.warning))
 
 

@@ -20,6 +20,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from app.data.live import snapshot
+from app.query import Catalog, Query, all_target, symbol_target
 from collector.storage.redis_live import fast_member
 from common.events import Liquidation, Side
 from common.live_scripts import KEEP_MS, add_liquidations
@@ -41,11 +42,17 @@ def hanging_proxy() -> Iterator[TcpProxy]:
         yield proxy
 
 
+def _query(symbol: str | None, exchanges: tuple[str, ...]) -> Query:
+    """The app's Query of one venue symbol (or ALL) on these venues, every source (as these tests count)."""
+    target = all_target() if symbol is None else symbol_target(symbol, Catalog(), exchanges)
+    return Query(target=target, exchanges=exchanges, include_nonlive=True)
+
+
 def window_totals(client: redis.Redis, prefix: str, now: int, symbol: str | None = "BTCUSDT") -> Totals:
     """The app's figures for [now - WINDOW_MS, now] (bucket sums + edge members), per (exchange, side)."""
     out: Totals = {}
     for exchange in EXCHANGES:
-        snap = snapshot(client, Keys(prefix), symbol, (exchange,), now=now)
+        snap = snapshot(client, Keys(prefix), _query(symbol, (exchange,)), now=now)
         for side, agg in snap.totals.by_side.items():
             if agg.events:
                 out[(exchange, side)] = (agg.events, agg.usd)
@@ -334,7 +341,7 @@ def test_window_edges_are_exact(sync_redis: redis.Redis, redis_prefix: str) -> N
         btc = [e for e in events if e.symbol == "BTCUSDT"]
         assert window_totals(sync_redis, redis_prefix, now) == _expected(btc, lo, now), now
         assert window_totals(sync_redis, redis_prefix, now, symbol=None) == _expected(events, lo, now), now
-        snap = snapshot(sync_redis, keys, "BTCUSDT", EXCHANGES, now=now)
+        snap = snapshot(sync_redis, keys, _query("BTCUSDT", EXCHANGES), now=now)
         inside = {e.key: e for e in btc if lo <= e.time_ms <= now}.values()
         assert snap.totals.total.quantity == sum((e.quantity for e in inside), Decimal(0))
         assert snap.totals.max_usd == max(e.value_usd for e in inside)

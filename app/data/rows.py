@@ -1,0 +1,206 @@
+"""The one WHERE builder and the one segmenter of ranges onto raw rows and rollups.
+
+`where(q, column, lo, hi)` is the SQL every liquidation query of the app filters with: the range
+[lo, hi) on `column` (`time` of raw rows, `bucket` of rollups), the query's venues and venue
+symbols (app/query.py resolves a coin or a contract to them), its sources and its side. The
+minimum size is row-level: only `where(..., min_usd=True)` on raw rows adds it.
+
+`segments(start, end)` cuts [start, end) into (table, lo, hi) pieces: raw rows for the partial
+minutes at the edges, `liquidations_1m` for the partial hours, `liquidations_1h` in the middle
+(db/migrations/0003_rollups.sql). The rollups always equal the raw rows, so any sum over the
+pieces is exact and its cost follows the number of hours, not of events. `bucketed_rows` is the
+union of the pieces as one subquery. Times are epoch ms; timestamps are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from app.data.connections import fetch_all
+from app.query import Query
+from common.instruments import cascade_names
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+RAW, MINUTES, HOURS = "liquidations", "liquidations_1m", "liquidations_1h"
+_BUCKET_COLUMNS = "exchange, symbol, side, source, events, quantity, value_usd, max_value_usd"
+
+
+def ts(ms: int) -> datetime:
+    """Epoch milliseconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def to_ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def ceil_ms(ms: int, step: int) -> int:
+    return -(-ms // step) * step
+
+
+def floor_ms(ms: int, step: int) -> int:
+    return ms // step * step
+
+
+def where(
+    q: Query, column: str, lo: int, hi: int, *, side: bool = True, min_usd: bool = False
+) -> tuple[sql.Composed, list[Any]]:
+    """The query's filter over `column` in [lo, hi); `side=False` leaves the side out (both sides),
+    `min_usd=True` adds the minimum size (raw rows only)."""
+    col = sql.Identifier(column)
+    parts: list[sql.Composable] = [sql.SQL("{} >= %s AND {} < %s").format(col, col), sql.SQL("exchange = ANY(%s)")]
+    params: list[Any] = [ts(lo), ts(hi), list(q.venues)]
+    if q.symbols is not None:
+        parts.append(sql.SQL("symbol = ANY(%s)"))
+        params.append(list(q.symbols))
+    if not q.include_nonlive:
+        parts.append(sql.SQL("source = 'live'"))
+    if side and q.side is not None:
+        parts.append(sql.SQL("side = %s"))
+        params.append(q.side)
+    if min_usd and q.min_usd > 0:
+        parts.append(sql.SQL("value_usd >= %s"))
+        params.append(q.min_usd)
+    return sql.SQL(" AND ").join(parts), params
+
+
+def segments(start_ms: int, end_ms: int, use_hours: bool = True) -> list[tuple[str, int, int]]:
+    """[start, end) as (table, lo, hi): raw edges, minutes, hours in the middle (minutes only
+    without `use_hours`, for bars narrower than an hour)."""
+    if end_ms <= start_ms:
+        return []
+    m0, m1 = ceil_ms(start_ms, MINUTE_MS), floor_ms(end_ms, MINUTE_MS)
+    if m0 >= m1:
+        return [(RAW, start_ms, end_ms)]
+    h0, h1 = ceil_ms(m0, HOUR_MS), floor_ms(m1, HOUR_MS)
+    out = [(RAW, start_ms, m0)]
+    if use_hours and h0 < h1:
+        out += [(MINUTES, m0, h0), (HOURS, h0, h1), (MINUTES, h1, m1)]
+    else:
+        out.append((MINUTES, m0, m1))
+    out.append((RAW, m1, end_ms))
+    return [s for s in out if s[2] > s[1]]
+
+
+def bucketed_rows(
+    q: Query, start_ms: int, end_ms: int, *, use_hours: bool = True, side: bool = True
+) -> tuple[sql.Composed, list[Any]]:
+    """A subquery `(t, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)`
+    over [start, end), each row a rollup bucket or (at the edges) one raw liquidation."""
+    selects: list[sql.Composable] = []
+    params: list[Any] = []
+    for table, lo, hi in segments(start_ms, end_ms, use_hours):
+        if table == RAW:
+            w, p = where(q, "time", lo, hi, side=side)
+            columns = sql.SQL(
+                "time AS t, exchange, symbol, side, source, 1::bigint AS events, quantity, value_usd, "
+                "value_usd AS max_value_usd"
+            )
+        else:
+            w, p = where(q, "bucket", lo, hi, side=side)
+            columns = sql.SQL("bucket AS t, " + _BUCKET_COLUMNS)
+        selects.append(sql.SQL("SELECT {} FROM {} WHERE {}").format(columns, sql.Identifier(table), w))
+        params.extend(p)
+    if not selects:  # an empty range: a query with the right columns and no rows
+        selects.append(
+            sql.SQL(
+                "SELECT now() AS t, ''::text AS exchange, ''::text AS symbol, ''::text AS side, ''::text AS source, "
+                "0::bigint AS events, 0::numeric AS quantity, 0::numeric AS value_usd, 0::numeric AS max_value_usd "
+                "WHERE false"
+            )
+        )
+    return sql.SQL(" UNION ALL ").join(selects), params
+
+
+def cascade_where(q: Query, start_ms: int, end_ms: int, alias: str = "c") -> tuple[sql.Composed, list[Any]]:
+    """Cascades overlapping [start, end) (app.query.CASCADE_RULE) on the query's target, venues,
+    sources and side, of at least its minimum size. Cascades are named after the canonical
+    instrument (BTC-USDT-PERP), older ones after the venue symbol: both names match."""
+    a = sql.Identifier(alias)
+    parts: list[sql.Composable] = [
+        sql.SQL("{a}.start_time < %s AND {a}.end_time >= %s AND {a}.exchanges && %s::text[]").format(a=a)
+    ]
+    params: list[Any] = [ts(end_ms), ts(start_ms), list(q.venues)]
+    names = cascade_names_of(q)
+    if names is not None:
+        parts.append(sql.SQL("{a}.symbol = ANY(%s)").format(a=a))
+        params.append(names)
+    if not q.include_nonlive:
+        parts.append(sql.SQL("{a}.source = 'live'").format(a=a))
+    if q.side is not None:
+        parts.append(sql.SQL("{a}.side = %s").format(a=a))
+        params.append(q.side)
+    if q.min_usd > 0:
+        parts.append(sql.SQL("{a}.value_usd >= %s").format(a=a))
+        params.append(q.min_usd)
+    return sql.SQL(" AND ").join(parts), params
+
+
+def cascade_names_of(q: Query) -> list[str] | None:
+    """The `cascades.symbol` values the target matches (None: every cascade)."""
+    if q.is_all:
+        return None
+    names: set[str] = set()
+    for exchange, symbol in q.target.pairs:
+        names.update(cascade_names(symbol, (exchange,)))
+    return sorted(names)
+
+
+def cascade_count(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> int:
+    """How many cascades overlap [start, end) (the one rule of every page that counts them)."""
+    w, params = cascade_where(q, start_ms, end_ms)
+    query = sql.SQL("SELECT count(*) FROM cascades c WHERE {}").format(w)
+    return int(fetch_all(pool, query, params)[0][0])
+
+
+def _edge_row(pool: ConnectionPool, q: Query, table: str, lo: int, hi: int, last: bool) -> int | None:
+    col = "time" if table == RAW else "bucket"
+    w, params = where(q, col, lo, hi)
+    query = sql.SQL("SELECT {col} FROM {table} WHERE {w} ORDER BY {col} {order} LIMIT 1").format(
+        col=sql.Identifier(col), table=sql.Identifier(table), w=w, order=sql.SQL("DESC" if last else "ASC")
+    )
+    rows = fetch_all(pool, query, params)
+    return to_ms(rows[0][0]) if rows else None
+
+
+def edge_event(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, last: bool) -> int | None:
+    """The first (or last) matching event time: the edge bucket in the rollups, narrowed to the raw row."""
+    parts = segments(start_ms, end_ms)
+    for table, lo, hi in reversed(parts) if last else parts:
+        at = _edge_row(pool, q, table, lo, hi, last)
+        if at is None:
+            continue
+        if table == HOURS:  # narrow to the minute, then to the row
+            table, lo, hi = MINUTES, max(lo, at), min(hi, at + HOUR_MS)
+            at = _edge_row(pool, q, table, lo, hi, last)
+            if at is None:  # the rollups always match the raw rows; an empty hour means a race with a writer
+                continue
+        if table == MINUTES:
+            return _edge_row(pool, q, RAW, max(lo, at), min(hi, at + MINUTE_MS), last)
+        return at
+    return None
+
+
+WHOLE_HISTORY_END = 2**47
+
+
+def event_bounds(
+    pool: ConnectionPool, q: Query, start_ms: int = 0, end_ms: int = WHOLE_HISTORY_END
+) -> tuple[int | None, int | None]:
+    """First and last matching liquidation time (ms) in [start, end) (default: all history)."""
+    return edge_event(pool, q, start_ms, end_ms, last=False), edge_event(pool, q, start_ms, end_ms, last=True)
+
+
+def first_event_ms(pool: ConnectionPool, q: Query) -> int | None:
+    """Where "whole history" starts for this query: its first matching liquidation."""
+    return edge_event(pool, q, 0, WHOLE_HISTORY_END, last=False)
+
+
+def resolve_range(pool: ConnectionPool, q: Query, now: int) -> tuple[int, int]:
+    """The query's [start, end) at `now` (whole history: from its first matching event)."""
+    return q.time_range(now, first_event_ms(pool, q) if q.whole_history else None)
