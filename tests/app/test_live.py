@@ -378,13 +378,14 @@ def test_non_ascii_symbols_are_counted_apart(sync_redis: redis.Redis, redis_pref
 
 def _big_window(now: int, n: int) -> list[Liquidation]:
     """`n` BTCUSDT liquidations spread over the window, and 5 ETHUSDT ones among the oldest."""
-    step = (WINDOW - 2 * BUCKET_MS) // n
+    # 30 s clear of the window's start: the page's "now" is rounded up to 10 s and runs a few seconds later
+    step = (WINDOW - 4 * BUCKET_MS) // n
     events = [
         liq(("bybit", "binance")[i % 2], ("LONG", "SHORT")[i % 3 == 0], f"0.{i % 97 + 1:03d}", f"{60_000 + i % 500}.5",
-            now - WINDOW + BUCKET_MS + i * step)
+            now - WINDOW + 3 * BUCKET_MS + i * step)
         for i in range(n)
     ]  # fmt: skip
-    events += [liq("bybit", "SHORT", "2", "3000", now - WINDOW + 20_000 + i, symbol="ETHUSDT") for i in range(5)]
+    events += [liq("bybit", "SHORT", "2", "3000", now - WINDOW + 40_000 + i, symbol="ETHUSDT") for i in range(5)]
     return events
 
 
