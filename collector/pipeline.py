@@ -205,10 +205,11 @@ class Pipeline:
     async def _tick(self) -> None:
         """Quiet second: end cascades that went quiet by wall clock; write open candles when due."""
         batch = Batch(candles=self._due_candles())
-        if self.is_leader():
+        leader = self.is_leader()  # read once: nothing below awaits
+        if leader:
             self._carry_on(batch)
         update = self.detector.tick(now_ms())
-        if self.is_leader():
+        if leader:
             batch.cascades.extend(update.cascades)
         if batch.cascades or batch.candles or batch.flags:
             await self._dispatch(batch)
@@ -252,10 +253,11 @@ class Pipeline:
                     log.info("%s %s %s %s", ev.exchange, ev.state, ev.connection_id, one_line(ev.reason))
             elif isinstance(ev, Cascade):
                 batch.cascades.append(ev)
-        if self.is_leader():
+        leader = self.is_leader()  # read once: nothing below awaits
+        if leader:
             self._carry_on(batch)
         update = self.detector.process(batch.liquidations, now_ms())
-        if self.is_leader():
+        if leader:
             for line in update.lines:
                 log.info(line)
             batch.cascades.extend(update.cascades)
