@@ -33,6 +33,9 @@ from redis.retry import Retry
 
 _POOL_OPEN_TIMEOUT_S = 5.0
 _STATEMENT_TIMEOUT_MS = 30_000  # a runaway query must not hold a connection forever
+# The pages' aggregates run tens to hundreds of ms: PostgreSQL's JIT spent ~90 ms compiling each of
+# them (measured on the whole-market year, bench/bench_pages.py) and never won that back.
+_SESSION_OPTIONS = f"-c statement_timeout={_STATEMENT_TIMEOUT_MS} -c TimeZone=UTC -c jit=off"
 
 Query = str | sql.SQL | sql.Composed
 
@@ -59,7 +62,7 @@ def open_pool(url: str, max_size: int = 4) -> ConnectionPool:
         kwargs={
             "autocommit": True,
             "connect_timeout": 5,
-            "options": f"-c statement_timeout={_STATEMENT_TIMEOUT_MS} -c TimeZone=UTC",
+            "options": _SESSION_OPTIONS,
         },
         name="app",
     )
