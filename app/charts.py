@@ -93,7 +93,8 @@ def _add_liquidations(fig: go.Figure, bars: pd.DataFrame) -> None:
                 name=f"{side} liquidated (USD)",
                 marker_color=colour,
                 hovertext=[
-                    f"{fmt_datetime(t)}<br>{side} liquidated {fmt_usd(u)}<br>{fmt_count(n)} events, {fmt_qty(q)} base"
+                    f"{fmt_datetime(t)}<br>{side} liquidated {fmt_usd(u)}<br>{fmt_count(n)} events"
+                    + ("" if q is None or pd.isna(q) else f", {fmt_qty(q)} base")  # None for ALL: coins do not add up
                     for t, u, n, q in zip(x, part["value_usd"], part["events"], part["quantity"], strict=True)
                 ],
                 hoverinfo="text",

@@ -16,7 +16,7 @@ cascades and the stream coverage, day by day and symbol by symbol, so the rows d
 how the days are split among workers.
 
 Rows are formatted column-wise and loaded with COPY by worker processes, a week per task. The
-rollups (liquidations_1m, liquidations_1h) and the hourly candles (candles_1h) are then rebuilt
+rollups (db/rollups.py) and the hourly candles (candles_1h) are then rebuilt
 from the raw rows (one INSERT ... SELECT each) and the tables ANALYZEd.
 A database whose `liquidations` table holds rows is refused unless `--force`, which replaces
 whatever lies inside the generated period.
@@ -44,6 +44,7 @@ from bench.market_dataset import TABLES as MARKET_TABLES
 from bench.market_dataset import MarketGenerateError, generate_market
 from bench.market_universe import MarketConfig
 from bench.synth import DAY_MS, MINUTE_MS, GenConfig, Plan, build_plan, generate_symbol_day
+from db import rollups
 from db.migrate import migrate
 
 _LIQ_COLUMNS = (
@@ -55,14 +56,6 @@ _CASCADE_COLUMNS = (
     "id, symbol, side, start_time, end_time, events, quantity, value_usd, exchanges, events_by_exchange, "
     "cross_exchange, peak_minute, price_start, price_end, price_move_pct, risk_score, active, source"
 )
-_ROLLUP = """
-    INSERT INTO {table} (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
-    SELECT time_bucket({width}, time), exchange, symbol, side, source,
-           count(*), sum(quantity), sum(value_usd), max(value_usd)
-    FROM liquidations
-    WHERE time >= %s AND time < %s
-    GROUP BY 1, 2, 3, 4, 5
-"""
 # Each hour from its 1-minute candles, with the collector's source rule (db/migrations/0008, 0009).
 _CANDLES_1H = """
     INSERT INTO candles_1h (time, exchange, symbol, open, high, low, close, volume, quote_volume, minutes, source)
@@ -78,6 +71,7 @@ _TABLES = (
     "liquidations",
     "liquidations_1m",
     "liquidations_1h",
+    "liquidations_market_1h",
     "candles",
     "candles_1h",
     "cascades",
@@ -180,10 +174,6 @@ def _rebuild(
         conn.execute(insert, (start, end))
 
 
-def _liquidation_rollup(table: str, width: str) -> sql.Composed:
-    return sql.SQL(_ROLLUP).format(table=sql.Identifier(table), width=sql.Literal(width))
-
-
 def _in_parallel(calls: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
     """Run each call on a thread of its own (each opens its own connection); re-raise the first error."""
     errors: list[BaseException] = []
@@ -210,15 +200,15 @@ def _analyze(database_url: str, tables: tuple[str, ...]) -> None:
 
 
 def rebuild_rollups(database_url: str, cfg: GenConfig) -> None:
-    """Both liquidation rollups and the hourly candles from the raw rows, each on its own
-    connection so the three run side by side."""
+    """The liquidation rollups per symbol and the hourly candles from the raw rows, each on its own
+    connection so the three run side by side; then the whole market's hours from the symbols'."""
     start, end = _hour_range(cfg)
     targets = [
-        ("liquidations_1m", "bucket", _liquidation_rollup("liquidations_1m", "1 minute")),
-        ("liquidations_1h", "bucket", _liquidation_rollup("liquidations_1h", "1 hour")),
+        *((table, "bucket", rollups.symbol_rollup(table, width)) for table, width in rollups.SYMBOL_ROLLUPS),
         ("candles_1h", "time", sql.SQL(_CANDLES_1H).format()),
     ]
     _in_parallel([(_rebuild, (database_url, table, column, insert, start, end)) for table, column, insert in targets])
+    _rebuild(database_url, rollups.MARKET_ROLLUP, "bucket", rollups.market_rollup(), start, end)
 
 
 def generate(database_url: str, cfg: GenConfig, workers: int = 2, force: bool = False) -> dict[str, float]:
@@ -248,7 +238,7 @@ def generate(database_url: str, cfg: GenConfig, workers: int = 2, force: bool = 
         [(_analyze, (database_url, ("liquidations",))), (_analyze, (database_url, _TABLES[1:]))],
     )
     with psycopg.connect(database_url, autocommit=True) as conn:
-        for table in ("liquidations_1m", "liquidations_1h", "candles_1h"):
+        for table in (*rollups.TABLES, "candles_1h"):
             row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
             totals[table] = row[0] if row else 0
     totals["analyze_s"] = time.monotonic() - mark
@@ -354,7 +344,7 @@ def _market_main(args: argparse.Namespace) -> int:
         args.database_url, cfg, workers=args.workers, force=args.force, progress=lambda line: print(line, flush=True)
     )
     for name in MARKET_TABLES:
-        print(f"{name:>16}: {int(totals[name]):>12,} rows")
+        print(f"{name:>22}: {int(totals[name]):>12,} rows")
     print(f"   database size: {totals['database_bytes'] / 1e9:,.2f} GB")
     print(
         f"time: load {totals['load_s']:.1f} s, rollups {totals['rollups_s']:.1f} s, "
@@ -383,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gen_dataset: {exc}", file=sys.stderr)
         return 1
     for name in _TABLES:
-        print(f"{name:>16}: {int(totals[name]):>12,} rows")
+        print(f"{name:>22}: {int(totals[name]):>12,} rows")
     print(
         f"time: load {totals['load_s']:.1f} s, rollups {totals['rollups_s']:.1f} s, "
         f"analyze {totals['analyze_s']:.1f} s, total {totals['total_s']:.1f} s"

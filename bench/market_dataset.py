@@ -7,7 +7,7 @@ Coins are shared among worker processes (largest first, each to the least loaded
 worker runs each of its coins through the whole period, a week per transaction (liquidations,
 1-minute candles for the first `--candle-coins` coins, hourly candles for every listing, the
 cascades that ended). The instruments and the stream coverage are written first, the rollups
-(liquidations_1m, liquidations_1h) rebuilt from the raw rows at the end, a month per statement,
+(db/rollups.py) rebuilt from the raw rows at the end, a month per statement,
 and every table ANALYZEd. A database whose `liquidations` table holds rows is refused unless
 `force`, which empties the generated tables first.
 """
@@ -26,6 +26,7 @@ from psycopg import sql
 
 from bench.market_synth import coin_chunks
 from bench.market_universe import Market, MarketConfig, build_market, instrument_rows
+from db import rollups
 from db.migrate import migrate
 
 LIQ_COLUMNS = (
@@ -42,18 +43,11 @@ _INSTRUMENT_COLUMNS = (
     "exchange, symbol, base, quote, contract_type, multiplier, size_unit, contract_size, listed_at, updated_at"
 )
 _COVERAGE_COLUMNS = "connection_id, exchange, symbols, source, connected_at, last_seen_at, disconnected_at, reason"
-_ROLLUP = """
-    INSERT INTO {table} (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
-    SELECT time_bucket({width}, time), exchange, symbol, side, source,
-           count(*), sum(quantity), sum(value_usd), max(value_usd)
-    FROM liquidations
-    WHERE time >= %s AND time < %s
-    GROUP BY 1, 2, 3, 4, 5
-"""
 TABLES = (
     "liquidations",
     "liquidations_1m",
     "liquidations_1h",
+    "liquidations_market_1h",
     "candles",
     "candles_1h",
     "cascades",
@@ -145,14 +139,14 @@ def _split(market: Market, workers: int) -> list[list[int]]:
 
 
 def rebuild_rollups(database_url: str, cfg: MarketConfig) -> None:
-    """liquidations_1m and liquidations_1h from the raw rows, a month per statement."""
+    """Every liquidation rollup (db/rollups.py) from the raw rows, a month per statement."""
     start = datetime.fromtimestamp(cfg.start_ms / 1000, tz=UTC)
     end = datetime.fromtimestamp(-(-cfg.end_ms // 3_600_000) * 3600, tz=UTC)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SET work_mem = '256MB'")
-        for table, width in (("liquidations_1m", "1 minute"), ("liquidations_1h", "1 hour")):
+        inserts = [(table, rollups.symbol_rollup(table, width)) for table, width in rollups.SYMBOL_ROLLUPS]
+        for table, insert in [*inserts, (rollups.MARKET_ROLLUP, rollups.market_rollup())]:
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
-            insert = sql.SQL(_ROLLUP).format(table=sql.Identifier(table), width=sql.Literal(width))
             at = start
             while at < end:
                 until = min(at + timedelta(days=30), end)

@@ -90,7 +90,7 @@ def price_levels(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, buc
     their mean fill; the edges of the range use exact prices.
     """
     # Minute prices for up to a week; hourly ones beyond (a year of minutes is millions of rows).
-    inner, params = bucketed_rows(q, start_ms, end_ms, use_hours=end_ms - start_ms > 7 * 86_400_000)
+    inner, params = bucketed_rows(q, start_ms, end_ms, use_hours=end_ms - start_ms > 7 * 86_400_000, per_symbol=True)
     query = sql.SQL(
         "WITH p AS (SELECT side, events, value_usd, value_usd / quantity AS price FROM ({}) AS b), "
         "r AS (SELECT min(price) AS lo, max(price) AS hi FROM p) "

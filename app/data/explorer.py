@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app.data.connections import fetch_all, fetch_df
-from app.data.rows import HOUR_MS, bucketed_rows, floor_ms, to_ms, where
+from app.data.rows import HOUR_MS, bucketed_rows, floor_ms, hours_table, to_ms, where
 from app.query import Query
 
 EXPLORER_PAGE_ROWS = 100
@@ -68,8 +68,8 @@ def _page_lower_bound(pool: ConnectionPool, q: Query, start_ms: int, upper_ms: i
     w, params = where(q, "bucket", floor_ms(start_ms, HOUR_MS), floor_ms(upper_ms, HOUR_MS))
     query = sql.SQL(
         "SELECT bucket FROM (SELECT bucket, sum(sum(events)) OVER (ORDER BY bucket DESC) AS seen "
-        "FROM liquidations_1h WHERE {} GROUP BY bucket) AS h WHERE seen >= %s ORDER BY bucket DESC LIMIT 1"
-    ).format(w)
+        "FROM {} WHERE {} GROUP BY bucket) AS h WHERE seen >= %s ORDER BY bucket DESC LIMIT 1"
+    ).format(sql.Identifier(hours_table(q)), w)
     rows = fetch_all(pool, query, [*params, limit])
     return rows[0][0] if rows else None
 

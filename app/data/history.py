@@ -1,6 +1,6 @@
 """History from TimescaleDB: totals over any range, candles, liquidation bars and coverage.
 
-Long ranges read the rollups (liquidations_1h / _1m, always equal to the raw rows); only the
+Long ranges read the rollups (hourly and per minute, always equal to the raw rows); only the
 partial minutes at the edges of a range read raw rows, so totals are exact for any [start, end)
 and stay fast over a year. All functions take an open pool plus a `Query` (app/query.py) and
 return plain data; the filter is app.data.rows.where, the pieces app.data.rows.segments.
@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app.data.connections import db_errors, fetch_all, fetch_df
-from app.data.rows import HOUR_MS, MINUTES, RAW, segments, to_ms, ts, where
+from app.data.rows import HOUR_MS, MARKET_HOURS, RAW, WIDTH_MS, hours_table, segments, to_ms, ts, where
 from app.query import Query
 from common import venues
 from common.instruments import PERPETUAL, guess_instrument
@@ -77,13 +77,19 @@ _RAW_AGGREGATES = sql.SQL(
 _ROLLUP_AGGREGATES = sql.SQL(
     "sum(events) AS events, sum(quantity) AS quantity, sum(value_usd) AS usd, max(max_value_usd) AS max_usd"
 )
+_MARKET_AGGREGATES = sql.SQL(
+    "sum(events) AS events, NULL::numeric AS quantity, sum(value_usd) AS usd, max(max_value_usd) AS max_usd"
+)
 
 
 def _segment_select(q: Query, table: str, lo: int, hi: int, columns: str) -> tuple[sql.Composed, list[Any]]:
-    """One segment grouped by exchange and side; `columns` names the aggregates for raw vs rollup rows."""
+    """One segment grouped by `columns`, with its events, quantity (NULL in the market rollup),
+    USD and largest liquidation."""
     raw = table == RAW
     w, params = where(q, "time" if raw else "bucket", lo, hi)
     aggregates = _RAW_AGGREGATES if raw else _ROLLUP_AGGREGATES
+    if table == MARKET_HOURS:
+        aggregates = _MARKET_AGGREGATES
     query = sql.SQL("SELECT {cols}, {aggregates} FROM {table} WHERE {where} GROUP BY {cols}").format(
         cols=sql.SQL(columns), aggregates=aggregates, table=sql.Identifier(table), where=w
     )
@@ -92,23 +98,27 @@ def _segment_select(q: Query, table: str, lo: int, hi: int, columns: str) -> tup
 
 def totals(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> Breakdown:
     """Exact totals over [start, end) per exchange and side, from rollups plus raw edges; quantities
-    in canonical base units (they add up for one coin; for ALL they mean nothing and are not shown)."""
+    in canonical base units (they add up for one coin; for ALL, whose quantities mean nothing and
+    are not shown, they stay 0: the whole market's hourly rollup has none)."""
     out = Breakdown()
+    whole_market = q.symbols is None
+    columns = "exchange, side" if whole_market else "exchange, symbol, side"
     parts: list[sql.Composable] = []
     params: list[Any] = []
-    for table, lo, hi in segments(start_ms, end_ms):
-        query, p = _segment_select(q, table, lo, hi, "exchange, symbol, side")
+    for table, lo, hi in segments(start_ms, end_ms, hours=hours_table(q)):
+        query, p = _segment_select(q, table, lo, hi, columns)
         parts.append(query)
         params += p
     if not parts:
         return out
     query = sql.SQL(
-        "SELECT exchange, symbol, side, sum(events)::bigint, sum(quantity), sum(usd), max(max_usd) "
-        "FROM ({}) s GROUP BY 1, 2, 3"
-    ).format(sql.SQL(" UNION ALL ").join(parts))
+        "SELECT exchange, {symbol}, side, sum(events)::bigint, sum(quantity), sum(usd), max(max_usd) "
+        "FROM ({parts}) s GROUP BY 1, 2, 3"
+    ).format(symbol=sql.SQL("NULL" if whole_market else "symbol"), parts=sql.SQL(" UNION ALL ").join(parts))
     for exchange, symbol, side, events, quantity, usd, max_usd in fetch_all(pool, query, params):
         # Quantities in the coin's canonical base: a 1000PEPE quantity counts 1000 PEPE each.
-        out.add(exchange, side, events, guess_instrument(exchange, symbol).canonical_quantity(quantity), usd)
+        base = Decimal(0) if whole_market else guess_instrument(exchange, symbol).canonical_quantity(quantity)
+        out.add(exchange, side, events, base, usd)
         if out.max_usd is None or max_usd > out.max_usd:
             out.max_usd = max_usd
     return out
@@ -117,11 +127,11 @@ def totals(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> Breakd
 def largest(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> dict[str, Any] | None:
     """The single largest liquidation: find its bucket in the rollups, then the raw row inside it."""
     best: tuple[Decimal, int, int] | None = None  # (usd, lo, hi) of the bucket holding it
-    for table, lo, hi in segments(start_ms, end_ms):
+    for table, lo, hi in segments(start_ms, end_ms, hours=hours_table(q)):
         raw = table == RAW
         col = "time" if raw else "bucket"
         w, params = where(q, col, lo, hi)
-        width = 0 if raw else (60_000 if table == MINUTES else HOUR_MS)
+        width = WIDTH_MS[table]
         query = sql.SQL("SELECT {col}, {mx} FROM {table} WHERE {where} ORDER BY 2 DESC LIMIT 1").format(
             col=sql.Identifier(col),
             mx=sql.Identifier("value_usd" if raw else "max_value_usd"),
@@ -157,14 +167,18 @@ def largest(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> dict[
 
 
 def liquidation_bars(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, interval_ms: int) -> pd.DataFrame:
-    """Per bar and side: events, quantity, value_usd. Bars start at multiples of the interval (UTC)."""
+    """Per bar and side: events, quantity, value_usd. Bars start at multiples of the interval (UTC).
+    For ALL the quantity is None (coins do not add up) and hourly or wider bars read the whole
+    market's hourly rollup."""
     lo = start_ms // interval_ms * interval_ms
-    table = "liquidations_1h" if interval_ms >= HOUR_MS and interval_ms % HOUR_MS == 0 else "liquidations_1m"
+    hourly = interval_ms >= HOUR_MS and interval_ms % HOUR_MS == 0
+    table = hours_table(q) if hourly else "liquidations_1m"
+    quantity = "NULL::numeric" if q.symbols is None else "sum(quantity)"
     w, params = where(q, "bucket", lo, end_ms)
     query = sql.SQL(
         "SELECT time_bucket(%s::interval, bucket) AS bar, side, sum(events)::bigint AS events, "
-        "sum(quantity) AS quantity, sum(value_usd) AS value_usd FROM {} WHERE {} GROUP BY 1, 2 ORDER BY 1, 2"
-    ).format(sql.Identifier(table), w)
+        "{} AS quantity, sum(value_usd) AS value_usd FROM {} WHERE {} GROUP BY 1, 2 ORDER BY 1, 2"
+    ).format(sql.SQL(quantity), sql.Identifier(table), w)
     return fetch_df(pool, query, [f"{interval_ms // 1000} seconds", *params])
 
 
@@ -267,9 +281,9 @@ def big_liquidations(
     hours = fetch_all(
         pool,
         sql.SQL(
-            "SELECT bucket FROM liquidations_1h WHERE {} AND max_value_usd >= %s "
+            "SELECT bucket FROM {} WHERE {} AND max_value_usd >= %s "
             "GROUP BY bucket ORDER BY max(max_value_usd) DESC LIMIT %s"
-        ).format(w),
+        ).format(sql.Identifier(hours_table(q)), w),
         [*params, min_usd, limit],
     )
     columns = ["time", "exchange", "symbol", "side", "quantity", "price", "value_usd"]

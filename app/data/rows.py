@@ -6,10 +6,13 @@ symbols (app/query.py resolves a coin or a contract to them), its sources and it
 minimum size is row-level: only `where(..., min_usd=True)` on raw rows adds it.
 
 `segments(start, end)` cuts [start, end) into (table, lo, hi) pieces: raw rows for the partial
-minutes at the edges, `liquidations_1m` for the partial hours, `liquidations_1h` in the middle
+minutes at the edges, `liquidations_1m` for the partial hours, an hourly rollup in the middle
 (db/migrations/0003_rollups.sql). The rollups always equal the raw rows, so any sum over the
-pieces is exact and its cost follows the number of hours, not of events. `bucketed_rows` is the
-union of the pieces as one subquery. Times are epoch ms; timestamps are aware UTC datetimes.
+pieces is exact and its cost follows the number of hours, not of events. The hourly rollup is
+`hours_table(q)`: for the whole market (ALL), when the caller needs no symbol and no quantity,
+`liquidations_market_1h` (a few rows an hour instead of one per symbol: db/migrations/0015).
+`bucketed_rows` is the union of the pieces as one subquery. Times are epoch ms; timestamps are
+aware UTC datetimes.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from common.instruments import cascade_names
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 RAW, MINUTES, HOURS = "liquidations", "liquidations_1m", "liquidations_1h"
-_BUCKET_COLUMNS = "exchange, symbol, side, source, events, quantity, value_usd, max_value_usd"
+MARKET_HOURS = "liquidations_market_1h"
+WIDTH_MS = {RAW: 0, MINUTES: MINUTE_MS, HOURS: HOUR_MS, MARKET_HOURS: HOUR_MS}  # of one row
 
 
 def ts(ms: int) -> datetime:
@@ -69,9 +73,15 @@ def where(
     return sql.SQL(" AND ").join(parts), params
 
 
-def segments(start_ms: int, end_ms: int, use_hours: bool = True) -> list[tuple[str, int, int]]:
-    """[start, end) as (table, lo, hi): raw edges, minutes, hours in the middle (minutes only
-    without `use_hours`, for bars narrower than an hour)."""
+def hours_table(q: Query, per_symbol: bool = False) -> str:
+    """The hourly rollup for this query: the whole market's when it is ALL and the caller reads
+    neither symbols nor quantities (`per_symbol=False`), else the per-symbol one."""
+    return MARKET_HOURS if q.symbols is None and not per_symbol else HOURS
+
+
+def segments(start_ms: int, end_ms: int, use_hours: bool = True, hours: str = HOURS) -> list[tuple[str, int, int]]:
+    """[start, end) as (table, lo, hi): raw edges, minutes, hours (from the table `hours`) in the
+    middle (minutes only without `use_hours`, for bars narrower than an hour)."""
     if end_ms <= start_ms:
         return []
     m0, m1 = ceil_ms(start_ms, MINUTE_MS), floor_ms(end_ms, MINUTE_MS)
@@ -80,7 +90,7 @@ def segments(start_ms: int, end_ms: int, use_hours: bool = True) -> list[tuple[s
     h0, h1 = ceil_ms(m0, HOUR_MS), floor_ms(m1, HOUR_MS)
     out = [(RAW, start_ms, m0)]
     if use_hours and h0 < h1:
-        out += [(MINUTES, m0, h0), (HOURS, h0, h1), (MINUTES, h1, m1)]
+        out += [(MINUTES, m0, h0), (hours, h0, h1), (MINUTES, h1, m1)]
     else:
         out.append((MINUTES, m0, m1))
     out.append((RAW, m1, end_ms))
@@ -88,30 +98,32 @@ def segments(start_ms: int, end_ms: int, use_hours: bool = True) -> list[tuple[s
 
 
 def bucketed_rows(
-    q: Query, start_ms: int, end_ms: int, *, use_hours: bool = True, side: bool = True
+    q: Query, start_ms: int, end_ms: int, *, use_hours: bool = True, side: bool = True, per_symbol: bool = False
 ) -> tuple[sql.Composed, list[Any]]:
-    """A subquery `(t, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)`
-    over [start, end), each row a rollup bucket or (at the edges) one raw liquidation."""
+    """A subquery `(t, exchange, side, source, events, value_usd, max_value_usd)` over [start, end),
+    each row a rollup bucket or (at the edges) one raw liquidation; with `per_symbol` it also has
+    `symbol` and `quantity` (and reads the per-symbol rollup even for ALL)."""
+    hours = hours_table(q, per_symbol)
+    extra = "symbol, quantity, " if per_symbol else ""
     selects: list[sql.Composable] = []
     params: list[Any] = []
-    for table, lo, hi in segments(start_ms, end_ms, use_hours):
+    for table, lo, hi in segments(start_ms, end_ms, use_hours, hours):
         if table == RAW:
             w, p = where(q, "time", lo, hi, side=side)
-            columns = sql.SQL(
-                "time AS t, exchange, symbol, side, source, 1::bigint AS events, quantity, value_usd, "
-                "value_usd AS max_value_usd"
+            columns = (
+                f"time AS t, exchange, side, source, {extra}1::bigint AS events, value_usd, value_usd AS max_value_usd"
             )
         else:
             w, p = where(q, "bucket", lo, hi, side=side)
-            columns = sql.SQL("bucket AS t, " + _BUCKET_COLUMNS)
-        selects.append(sql.SQL("SELECT {} FROM {} WHERE {}").format(columns, sql.Identifier(table), w))
+            columns = f"bucket AS t, exchange, side, source, {extra}events, value_usd, max_value_usd"
+        selects.append(sql.SQL("SELECT {} FROM {} WHERE {}").format(sql.SQL(columns), sql.Identifier(table), w))
         params.extend(p)
     if not selects:  # an empty range: a query with the right columns and no rows
+        empty = "''::text AS symbol, 0::numeric AS quantity, " if per_symbol else ""
         selects.append(
             sql.SQL(
-                "SELECT now() AS t, ''::text AS exchange, ''::text AS symbol, ''::text AS side, ''::text AS source, "
-                "0::bigint AS events, 0::numeric AS quantity, 0::numeric AS value_usd, 0::numeric AS max_value_usd "
-                "WHERE false"
+                "SELECT now() AS t, ''::text AS exchange, ''::text AS side, ''::text AS source, "
+                f"{empty}0::bigint AS events, 0::numeric AS value_usd, 0::numeric AS max_value_usd WHERE false"
             )
         )
     return sql.SQL(" UNION ALL ").join(selects), params
@@ -170,12 +182,12 @@ def _edge_row(pool: ConnectionPool, q: Query, table: str, lo: int, hi: int, last
 
 def edge_event(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, last: bool) -> int | None:
     """The first (or last) matching event time: the edge bucket in the rollups, narrowed to the raw row."""
-    parts = segments(start_ms, end_ms)
+    parts = segments(start_ms, end_ms, hours=hours_table(q))
     for table, lo, hi in reversed(parts) if last else parts:
         at = _edge_row(pool, q, table, lo, hi, last)
         if at is None:
             continue
-        if table == HOURS:  # narrow to the minute, then to the row
+        if WIDTH_MS[table] == HOUR_MS:  # narrow to the minute, then to the row
             table, lo, hi = MINUTES, max(lo, at), min(hi, at + HOUR_MS)
             at = _edge_row(pool, q, table, lo, hi, last)
             if at is None:  # the rollups always match the raw rows; an empty hour means a race with a writer

@@ -1,9 +1,9 @@
 """The SQL of the TimescaleDB writer and the encoders that turn batches into its parameters.
 
 Liquidations go in through `unnest` arrays with `ON CONFLICT DO NOTHING RETURNING`, and the
-returned rows (only those really inserted) feed the 1-minute and 1-hour rollup upserts in the same
-statement, so the rollups always equal an aggregate over the raw rows, however often a batch is
-re-delivered or replayed. Candles, cascades and stream coverage are upserts; earlier cascade
+returned rows (only those really inserted) feed the rollup upserts (per minute and per hour for
+each symbol, per hour for the whole market) in the same statement, so the rollups always equal an
+aggregate over the raw rows, however often a batch is re-delivered or replayed. Candles, cascades and stream coverage are upserts; earlier cascade
 members are flagged with an UPDATE. Pure functions only: the writer (`timescale.py`) owns the
 connections.
 """
@@ -58,6 +58,14 @@ FROM ins GROUP BY 1, 2, 3, 4, 5
 ON CONFLICT (bucket, exchange, symbol, side, source) DO UPDATE
 SET events = r.events + EXCLUDED.events, quantity = r.quantity + EXCLUDED.quantity,
     value_usd = r.value_usd + EXCLUDED.value_usd,
+    max_value_usd = GREATEST(r.max_value_usd, EXCLUDED.max_value_usd)
+RETURNING 1
+), market AS (
+INSERT INTO liquidations_market_1h AS r (bucket, exchange, side, source, events, value_usd, max_value_usd)
+SELECT time_bucket('1 hour', time), exchange, side, source, count(*), sum(value_usd), max(value_usd)
+FROM ins GROUP BY 1, 2, 3, 4
+ON CONFLICT (bucket, exchange, side, source) DO UPDATE
+SET events = r.events + EXCLUDED.events, value_usd = r.value_usd + EXCLUDED.value_usd,
     max_value_usd = GREATEST(r.max_value_usd, EXCLUDED.max_value_usd)
 RETURNING 1
 )

@@ -45,6 +45,7 @@ from common.config import Settings
 from common.events import Candle, Cascade, Liquidation, Side
 from common.live_scripts import add_liquidations
 from common.live_view import Keys, encode_cascade
+from db import rollups
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "app" / "main.py"
@@ -183,19 +184,9 @@ def insert_liquidations(database_url: str, liqs: Iterable[Liquidation], rollups:
 
 
 def rebuild_rollups(database_url: str) -> None:
-    """liquidations_1m / _1h as exact aggregates of the raw rows (what the collector maintains)."""
+    """Every liquidation rollup as an exact aggregate of the raw rows (what the collector maintains)."""
     with psycopg.connect(database_url) as conn:
-        for table, width in (("liquidations_1m", "1 minute"), ("liquidations_1h", "1 hour")):
-            conn.execute(psycopg.sql.SQL("TRUNCATE {}").format(psycopg.sql.Identifier(table)))
-            conn.execute(
-                psycopg.sql.SQL(
-                    """INSERT INTO {} (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
-                       SELECT time_bucket(%s::interval, time), exchange, symbol, side, source,
-                              count(*), sum(quantity), sum(value_usd), max(value_usd)
-                       FROM liquidations GROUP BY 1, 2, 3, 4, 5"""
-                ).format(psycopg.sql.Identifier(table)),
-                (width,),
-            )
+        rollups.rebuild(conn, datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
 
 
 def insert_candles(database_url: str, candles: Iterable[Candle]) -> None:

@@ -120,7 +120,9 @@ async def test_sigkill_with_database_down_replays_the_spool_first(
     log = tmp_path / "collector.log"
     _scalar(own_pg.url, "SELECT 1")
     with psycopg.connect(own_pg.url, autocommit=True) as conn:
-        conn.execute("TRUNCATE liquidations, liquidations_1m, liquidations_1h, cascades, stream_coverage, candles")
+        conn.execute(
+            "TRUNCATE liquidations, liquidations_1m, liquidations_1h, liquidations_market_1h, cascades, stream_coverage, candles"
+        )
     async with BinanceServer() as binance, BybitServer() as bybit:
         env = collector_env(
             own_pg.url, redis_prefix, tmp_path, LIQ_BINANCE_WS_URL=binance.url, LIQ_BYBIT_WS_URL=bybit.url

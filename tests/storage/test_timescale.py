@@ -14,6 +14,13 @@ ROLLUP_CHECK = """
 SELECT r.bucket, r.exchange, r.symbol, r.side, r.source, r.events, r.quantity, r.value_usd, r.max_value_usd
 FROM {rollup} r ORDER BY 1, 2, 3, 4, 5
 """
+MARKET_CHECK = """
+SELECT bucket, exchange, side, source, events, value_usd, max_value_usd FROM liquidations_market_1h ORDER BY 1, 2, 3, 4
+"""
+RAW_MARKET = """
+SELECT time_bucket('1 hour', time), exchange, side, source, count(*), sum(value_usd), max(value_usd)
+FROM liquidations GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+"""
 RAW_GROUPED = """
 SELECT time_bucket(%s::interval, time), exchange, symbol, side, source, count(*), sum(quantity), sum(value_usd),
        max(value_usd)
@@ -55,6 +62,9 @@ async def test_duplicates_are_stored_once_and_rollups_equal_the_raw_rows(
         got = _rows(clean_db, ROLLUP_CHECK.format(rollup=rollup))
         assert got == _rows(clean_db, RAW_GROUPED, (width,))
         assert sum(int(r[5]) for r in got) == 400  # type: ignore[call-overload]
+    market = _rows(clean_db, MARKET_CHECK)  # the whole market's hours: no symbol, same sums
+    assert market == _rows(clean_db, RAW_MARKET)
+    assert sum(int(r[4]) for r in market) == 400  # type: ignore[call-overload]
 
 
 async def test_candles_upsert_by_minute(writer: TimescaleWriter, clean_db: str) -> None:

@@ -1,0 +1,107 @@
+"""The whole market's hourly rollup (liquidations_market_1h) gives ALL the same figures as the
+per-symbol rollups: every ALL reader, against the same query over an explicit list of every
+contract (which reads the per-symbol tables), for random ranges, venues, sides and sources."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+import pandas as pd
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from app.data import analyses, explorer, heatmap, history
+from app.data.rows import HOURS, MARKET_HOURS, event_bounds, hours_table, segments
+from app.query import COIN, Query, Target
+from common.config import Settings
+from common.events import Liquidation
+from tests.app.seed import fq, insert_liquidations, liq
+
+HOUR = 3_600_000
+DAY = 86_400_000
+BOTH = ("binance", "bybit")
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "1000PEPEUSDT", "币安人生USDT")
+BASE = 1_767_225_600_000 - 4 * DAY  # 20251229 00:00:00 UTC
+
+
+def _events(n: int) -> list[Liquidation]:
+    rng = random.Random(11)
+    return [
+        liq(
+            rng.choice(BOTH),
+            rng.choice(["LONG", "SHORT"]),
+            f"{rng.randrange(1, 90_000) / 1_000:.3f}",
+            f"{rng.randrange(100, 7_000_000) / 100:.2f}",
+            BASE + rng.randrange(4 * DAY),
+            symbol=rng.choice(SYMBOLS),
+            source=rng.choice(["live", "live", "live", "replay"]),
+        )
+        for _ in range(n)
+    ]
+
+
+def _every_contract(q: Query) -> Query:
+    """The same query over an explicit list of every contract: it reads the per-symbol rollups."""
+    pairs = tuple((e, s) for e in BOTH for s in SYMBOLS)
+    return q.with_changes(target=Target(COIN, "EVERY", "", pairs))
+
+
+def _frame(df: pd.DataFrame, columns: list[str]) -> list[tuple[object, ...]]:
+    return sorted(tuple(row) for row in df[columns].itertuples(index=False)) if not df.empty else []
+
+
+def test_all_reads_the_market_rollup_and_agrees_with_every_contract(settings: Settings, pool: ConnectionPool) -> None:
+    events = _events(4_000)
+    insert_liquidations(settings.database_url, events)
+    with psycopg.connect(str(settings.database_url)) as conn:  # the writer's sums, here from seed's rebuild
+        market = conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_market_1h").fetchone()
+    assert market == (len(events), sum((e.value_usd for e in events), Decimal(0)))
+    rng = random.Random(5)
+    for _ in range(12):
+        start = BASE + rng.randrange(2 * DAY)
+        end = start + rng.choice([HOUR + rng.randrange(HOUR), DAY + rng.randrange(DAY), 2 * DAY])
+        q = fq(None, rng.choice([BOTH, ("bybit",)]), rng.choice([True, False]), rng.choice([None, "LONG", "SHORT"]))
+        every = _every_contract(q)
+        assert hours_table(q) == MARKET_HOURS and hours_table(every) == HOURS
+        if end - start >= 2 * HOUR:  # a whole hour inside: read from the market rollup
+            assert MARKET_HOURS in {t for t, _lo, _hi in segments(start, end, hours=hours_table(q))}
+
+        got, want = history.totals(pool, q, start, end), history.totals(pool, every, start, end)
+        assert (got.total.events, got.total.usd, got.max_usd) == (want.total.events, want.total.usd, want.max_usd)
+        assert {k: (a.events, a.usd) for k, a in got.by_side.items()} == {
+            k: (a.events, a.usd) for k, a in want.by_side.items()
+        }
+        assert {k: (a.events, a.usd) for k, a in got.by_exchange.items()} == {
+            k: (a.events, a.usd) for k, a in want.by_exchange.items()
+        }
+        assert history.largest(pool, q, start, end) == history.largest(pool, every, start, end)
+        assert event_bounds(pool, q, start, end) == event_bounds(pool, every, start, end)
+        for interval in (HOUR, 4 * HOUR, DAY):
+            bars = history.liquidation_bars(pool, q, start, end, interval)
+            assert bars.empty or bars["quantity"].isna().all()  # coins do not add up
+            columns = ["bar", "side", "events", "value_usd"]
+            assert _frame(bars, columns) == _frame(history.liquidation_bars(pool, every, start, end, interval), columns)
+        threshold = Decimal(rng.choice([10_000, 100_000, 1_000_000]))
+        columns = ["time", "exchange", "symbol", "side", "value_usd"]
+        assert _frame(history.big_liquidations(pool, q, start, end, threshold, 20), columns) == _frame(
+            history.big_liquidations(pool, every, start, end, threshold, 20), columns
+        )
+        columns = ["hour", "side", "events", "value_usd"]
+        assert _frame(heatmap.hourly_by_side(pool, q, start, end), columns) == _frame(
+            heatmap.hourly_by_side(pool, every, start, end), columns
+        )
+        for interval in ("1h", "1d", "15m"):
+            columns = ["bucket", "exchange", "side", "events", "value_usd", "max_value_usd"]
+            assert _frame(analyses.volume_series(pool, q, start, end, interval), columns) == _frame(
+                analyses.volume_series(pool, every, start, end, interval), columns
+            )
+        columns = ["exchange", "hour", "events"]
+        assert _frame(analyses.exchange_timing(pool, q, start, end), columns) == _frame(
+            analyses.exchange_timing(pool, every, start, end), columns
+        )
+        assert explorer.explorer_count(pool, q, start, end) == explorer.explorer_count(pool, every, start, end)
+        page = explorer.explorer_page(pool, q, start, end)
+        assert _frame(page, ["time", "event_key"]) == _frame(
+            explorer.explorer_page(pool, every, start, end), ["time", "event_key"]
+        )
