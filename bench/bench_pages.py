@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             warm = _measure(fn, ctx, args.repeat, cold=False)
             cold = _measure(fn, ctx, args.repeat, cold=True)
             ok_warm, ok_cold = statistics.median(warm) <= target, statistics.median(cold) <= target
-            failed += not ok_warm
+            failed += not (ok_warm and ok_cold)  # the target holds for both
             print(
                 f"{name:<38} {statistics.median(warm):>11.1f} {max(warm):>9.1f} {statistics.median(cold):>11.1f} "
                 f"{max(cold):>9.1f} {target:>7.0f}  {'yes' if ok_warm else 'NO':>7}  {'yes' if ok_cold else 'NO':>7}"

@@ -71,6 +71,7 @@ _TABLES = (
     "liquidations",
     "liquidations_1m",
     "liquidations_1h",
+    "liquidations_1d",
     "liquidations_market_1h",
     "candles",
     "candles_1h",
@@ -201,13 +202,17 @@ def _analyze(database_url: str, tables: tuple[str, ...]) -> None:
 
 def rebuild_rollups(database_url: str, cfg: GenConfig) -> None:
     """The liquidation rollups per symbol and the hourly candles from the raw rows, each on its own
-    connection so the three run side by side; then the whole market's hours from the symbols'."""
+    connection so they run side by side; then the whole market's hours from the symbols'."""
     start, end = _hour_range(cfg)
-    targets = [
-        *((table, "bucket", rollups.symbol_rollup(table, width)) for table, width in rollups.SYMBOL_ROLLUPS),
-        ("candles_1h", "time", sql.SQL(_CANDLES_1H).format()),
+    calls: list[tuple[Callable[..., None], tuple[Any, ...]]] = [
+        (
+            _rebuild,
+            (database_url, table, "bucket", rollups.symbol_rollup(table, width), *rollups.widened(width, start, end)),
+        )
+        for table, width in rollups.SYMBOL_ROLLUPS
     ]
-    _in_parallel([(_rebuild, (database_url, table, column, insert, start, end)) for table, column, insert in targets])
+    calls.append((_rebuild, (database_url, "candles_1h", "time", sql.SQL(_CANDLES_1H).format(), start, end)))
+    _in_parallel(calls)
     _rebuild(database_url, rollups.MARKET_ROLLUP, "bucket", rollups.market_rollup(), start, end)
 
 

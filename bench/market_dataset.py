@@ -47,6 +47,7 @@ TABLES = (
     "liquidations",
     "liquidations_1m",
     "liquidations_1h",
+    "liquidations_1d",
     "liquidations_market_1h",
     "candles",
     "candles_1h",

@@ -8,14 +8,15 @@ built from `liquidations_1h`, which equals the raw rows, so it comes after it.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
 
-SYMBOL_ROLLUPS = (("liquidations_1m", "1 minute"), ("liquidations_1h", "1 hour"))
+SYMBOL_ROLLUPS = (("liquidations_1m", "1 minute"), ("liquidations_1h", "1 hour"), ("liquidations_1d", "1 day"))
 MARKET_ROLLUP = "liquidations_market_1h"
 TABLES = (*(table for table, _width in SYMBOL_ROLLUPS), MARKET_ROLLUP)
+_WIDTH_S = {"1 minute": 60, "1 hour": 3600, "1 day": 86_400}
 
 _SYMBOL = """
     INSERT INTO {table} (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
@@ -32,6 +33,13 @@ _MARKET = """
     WHERE bucket >= %s AND bucket < %s
     GROUP BY 1, 2, 3, 4
 """
+
+
+def widened(width: str, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """[start, end) widened to whole buckets of `width` (UTC), so no bucket is rebuilt in part."""
+    step = _WIDTH_S[width]
+    lo, hi = int(start.timestamp()) // step * step, -(-int(end.timestamp()) // step) * step
+    return datetime.fromtimestamp(lo, tz=UTC), datetime.fromtimestamp(hi, tz=UTC)
 
 
 def symbol_rollup(table: str, width: str) -> sql.Composed:
@@ -53,7 +61,7 @@ def replace(conn: psycopg.Connection, table: str, insert: sql.Composed, start: d
 
 
 def rebuild(conn: psycopg.Connection, start: datetime, end: datetime) -> None:
-    """Every liquidation rollup's buckets in [start, end) (hour-aligned) anew from the raw rows."""
+    """Every liquidation rollup's buckets over [start, end) (widened to whole buckets) anew from the raw rows."""
     for table, width in SYMBOL_ROLLUPS:
-        replace(conn, table, symbol_rollup(table, width), start, end)
-    replace(conn, MARKET_ROLLUP, market_rollup(), start, end)
+        replace(conn, table, symbol_rollup(table, width), *widened(width, start, end))
+    replace(conn, MARKET_ROLLUP, market_rollup(), *widened("1 hour", start, end))

@@ -91,8 +91,9 @@ def test_rollups_are_indexed_by_symbol_for_coin_and_contract_reads(database_url:
             (table, definition.split(" USING ", 1)[1])
             for table, definition in conn.execute(
                 "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = 'public' "
-                "AND tablename IN ('liquidations_1m', 'liquidations_1h')"
+                "AND tablename IN ('liquidations_1m', 'liquidations_1h', 'liquidations_1d')"
             )
         }
     assert ("liquidations_1m", "btree (symbol, bucket DESC)") in found
     assert ("liquidations_1h", "btree (symbol, bucket DESC)") in found
+    assert ("liquidations_1d", "btree (symbol, bucket DESC)") in found

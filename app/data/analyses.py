@@ -16,8 +16,8 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app.data.connections import fetch_df
-from app.data.rows import bucketed_rows
-from app.query import Query
+from app.data.rows import HOUR_MS, MINUTE_MS, bucketed_rows
+from app.query import INTERVAL_MS, Query
 
 BUCKETS: dict[str, str] = {
     "1m": "1 minute",
@@ -33,7 +33,7 @@ def volume_series(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, in
     """Per bucket, exchange and side: events, value_usd, largest single liquidation."""
     if interval not in BUCKETS:
         raise ValueError(f"unknown interval {interval!r}; one of {', '.join(BUCKETS)}")
-    inner, params = bucketed_rows(q, start_ms, end_ms, use_hours=interval in ("1h", "4h", "1d"))
+    inner, params = bucketed_rows(q, start_ms, end_ms, bucket_ms=INTERVAL_MS[interval])
     query = sql.SQL(
         "SELECT time_bucket({}::interval, t) AS bucket, exchange, side, sum(events)::bigint AS events, "
         "sum(value_usd) AS value_usd, max(max_value_usd) AS max_value_usd "
@@ -90,7 +90,8 @@ def price_levels(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, buc
     their mean fill; the edges of the range use exact prices.
     """
     # Minute prices for up to a week; hourly ones beyond (a year of minutes is millions of rows).
-    inner, params = bucketed_rows(q, start_ms, end_ms, use_hours=end_ms - start_ms > 7 * 86_400_000, per_symbol=True)
+    bucket_ms = HOUR_MS if end_ms - start_ms > 7 * 86_400_000 else MINUTE_MS
+    inner, params = bucketed_rows(q, start_ms, end_ms, bucket_ms=bucket_ms, per_symbol=True)
     query = sql.SQL(
         "WITH p AS (SELECT side, events, value_usd, value_usd / quantity AS price FROM ({}) AS b), "
         "r AS (SELECT min(price) AS lo, max(price) AS hi FROM p) "
@@ -133,7 +134,7 @@ def exchange_summary(series: pd.DataFrame) -> pd.DataFrame:
 
 def exchange_timing(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> pd.DataFrame:
     """Per exchange, its share of liquidations by UTC hour of day (when each venue is busy)."""
-    inner, params = bucketed_rows(q, start_ms, end_ms)
+    inner, params = bucketed_rows(q, start_ms, end_ms, bucket_ms=HOUR_MS)
     timing = fetch_df(
         pool,
         sql.SQL(

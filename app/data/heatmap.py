@@ -26,7 +26,7 @@ MIN_SEASONAL_EVENTS = 500
 
 def hourly_by_side(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> pd.DataFrame:
     """One row per (UTC hour, side) with liquidations: hour, side, events, value_usd."""
-    inner, params = bucketed_rows(q, start_ms, end_ms)
+    inner, params = bucketed_rows(q, start_ms, end_ms, bucket_ms=HOUR_MS)
     query = sql.SQL(
         "SELECT time_bucket('1 hour', t) AS hour, side, sum(events)::bigint AS events, sum(value_usd) AS value_usd "
         "FROM ({}) AS b GROUP BY 1, 2 ORDER BY 1, 2"

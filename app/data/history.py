@@ -19,7 +19,20 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app.data.connections import db_errors, fetch_all, fetch_df
-from app.data.rows import HOUR_MS, MARKET_HOURS, RAW, WIDTH_MS, hours_table, segments, to_ms, ts, where
+from app.data.rows import (
+    HOUR_MS,
+    MARKET_HOURS,
+    RAW,
+    WIDTH_MS,
+    bucketed_rows,
+    finer,
+    hours_table,
+    segments,
+    tiers_for,
+    to_ms,
+    ts,
+    where,
+)
 from app.query import Query
 from common import venues
 from common.instruments import PERPETUAL, guess_instrument
@@ -105,7 +118,7 @@ def totals(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> Breakd
     columns = "exchange, side" if whole_market else "exchange, symbol, side"
     parts: list[sql.Composable] = []
     params: list[Any] = []
-    for table, lo, hi in segments(start_ms, end_ms, hours=hours_table(q)):
+    for table, lo, hi in segments(start_ms, end_ms, tiers_for(q)):
         query, p = _segment_select(q, table, lo, hi, columns)
         parts.append(query)
         params += p
@@ -124,27 +137,40 @@ def totals(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> Breakd
     return out
 
 
+def _largest_bucket(pool: ConnectionPool, q: Query, table: str, lo: int, hi: int) -> tuple[Decimal, int] | None:
+    """The largest liquidation's USD in `table` over [lo, hi) and the start of its bucket (its time for raw rows)."""
+    raw = table == RAW
+    col = "time" if raw else "bucket"
+    w, params = where(q, col, lo, hi)
+    query = sql.SQL("SELECT {col}, {mx} FROM {table} WHERE {where} ORDER BY 2 DESC LIMIT 1").format(
+        col=sql.Identifier(col),
+        mx=sql.Identifier("value_usd" if raw else "max_value_usd"),
+        table=sql.Identifier(table),
+        where=w,
+    )
+    rows = fetch_all(pool, query, params)
+    return (rows[0][1], to_ms(rows[0][0])) if rows else None
+
+
 def largest(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> dict[str, Any] | None:
-    """The single largest liquidation: find its bucket in the rollups, then the raw row inside it."""
-    best: tuple[Decimal, int, int] | None = None  # (usd, lo, hi) of the bucket holding it
-    for table, lo, hi in segments(start_ms, end_ms, hours=hours_table(q)):
-        raw = table == RAW
-        col = "time" if raw else "bucket"
-        w, params = where(q, col, lo, hi)
-        width = WIDTH_MS[table]
-        query = sql.SQL("SELECT {col}, {mx} FROM {table} WHERE {where} ORDER BY 2 DESC LIMIT 1").format(
-            col=sql.Identifier(col),
-            mx=sql.Identifier("value_usd" if raw else "max_value_usd"),
-            table=sql.Identifier(table),
-            where=w,
-        )
-        for at, usd in fetch_all(pool, query, params):
-            if best is None or usd > best[0]:
-                at_ms = to_ms(at)
-                best = (usd, max(lo, at_ms), min(hi, at_ms + width) if width else at_ms + 1)
+    """The single largest liquidation: find its bucket in the rollups, narrow it tier by tier to an
+    hour or a minute, then take the raw row inside it."""
+    tiers = tiers_for(q)
+    best: tuple[Decimal, str, int, int] | None = None  # (usd, table, lo, hi) of the bucket holding it
+    for table, lo, hi in segments(start_ms, end_ms, tiers):
+        found = _largest_bucket(pool, q, table, lo, hi)
+        if found is not None and (best is None or found[0] > best[0]):
+            usd, at = found
+            width = WIDTH_MS[table]
+            best = (usd, table, max(lo, at), min(hi, at + width) if width else at + 1)
+    while best is not None and WIDTH_MS[best[1]] > HOUR_MS:  # a day: find its hour (an hour of raw rows is cheap)
+        usd, table, lo, hi = best
+        table = finer(tiers, table)
+        found = _largest_bucket(pool, q, table, lo, hi)
+        best = None if found is None else (found[0], table, max(lo, found[1]), min(hi, found[1] + WIDTH_MS[table]))
     if best is None:
         return None
-    w, params = where(q, "time", best[1], best[2])
+    w, params = where(q, "time", best[2], best[3])
     query = sql.SQL(
         "SELECT time, exchange, symbol, side, quantity, price, value_usd, source, sampled FROM liquidations "
         "WHERE {} ORDER BY value_usd DESC, time LIMIT 1"
@@ -167,18 +193,18 @@ def largest(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> dict[
 
 
 def liquidation_bars(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, interval_ms: int) -> pd.DataFrame:
-    """Per bar and side: events, quantity, value_usd. Bars start at multiples of the interval (UTC).
-    For ALL the quantity is None (coins do not add up) and hourly or wider bars read the whole
-    market's hourly rollup."""
+    """Per bar and side: events, quantity, value_usd of [bar start, end). Bars start at multiples of
+    the interval (UTC), the first at or before `start`; each reads the coarsest rollup its bars
+    allow (days for daily bars of a coin, the whole market's hours for ALL) plus raw edges. For ALL
+    the quantity is None: coins do not add up."""
     lo = start_ms // interval_ms * interval_ms
-    hourly = interval_ms >= HOUR_MS and interval_ms % HOUR_MS == 0
-    table = hours_table(q) if hourly else "liquidations_1m"
-    quantity = "NULL::numeric" if q.symbols is None else "sum(quantity)"
-    w, params = where(q, "bucket", lo, end_ms)
+    whole_market = q.symbols is None
+    inner, params = bucketed_rows(q, lo, end_ms, bucket_ms=interval_ms, per_symbol=not whole_market)
+    quantity = "NULL::numeric" if whole_market else "sum(quantity)"
     query = sql.SQL(
-        "SELECT time_bucket(%s::interval, bucket) AS bar, side, sum(events)::bigint AS events, "
-        "{} AS quantity, sum(value_usd) AS value_usd FROM {} WHERE {} GROUP BY 1, 2 ORDER BY 1, 2"
-    ).format(sql.SQL(quantity), sql.Identifier(table), w)
+        "SELECT time_bucket(%s::interval, t) AS bar, side, sum(events)::bigint AS events, "
+        "{} AS quantity, sum(value_usd) AS value_usd FROM ({}) AS b GROUP BY 1, 2 ORDER BY 1, 2"
+    ).format(sql.SQL(quantity), inner)
     return fetch_df(pool, query, [f"{interval_ms // 1000} seconds", *params])
 
 

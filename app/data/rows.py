@@ -5,13 +5,15 @@
 symbols (app/query.py resolves a coin or a contract to them), its sources and its side. The
 minimum size is row-level: only `where(..., min_usd=True)` on raw rows adds it.
 
-`segments(start, end)` cuts [start, end) into (table, lo, hi) pieces: raw rows for the partial
-minutes at the edges, `liquidations_1m` for the partial hours, an hourly rollup in the middle
-(db/migrations/0003_rollups.sql). The rollups always equal the raw rows, so any sum over the
-pieces is exact and its cost follows the number of hours, not of events. The hourly rollup is
-`hours_table(q)`: for the whole market (ALL), when the caller needs no symbol and no quantity,
-`liquidations_market_1h` (a few rows an hour instead of one per symbol: db/migrations/0015).
-`bucketed_rows` is the union of the pieces as one subquery. Times are epoch ms; timestamps are
+`segments(start, end, tiers)` cuts [start, end) into (table, lo, hi) pieces: raw rows for the
+partial minutes at the edges, `liquidations_1m` for the partial hours, then the hourly rollup and
+(for whole UTC days) `liquidations_1d` in the middle (db/migrations/0003, 0016). The rollups
+always equal the raw rows, so any sum over the pieces is exact and its cost follows the number of
+buckets, not of events. `tiers_for(q, bucket_ms)` says which rollups a reader may use: days only
+when its results are per whole day (or one sum), and for the whole market (ALL), when the reader
+needs no symbol and no quantity, `liquidations_market_1h` instead of the per-symbol hours (a few
+rows an hour instead of one per contract: db/migrations/0015). `bucketed_rows` is the union of
+the pieces as one subquery. Times are epoch ms; timestamps are
 aware UTC datetimes.
 """
 
@@ -29,9 +31,10 @@ from common.instruments import cascade_names
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
-RAW, MINUTES, HOURS = "liquidations", "liquidations_1m", "liquidations_1h"
+DAY_MS = 86_400_000
+RAW, MINUTES, HOURS, DAYS = "liquidations", "liquidations_1m", "liquidations_1h", "liquidations_1d"
 MARKET_HOURS = "liquidations_market_1h"
-WIDTH_MS = {RAW: 0, MINUTES: MINUTE_MS, HOURS: HOUR_MS, MARKET_HOURS: HOUR_MS}  # of one row
+WIDTH_MS = {RAW: 0, MINUTES: MINUTE_MS, HOURS: HOUR_MS, MARKET_HOURS: HOUR_MS, DAYS: DAY_MS}  # of one row
 
 
 def ts(ms: int) -> datetime:
@@ -79,35 +82,49 @@ def hours_table(q: Query, per_symbol: bool = False) -> str:
     return MARKET_HOURS if q.symbols is None and not per_symbol else HOURS
 
 
-def segments(start_ms: int, end_ms: int, use_hours: bool = True, hours: str = HOURS) -> list[tuple[str, int, int]]:
-    """[start, end) as (table, lo, hi): raw edges, minutes, hours (from the table `hours`) in the
-    middle (minutes only without `use_hours`, for bars narrower than an hour)."""
+def tiers_for(q: Query, bucket_ms: int = 0, per_symbol: bool = False) -> tuple[str, ...]:
+    """The rollups, finest first, that a reader may use whose results are per `bucket_ms` (0: sums
+    over the whole range): minutes always, hours when its buckets are whole hours, and for a coin
+    or a contract days when they are whole UTC days. ALL without symbols reads the whole market's
+    hours and no days (a year of them is a few tens of thousands of rows)."""
+    out = [MINUTES]
+    if bucket_ms % HOUR_MS == 0:
+        hours = hours_table(q, per_symbol)
+        out.append(hours)
+        if hours == HOURS and bucket_ms % DAY_MS == 0:
+            out.append(DAYS)
+    return tuple(out)
+
+
+def segments(start_ms: int, end_ms: int, tiers: tuple[str, ...] = (MINUTES, HOURS)) -> list[tuple[str, int, int]]:
+    """[start, end) as (table, lo, hi): raw rows at the edges, then each tier's whole buckets
+    inward (`tiers` finest first), the coarsest in the middle."""
     if end_ms <= start_ms:
         return []
-    m0, m1 = ceil_ms(start_ms, MINUTE_MS), floor_ms(end_ms, MINUTE_MS)
-    if m0 >= m1:
-        return [(RAW, start_ms, end_ms)]
-    h0, h1 = ceil_ms(m0, HOUR_MS), floor_ms(m1, HOUR_MS)
-    out = [(RAW, start_ms, m0)]
-    if use_hours and h0 < h1:
-        out += [(MINUTES, m0, h0), (hours, h0, h1), (MINUTES, h1, m1)]
-    else:
-        out.append((MINUTES, m0, m1))
-    out.append((RAW, m1, end_ms))
-    return [s for s in out if s[2] > s[1]]
+    left: list[tuple[str, int, int]] = []
+    right: list[tuple[str, int, int]] = []
+    lo, hi, table = start_ms, end_ms, RAW
+    for tier in tiers:
+        inner_lo, inner_hi = ceil_ms(lo, WIDTH_MS[tier]), floor_ms(hi, WIDTH_MS[tier])
+        if inner_lo >= inner_hi:
+            break
+        left.append((table, lo, inner_lo))
+        right.append((table, inner_hi, hi))
+        lo, hi, table = inner_lo, inner_hi, tier
+    return [s for s in [*left, (table, lo, hi), *reversed(right)] if s[2] > s[1]]
 
 
 def bucketed_rows(
-    q: Query, start_ms: int, end_ms: int, *, use_hours: bool = True, side: bool = True, per_symbol: bool = False
+    q: Query, start_ms: int, end_ms: int, *, bucket_ms: int = 0, side: bool = True, per_symbol: bool = False
 ) -> tuple[sql.Composed, list[Any]]:
     """A subquery `(t, exchange, side, source, events, value_usd, max_value_usd)` over [start, end),
-    each row a rollup bucket or (at the edges) one raw liquidation; with `per_symbol` it also has
-    `symbol` and `quantity` (and reads the per-symbol rollup even for ALL)."""
-    hours = hours_table(q, per_symbol)
+    each row a rollup bucket or (at the edges) one raw liquidation, for a reader whose results are
+    per `bucket_ms` (see `tiers_for`); with `per_symbol` it also has `symbol` and `quantity` (and
+    reads the per-symbol rollups even for ALL)."""
     extra = "symbol, quantity, " if per_symbol else ""
     selects: list[sql.Composable] = []
     params: list[Any] = []
-    for table, lo, hi in segments(start_ms, end_ms, use_hours, hours):
+    for table, lo, hi in segments(start_ms, end_ms, tiers_for(q, bucket_ms, per_symbol)):
         if table == RAW:
             w, p = where(q, "time", lo, hi, side=side)
             columns = (
@@ -180,21 +197,25 @@ def _edge_row(pool: ConnectionPool, q: Query, table: str, lo: int, hi: int, last
     return to_ms(rows[0][0]) if rows else None
 
 
+def finer(tiers: tuple[str, ...], table: str) -> str:
+    """The next finer table below `table` in `tiers` (raw rows below the finest)."""
+    index = tiers.index(table)
+    return tiers[index - 1] if index > 0 else RAW
+
+
 def edge_event(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, last: bool) -> int | None:
-    """The first (or last) matching event time: the edge bucket in the rollups, narrowed to the raw row."""
-    parts = segments(start_ms, end_ms, hours=hours_table(q))
+    """The first (or last) matching event time: the edge bucket in the rollups, narrowed tier by
+    tier to the raw row."""
+    tiers = tiers_for(q)
+    parts = segments(start_ms, end_ms, tiers)
     for table, lo, hi in reversed(parts) if last else parts:
         at = _edge_row(pool, q, table, lo, hi, last)
-        if at is None:
-            continue
-        if WIDTH_MS[table] == HOUR_MS:  # narrow to the minute, then to the row
-            table, lo, hi = MINUTES, max(lo, at), min(hi, at + HOUR_MS)
+        while at is not None and table != RAW:  # narrow to the bucket's finer rows
+            lo, hi = max(lo, at), min(hi, at + WIDTH_MS[table])
+            table = finer(tiers, table)
             at = _edge_row(pool, q, table, lo, hi, last)
-            if at is None:  # the rollups always match the raw rows; an empty hour means a race with a writer
-                continue
-        if table == MINUTES:
-            return _edge_row(pool, q, RAW, max(lo, at), min(hi, at + MINUTE_MS), last)
-        return at
+        if at is not None:  # None: the rollups always match the raw rows, so a race with a writer
+            return at
     return None
 
 

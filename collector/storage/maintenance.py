@@ -28,6 +28,7 @@ def retention_plan(settings: Settings) -> list[tuple[str, int]]:
         ("candles", settings.retention_raw_days),
         ("liquidations_1m", settings.retention_rollup_days),
         ("liquidations_1h", settings.retention_rollup_days),
+        ("liquidations_1d", settings.retention_rollup_days),
         ("liquidations_market_1h", settings.retention_rollup_days),
         ("candles_1h", settings.retention_rollup_days),
     ]

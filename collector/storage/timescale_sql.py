@@ -1,10 +1,10 @@
 """The SQL of the TimescaleDB writer and the encoders that turn batches into its parameters.
 
 Liquidations go in through `unnest` arrays with `ON CONFLICT DO NOTHING RETURNING`, and the
-returned rows (only those really inserted) feed the rollup upserts (per minute and per hour for
+returned rows (only those really inserted) feed the rollup upserts (per minute, hour and day for
 each symbol, per hour for the whole market) in the same statement, so the rollups always equal an
-aggregate over the raw rows, however often a batch is re-delivered or replayed. Candles, cascades and stream coverage are upserts; earlier cascade
-members are flagged with an UPDATE. Pure functions only: the writer (`timescale.py`) owns the
+aggregate over the raw rows, however often a batch is re-delivered or replayed. Candles, cascades
+and stream coverage are upserts; earlier cascade members are flagged with an UPDATE. Pure functions only: the writer (`timescale.py`) owns the
 connections.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from common.events import Candle, Cascade, Liquidation, Side, StreamStatus, ms_to_datetime
+from db import rollups
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -28,7 +29,7 @@ STATEMENT_ROWS = 2_000
 
 # Arrays travel as text literals built in Python (`_array`): much cheaper than adapting every
 # Decimal and datetime one by one; times travel as epoch milliseconds and convert exactly in SQL.
-INSERT_LIQUIDATIONS = """
+_INSERT_RAW = """
 WITH ins AS (
     INSERT INTO liquidations (time, exchange, symbol, side, quantity, price, value_usd, raw_side,
                               received_at, source, sampled, cascade_id, event_key)
@@ -40,9 +41,11 @@ WITH ins AS (
          AS u(t, exchange, symbol, side, quantity, price, value_usd, raw_side, r, source, sampled, cascade_id, event_key)
     ON CONFLICT DO NOTHING
     RETURNING time, exchange, symbol, side, source, quantity, value_usd
-), minute AS (
-    INSERT INTO liquidations_1m AS r (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
-    SELECT time_bucket('1 minute', time), exchange, symbol, side, source, count(*), sum(quantity),
+)"""
+# One upsert per rollup of db/rollups.py (per symbol: minute, hour, day), from the inserted rows only.
+_SYMBOL_ROLLUP = """, {name} AS (
+    INSERT INTO {table} AS r (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
+    SELECT time_bucket('{width}', time), exchange, symbol, side, source, count(*), sum(quantity),
            sum(value_usd), max(value_usd)
     FROM ins GROUP BY 1, 2, 3, 4, 5
     ON CONFLICT (bucket, exchange, symbol, side, source) DO UPDATE
@@ -50,27 +53,25 @@ WITH ins AS (
         value_usd = r.value_usd + EXCLUDED.value_usd,
         max_value_usd = GREATEST(r.max_value_usd, EXCLUDED.max_value_usd)
     RETURNING 1
-), hour AS (
-INSERT INTO liquidations_1h AS r (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
-SELECT time_bucket('1 hour', time), exchange, symbol, side, source, count(*), sum(quantity),
-       sum(value_usd), max(value_usd)
-FROM ins GROUP BY 1, 2, 3, 4, 5
-ON CONFLICT (bucket, exchange, symbol, side, source) DO UPDATE
-SET events = r.events + EXCLUDED.events, quantity = r.quantity + EXCLUDED.quantity,
-    value_usd = r.value_usd + EXCLUDED.value_usd,
-    max_value_usd = GREATEST(r.max_value_usd, EXCLUDED.max_value_usd)
-RETURNING 1
-), market AS (
-INSERT INTO liquidations_market_1h AS r (bucket, exchange, side, source, events, value_usd, max_value_usd)
-SELECT time_bucket('1 hour', time), exchange, side, source, count(*), sum(value_usd), max(value_usd)
-FROM ins GROUP BY 1, 2, 3, 4
-ON CONFLICT (bucket, exchange, side, source) DO UPDATE
-SET events = r.events + EXCLUDED.events, value_usd = r.value_usd + EXCLUDED.value_usd,
-    max_value_usd = GREATEST(r.max_value_usd, EXCLUDED.max_value_usd)
-RETURNING 1
+)"""
+_MARKET_ROLLUP = """, market AS (
+    INSERT INTO liquidations_market_1h AS r (bucket, exchange, side, source, events, value_usd, max_value_usd)
+    SELECT time_bucket('1 hour', time), exchange, side, source, count(*), sum(value_usd), max(value_usd)
+    FROM ins GROUP BY 1, 2, 3, 4
+    ON CONFLICT (bucket, exchange, side, source) DO UPDATE
+    SET events = r.events + EXCLUDED.events, value_usd = r.value_usd + EXCLUDED.value_usd,
+        max_value_usd = GREATEST(r.max_value_usd, EXCLUDED.max_value_usd)
+    RETURNING 1
+)"""
+INSERT_LIQUIDATIONS = (
+    _INSERT_RAW
+    + "".join(
+        _SYMBOL_ROLLUP.format(name=f"r{i}", table=table, width=width)
+        for i, (table, width) in enumerate(rollups.SYMBOL_ROLLUPS)
+    )
+    + _MARKET_ROLLUP
+    + "\nSELECT count(*) FROM ins\n"
 )
-SELECT count(*) FROM ins
-"""
 
 UPSERT_CANDLES = """
 INSERT INTO candles (time, exchange, symbol, open, high, low, close, volume, quote_volume, closed, source)

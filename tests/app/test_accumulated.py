@@ -120,6 +120,7 @@ def test_totals_equal_raw_rows_for_any_range(settings: Settings, reader_pool: Co
         raw = conn.execute("SELECT count(*), sum(value_usd) FROM liquidations").fetchone()
         assert raw == conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_1h").fetchone()
         assert raw == conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_market_1h").fetchone()
+        assert raw == conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_1d").fetchone()
 
 
 def test_coverage_percent_and_gaps(settings: Settings, reader_pool: ConnectionPool) -> None:

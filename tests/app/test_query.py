@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as hs
 
-from app.data.rows import segments
+from app.data.rows import WIDTH_MS, segments, tiers_for
 from app.query import (
     MAX_HOURS,
     QUERY_PARAMS,
@@ -27,6 +27,7 @@ from app.query import (
     parse_query,
     symbol_target,
 )
+from tests.app.seed import fq
 
 EXCHANGES = ("binance", "bybit", "okx")
 CATALOG = catalog_of(
@@ -159,17 +160,39 @@ def test_time_range_and_auto_interval() -> None:
     assert [auto_interval(h * hour) for h in (1, 24, 168, 720, 8760)] == ["1m", "5m", "1h", "4h", "1d"]
 
 
-@hsettings(max_examples=300, deadline=None)
-@given(hs.integers(0, 10**13), hs.integers(0, 10**9), hs.booleans())
-def test_segments_tile_the_range_exactly(start: int, span: int, use_hours: bool) -> None:
-    parts = segments(start, start + span, use_hours)
+TIERS = [
+    ("liquidations_1m",),
+    ("liquidations_1m", "liquidations_1h"),
+    ("liquidations_1m", "liquidations_market_1h"),
+    ("liquidations_1m", "liquidations_1h", "liquidations_1d"),
+]
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(hs.integers(0, 10**13), hs.integers(0, 10**10), hs.sampled_from(TIERS))
+def test_segments_tile_the_range_exactly(start: int, span: int, tiers: tuple[str, ...]) -> None:
+    parts = segments(start, start + span, tiers)
     assert [p[1] for p in parts[1:]] == [p[2] for p in parts[:-1]]  # contiguous, no overlap
     if span:
         assert parts[0][1] == start and parts[-1][2] == start + span
     for table, lo, hi in parts:
-        step = {"liquidations_1m": 60_000, "liquidations_1h": 3_600_000}.get(table)
-        assert lo < hi and (step is None or (lo % step == 0 and hi % step == 0))
-        assert use_hours or table != "liquidations_1h"
+        assert table == "liquidations" or table in tiers
+        step = WIDTH_MS[table]
+        assert lo < hi and (step == 0 or (lo % step == 0 and hi % step == 0))
+    # Coarser tiers sit inside finer ones: the table sequence rises to the middle, then falls.
+    ranks = [("liquidations", *tiers).index(t) for t, _lo, _hi in parts]
+    top = ranks.index(max(ranks)) if ranks else 0
+    assert ranks[: top + 1] == sorted(ranks[: top + 1]) and ranks[top:] == sorted(ranks[top:], reverse=True)
+
+
+def test_rollup_tiers_follow_the_readers_buckets() -> None:
+    coin = fq("BTCUSDT")
+    whole = fq(None)
+    assert tiers_for(coin) == ("liquidations_1m", "liquidations_1h", "liquidations_1d")
+    assert tiers_for(coin, 4 * 3_600_000) == ("liquidations_1m", "liquidations_1h")  # 4 h bars: no days
+    assert tiers_for(coin, 300_000) == ("liquidations_1m",)
+    assert tiers_for(whole) == ("liquidations_1m", "liquidations_market_1h")  # ALL: the market's hours, no days
+    assert tiers_for(whole, per_symbol=True) == ("liquidations_1m", "liquidations_1h", "liquidations_1d")
 
 
 def test_data_layer_and_cli_import_no_streamlit() -> None:

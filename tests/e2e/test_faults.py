@@ -121,7 +121,7 @@ async def test_sigkill_with_database_down_replays_the_spool_first(
     _scalar(own_pg.url, "SELECT 1")
     with psycopg.connect(own_pg.url, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE liquidations, liquidations_1m, liquidations_1h, liquidations_market_1h, cascades, stream_coverage, candles"
+            "TRUNCATE liquidations, liquidations_1m, liquidations_1h, liquidations_1d, liquidations_market_1h, cascades, stream_coverage, candles"
         )
     async with BinanceServer() as binance, BybitServer() as bybit:
         env = collector_env(

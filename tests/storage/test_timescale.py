@@ -58,7 +58,7 @@ async def test_duplicates_are_stored_once_and_rollups_equal_the_raw_rows(
     assert _rows(clean_db, "SELECT count(*), sum(value_usd) FROM liquidations") == [
         (400, sum((e.value_usd for e in events), Decimal(0)))
     ]
-    for rollup, width in [("liquidations_1m", "1 minute"), ("liquidations_1h", "1 hour")]:
+    for rollup, width in [("liquidations_1m", "1 minute"), ("liquidations_1h", "1 hour"), ("liquidations_1d", "1 day")]:
         got = _rows(clean_db, ROLLUP_CHECK.format(rollup=rollup))
         assert got == _rows(clean_db, RAW_GROUPED, (width,))
         assert sum(int(r[5]) for r in got) == 400  # type: ignore[call-overload]

@@ -1,6 +1,10 @@
-"""The whole market's hourly rollup (liquidations_market_1h) gives ALL the same figures as the
-per-symbol rollups: every ALL reader, against the same query over an explicit list of every
-contract (which reads the per-symbol tables), for random ranges, venues, sides and sources."""
+"""The rollup tiers give the raw rows' figures whichever a reader picks (app.data.rows.tiers_for).
+
+- The whole market's hourly rollup (liquidations_market_1h) gives ALL the same figures as the
+  per-symbol rollups: every ALL reader, against the same query over an explicit list of every
+  contract (which reads the per-symbol tables), for random ranges, venues, sides and sources.
+- The daily rollup (liquidations_1d) gives a coin's readers over whole UTC days the raw rows' sums.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from app.data import analyses, explorer, heatmap, history
-from app.data.rows import HOURS, MARKET_HOURS, event_bounds, hours_table, segments
+from app.data.rows import DAYS, HOURS, MARKET_HOURS, event_bounds, hours_table, segments, tiers_for, to_ms
 from app.query import COIN, Query, Target
 from common.config import Settings
 from common.events import Liquidation
+from common.instruments import guess_instrument
 from tests.app.seed import fq, insert_liquidations, liq
 
 HOUR = 3_600_000
@@ -65,7 +70,7 @@ def test_all_reads_the_market_rollup_and_agrees_with_every_contract(settings: Se
         every = _every_contract(q)
         assert hours_table(q) == MARKET_HOURS and hours_table(every) == HOURS
         if end - start >= 2 * HOUR:  # a whole hour inside: read from the market rollup
-            assert MARKET_HOURS in {t for t, _lo, _hi in segments(start, end, hours=hours_table(q))}
+            assert MARKET_HOURS in {t for t, _lo, _hi in segments(start, end, tiers_for(q))}
 
         got, want = history.totals(pool, q, start, end), history.totals(pool, every, start, end)
         assert (got.total.events, got.total.usd, got.max_usd) == (want.total.events, want.total.usd, want.max_usd)
@@ -105,3 +110,66 @@ def test_all_reads_the_market_rollup_and_agrees_with_every_contract(settings: Se
         assert _frame(page, ["time", "event_key"]) == _frame(
             explorer.explorer_page(pool, every, start, end), ["time", "event_key"]
         )
+
+
+def _matching(events: list[Liquidation], q: Query, start: int, end: int) -> list[Liquidation]:
+    return [
+        e
+        for e in events
+        if start <= e.time_ms < end
+        and e.exchange in q.venues
+        and (q.symbols is None or e.symbol in q.symbols)
+        and (q.include_nonlive or e.source == "live")
+        and (q.side is None or e.side == q.side)
+    ]
+
+
+def test_coin_readers_over_whole_days_read_the_daily_rollup_and_equal_the_raw_rows(
+    settings: Settings, pool: ConnectionPool
+) -> None:
+    events = _events(4_000)
+    insert_liquidations(settings.database_url, events)
+    rng = random.Random(8)
+    for _ in range(10):
+        start = BASE + rng.randrange(DAY)
+        end = start + 2 * DAY + rng.randrange(DAY)  # at least one whole UTC day inside
+        q = _every_contract(
+            fq(None, rng.choice([BOTH, ("binance",)]), rng.choice([True, False]), rng.choice([None, "LONG"]))
+        )
+        assert DAYS in {t for t, _lo, _hi in segments(start, end, tiers_for(q))}
+        want = _matching(events, q, start, end)
+
+        got = history.totals(pool, q, start, end)
+        assert (got.total.events, got.total.usd) == (len(want), sum((e.value_usd for e in want), Decimal(0)))
+        base = sum((guess_instrument(e.exchange, e.symbol).canonical_quantity(e.quantity) for e in want), Decimal(0))
+        assert got.total.quantity == base  # 1000PEPE counts 1000 PEPE each
+        assert got.max_usd == max(e.value_usd for e in want)
+        top = history.largest(pool, q, start, end)
+        biggest = max(want, key=lambda e: (e.value_usd, -e.time_ms))
+        assert top is not None and (top["value_usd"], top["time_ms"]) == (biggest.value_usd, biggest.time_ms)
+        assert event_bounds(pool, q, start, end) == (min(e.time_ms for e in want), max(e.time_ms for e in want))
+        assert explorer.explorer_count(pool, q, start, end) == (len(want), sum((e.value_usd for e in want), Decimal(0)))
+
+        daily: dict[tuple[int, str, str], list[Liquidation]] = {}
+        for e in want:
+            daily.setdefault((e.time_ms // DAY * DAY, e.exchange, e.side), []).append(e)
+        series = analyses.volume_series(pool, q, start, end, "1d")
+        assert sorted(
+            (to_ms(b), x, s, int(n), u, m)
+            for b, x, s, n, u, m in series[
+                ["bucket", "exchange", "side", "events", "value_usd", "max_value_usd"]
+            ].itertuples(index=False)
+        ) == sorted(
+            (day, x, s, len(v), sum((e.value_usd for e in v), Decimal(0)), max(e.value_usd for e in v))
+            for (day, x, s), v in daily.items()
+        )
+        # Daily bars start at midnight at or before `start` (the chart's bars start at multiples of
+        # the interval) and end exactly at `end`.
+        bars = history.liquidation_bars(pool, q, start, end, DAY)
+        per_day: dict[tuple[int, str], list[Liquidation]] = {}
+        for e in _matching(events, q, start // DAY * DAY, end):
+            per_day.setdefault((e.time_ms // DAY * DAY, e.side), []).append(e)
+        assert sorted(
+            (to_ms(b), s, int(n), u)
+            for b, s, n, u in bars[["bar", "side", "events", "value_usd"]].itertuples(index=False)
+        ) == sorted((day, s, len(v), sum((e.value_usd for e in v), Decimal(0))) for (day, s), v in per_day.items())
