@@ -95,5 +95,34 @@ def test_rollups_are_indexed_by_symbol_for_coin_and_contract_reads(database_url:
             )
         }
     assert ("liquidations_1m", "btree (symbol, bucket DESC)") in found
-    assert ("liquidations_1h", "btree (symbol, bucket DESC)") in found
+    assert (
+        "liquidations_1h",
+        "btree (symbol, bucket DESC) INCLUDE (exchange, side, source, events, quantity, value_usd, max_value_usd)",
+    ) in found
     assert ("liquidations_1d", "btree (symbol, bucket DESC)") in found
+
+
+def test_large_liquidations_have_a_partial_index_the_markers_use(database_url: str) -> None:
+    # The chart's markers over a burst hour of the whole market: 70 ms scanning, 13 ms by index.
+    with psycopg.connect(database_url) as conn:
+        (definition,) = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'liquidations_large_time'"
+        ).fetchone() or ("",)
+        assert definition.endswith('USING btree ("time" DESC) WHERE (value_usd >= (100000)::numeric)')
+        # A chunk to plan over (rolled back), and a tiny table: ask whether the index can serve at all.
+        conn.execute(
+            "INSERT INTO liquidations (time, exchange, symbol, side, quantity, price, value_usd, raw_side, "
+            "received_at, source, sampled, event_key) VALUES (now(), 'binance', 'BTCUSDT', 'LONG', 5, 60000, "
+            "300000, 'SELL', now(), 'live', false, 1)"
+        )
+        conn.execute("SET LOCAL enable_seqscan = off")
+        conn.execute("SET LOCAL enable_bitmapscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT time FROM liquidations WHERE time >= now() - interval '1 hour' AND value_usd >= %s",
+                (250_000,),
+            )
+        )
+        assert "liquidations_large_time" in plan, plan
+        conn.rollback()
