@@ -43,7 +43,7 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
-from app.data import analyses, cascades, explorer, heatmap, history, live, market, rows
+from app.data import alerts, analyses, cascades, explorer, heatmap, history, live, market, rows
 from app.data.catalog import load_catalog
 from app.data.connections import DataUnavailable, open_pool, open_redis
 from app.query import HOUR_MS, INTERVAL_MS, Catalog, Query, all_target, auto_interval, coin_target
@@ -168,6 +168,39 @@ def _ensure_dataset(url: str) -> None:
     subprocess.run(command, check=True)
 
 
+# The alerts page reads what the alerter stored. The datasets hold none, so the bench stores one
+# alert per cascade (what a `cascade` rule on every coin would have sent): a busier table than a
+# real rule set makes. Marked by rule name; some failed, as deliveries do.
+_FILL_ALERTS = """
+INSERT INTO alerts (rule, kind, key, fired_at, message, status, attempts, channel, event)
+SELECT CASE WHEN value_usd >= 1000000 THEN 'bench-cascade-1m' ELSE 'bench-cascade' END, 'cascade', id || ':end',
+       end_time, format('%s %s cascade, %s events, $%s', symbol, side, events, round(value_usd)),
+       CASE WHEN id % 50 = 0 THEN 'failed' ELSE 'delivered' END, 1, 'telegram',
+       jsonb_build_object('symbol', symbol, 'side', side, 'value_usd', value_usd::text)
+FROM cascades
+ON CONFLICT DO NOTHING
+"""
+
+
+def _ensure_alerts(url: str) -> int:
+    """Store the bench's alerts once; return how many alerts the table holds."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM alerts").fetchone()
+        if row and row[0]:
+            return int(row[0])
+        conn.execute(_FILL_ALERTS)
+        conn.execute("ANALYZE alerts")
+        row = conn.execute("SELECT count(*) FROM alerts").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _alerts(ctx: BenchContext, status: str | None = None) -> object:
+    """The alerts page over the whole history (its default), all rules, one status or all."""
+    first = alerts.first_fired_at(ctx.pool)
+    f = alerts.AlertFilter(first or rows.ts(ctx.first_ms), rows.ts(ctx.now_ms), status)
+    return alerts.stored_rule_names(ctx.pool), alerts.status_counts(ctx.pool, f), alerts.alert_history(ctx.pool, f)
+
+
 def _dataset_bounds(url: str) -> tuple[int, int]:
     with psycopg.connect(url) as conn:
         first = conn.execute("SELECT time FROM liquidations ORDER BY time LIMIT 1").fetchone()
@@ -250,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         days = (now_ms - first_ms) / 86_400_000
         print(f"dataset {urlsplit(args.database_url).path.lstrip('/')}: {days:.0f} days, live window {events:,} events")
         print(f"coin {args.coin}: {len(catalog.of_coin(args.coin))} contracts; {len(catalog.listings)} in the catalog")
+        print(f"alerts: {_ensure_alerts(args.database_url):,} stored (one per cascade, the bench's own)")
         print("ms; cold = every call on a fresh connection (new server backend); warm = connection reused")
         print(
             f"{'page':<38} {'warm median':>11} {'warm max':>9} {'cold median':>11} {'cold max':>9} {'target':>7}"
@@ -344,6 +378,8 @@ PAGES.update(
         "explorer (coin, whole history)": (lambda c: _explorer(c, None), PAGE_TARGET_MS),
         "explorer (ALL, whole history)": (lambda c: _explorer(c, None, whole_market=True), PAGE_TARGET_MS),
         "explorer (coin, 30 d, >= $100,000)": (lambda c: _explorer(c, 720, 100_000), PAGE_TARGET_MS),
+        "alerts (whole history)": (lambda c: _alerts(c), PAGE_TARGET_MS),
+        "alerts (whole history, failed)": (lambda c: _alerts(c, "failed"), PAGE_TARGET_MS),
     }
 )
 
