@@ -1,9 +1,11 @@
 import threading
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from db import rollups
 from db.migrate import MigrationError, migrate
 from tests import services
 
@@ -126,3 +128,59 @@ def test_large_liquidations_have_a_partial_index_the_markers_use(database_url: s
         )
         assert "liquidations_large_time" in plan, plan
         conn.rollback()
+
+
+def test_upgrade_builds_the_new_rollups_from_the_stored_hours() -> None:
+    # A database with history from before 0015/0016: its raw rows and its minute and hour rollups,
+    # and neither the daily nor the market rollup. Migrating builds both from the hours, equal to
+    # what the raw rows give.
+    url = services.create_test_database()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                """INSERT INTO liquidations (time, exchange, symbol, side, quantity, price, value_usd, raw_side,
+                                             received_at, source, sampled, event_key)
+                   SELECT timestamptz '2026-03-01 00:00:00+00' + i * interval '97 seconds',
+                          (ARRAY['binance', 'bybit'])[1 + i % 2], (ARRAY['BTCUSDT', 'ETHUSDT', 'SOLUSDT'])[1 + i % 3],
+                          (ARRAY['LONG', 'SHORT'])[1 + i % 5 / 3], 1 + i % 7, 100 + i % 13, (1 + i % 7) * (100 + i % 13),
+                          'SELL', now(), (ARRAY['live', 'live', 'replay'])[1 + i % 3], false, i
+                   FROM generate_series(1, 8000) AS i"""
+            )
+            for table, width in rollups.SYMBOL_ROLLUPS[:2]:  # minutes and hours, as before the upgrade
+                conn.execute(
+                    rollups.symbol_rollup(table, width),
+                    (datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
+                )
+            conn.execute("DROP TABLE liquidations_1d")
+            conn.execute("DROP TABLE liquidations_market_1h")
+            conn.execute(
+                "DELETE FROM schema_migrations WHERE name IN "
+                "('migrations/0015_market_rollup.sql', 'migrations/0016_daily_rollup.sql')"
+            )
+        assert migrate(url) == ["migrations/0015_market_rollup.sql", "migrations/0016_daily_rollup.sql"]
+        with psycopg.connect(url) as conn:
+            market = conn.execute(
+                "SELECT bucket, exchange, side, source, events, value_usd, max_value_usd FROM liquidations_market_1h "
+                "ORDER BY 1, 2, 3, 4"
+            ).fetchall()
+            assert (
+                market
+                == conn.execute(
+                    "SELECT time_bucket('1 hour', time), exchange, side, source, count(*), sum(value_usd), max(value_usd) "
+                    "FROM liquidations GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+                ).fetchall()
+            )
+            daily = conn.execute(
+                "SELECT bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd "
+                "FROM liquidations_1d ORDER BY 1, 2, 3, 4, 5"
+            ).fetchall()
+            assert (
+                daily
+                == conn.execute(
+                    "SELECT time_bucket('1 day', time), exchange, symbol, side, source, count(*), sum(quantity), "
+                    "sum(value_usd), max(value_usd) FROM liquidations GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+                ).fetchall()
+            )
+            assert len(daily) > 12 and sum(r[5] for r in daily) == 8000  # nine days, every row once
+    finally:
+        services.drop_test_database(url)
