@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -100,19 +100,20 @@ class Catalog:
 
     listings: tuple[Listing, ...] = ()
 
-    @cached_property
-    def _by_coin(self) -> dict[str, tuple[tuple[str, str], ...]]:
+    def _grouped(self, key: Callable[[Listing], str]) -> dict[str, tuple[tuple[str, str], ...]]:
+        """(exchange, symbol) pairs per `key` of a listing, sorted."""
         out: dict[str, list[tuple[str, str]]] = {}
         for li in self.listings:
-            out.setdefault(li.coin, []).append((li.exchange, li.symbol))
-        return {coin: tuple(sorted(pairs)) for coin, pairs in out.items()}
+            out.setdefault(key(li), []).append((li.exchange, li.symbol))
+        return {name: tuple(sorted(pairs)) for name, pairs in out.items()}
+
+    @cached_property
+    def _by_coin(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        return self._grouped(lambda li: li.coin)
 
     @cached_property
     def _by_symbol(self) -> dict[str, tuple[tuple[str, str], ...]]:
-        out: dict[str, list[tuple[str, str]]] = {}
-        for li in self.listings:
-            out.setdefault(li.symbol, []).append((li.exchange, li.symbol))
-        return {symbol: tuple(sorted(pairs)) for symbol, pairs in out.items()}
+        return self._grouped(lambda li: li.symbol)
 
     def coins(self) -> list[str]:
         return sorted(self._by_coin)

@@ -100,9 +100,7 @@ def _segment_select(q: Query, table: str, lo: int, hi: int, columns: str) -> tup
     USD and largest liquidation."""
     raw = table == RAW
     w, params = where(q, "time" if raw else "bucket", lo, hi)
-    aggregates = _RAW_AGGREGATES if raw else _ROLLUP_AGGREGATES
-    if table == MARKET_HOURS:
-        aggregates = _MARKET_AGGREGATES
+    aggregates = _RAW_AGGREGATES if raw else _MARKET_AGGREGATES if table == MARKET_HOURS else _ROLLUP_AGGREGATES
     query = sql.SQL("SELECT {cols}, {aggregates} FROM {table} WHERE {where} GROUP BY {cols}").format(
         cols=sql.SQL(columns), aggregates=aggregates, table=sql.Identifier(table), where=w
     )

@@ -376,6 +376,15 @@ def test_non_ascii_symbols_are_counted_apart(sync_redis: redis.Redis, redis_pref
 # --- Finding 10: bounded whatever the window holds ---------------------------------------------------
 
 
+def _collector_state(sync_redis: redis.Redis, prefix: str, now: int, **changes: object) -> None:
+    """A heartbeat at `now`, then the collector's published state with `changes` on top."""
+    redis_heartbeat(sync_redis, prefix, now)
+    keys = Keys(prefix)
+    state = json.loads(sync_redis.hget(keys.collector, "state") or "{}")
+    state.update(changes)
+    sync_redis.hset(keys.collector, "state", json.dumps(state))
+
+
 def _big_window(now: int, n: int) -> list[Liquidation]:
     """`n` BTCUSDT liquidations spread over the window, and 5 ETHUSDT ones among the oldest."""
     # 30 s clear of the window's start: the page's "now" is rounded up to 10 s and runs a few seconds later
@@ -472,10 +481,10 @@ def test_collector_and_stream_health_are_shown_as_text(
 ) -> None:
     now = now_ms()
     redis_liquidations(sync_redis, settings.redis_prefix, [liq("bybit", "LONG", "1", "60000", now - 5_000)])
-    redis_heartbeat(sync_redis, settings.redis_prefix, now)
-    keys = Keys(settings.redis_prefix)
-    state = json.loads(sync_redis.hget(keys.collector, "state") or "{}")
-    state.update(
+    _collector_state(
+        sync_redis,
+        settings.redis_prefix,
+        now,
         database="timeout",
         database_error=f"statement timeout {HOSTILE}",
         quarantined_rows=3,
@@ -486,7 +495,6 @@ def test_collector_and_stream_health_are_shown_as_text(
         backpressure_s=12.5,
         invalid_events=4,
     )
-    sync_redis.hset(keys.collector, "state", json.dumps(state))
     redis_health(
         sync_redis,
         settings.redis_prefix,
@@ -533,11 +541,16 @@ def test_a_healthy_collector_raises_no_alarm(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis
 ) -> None:
     now = now_ms()
-    redis_heartbeat(sync_redis, settings.redis_prefix, now)
-    keys = Keys(settings.redis_prefix)
-    state = json.loads(sync_redis.hget(keys.collector, "state") or "{}")
-    state.update(database="ok", database_error="", quarantined_rows=0, backpressure=False, invalid_events=0)
-    sync_redis.hset(keys.collector, "state", json.dumps(state))
+    _collector_state(
+        sync_redis,
+        settings.redis_prefix,
+        now,
+        database="ok",
+        database_error="",
+        quarantined_rows=0,
+        backpressure=False,
+        invalid_events=0,
+    )
     redis_health(sync_redis, settings.redis_prefix, [health_snapshot(e, now) for e in ("binance", "bybit")])
     app_env(monkeypatch, settings)
     at = open_app("live")
@@ -551,14 +564,11 @@ def test_two_collectors_are_listed_and_a_venue_counts_who_holds_it(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, sync_redis: redis.Redis
 ) -> None:
     now = now_ms()
-    redis_heartbeat(sync_redis, settings.redis_prefix, now)
-    keys = Keys(settings.redis_prefix)
-    state = json.loads(sync_redis.hget(keys.collector, "state") or "{}")
-    state["collectors"] = [
+    collectors = [
         {"instance": "host-a:11", "leader": True, "heartbeat_ms": now - 1_000, "database": "ok", "spool": "idle"},
         {"instance": f"host-b:22 {HOSTILE}", "leader": False, "heartbeat_ms": now - 2_000, "database": "timeout"},
     ]
-    sync_redis.hset(keys.collector, "state", json.dumps(state))
+    _collector_state(sync_redis, settings.redis_prefix, now, collectors=collectors)
     redis_health(
         sync_redis,
         settings.redis_prefix,
