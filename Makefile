@@ -48,6 +48,7 @@ status:
 
 bench: venv-dev services
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_parse
+	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_parse_instructions
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_pipeline
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_pages
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_export

@@ -68,6 +68,10 @@ _ZERO = Decimal(0)
 _PLAIN_NUMBER = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?").fullmatch
 # Decimal's default context keeps 28 digits: no longer number is exact in every sum and key.
 _MAX_NUMBER_CHARS = 28
+# A whole number shorter than this is below _MAX_AMOUNT (1e15): `amount_text`'s first line.
+_MAX_INTEGER_DIGITS = 16
+# Times in ms written as text (OKX, Bitget): more digits than this is no time of ours.
+_MAX_MS_DIGITS = 16
 # Candle prices seen lately (about 4 MB at most): the whole market's klines repeat them.
 _CANDLE_PRICES: dict[str, Decimal] = {}
 _CANDLE_PRICES_MAX = 16384
@@ -252,8 +256,12 @@ def _refused(text: str) -> Rejected:
 def amount_text(text: str) -> tuple[str, Decimal]:
     """(canonical text, Decimal) of a strictly positive, plausibly sized amount: the key needs both.
 
-    `_number()` and the bounds written out in one function: this runs twice per liquidation.
+    `_number()` and the bounds written out in one function: this runs twice per liquidation. A whole
+    number of at most 15 ASCII digits without a leading zero (contract counts, most sizes) is its
+    own canonical text and lies within the bounds: it takes the first line alone.
     """
+    if text.isdigit() and text.isascii() and text[0] != "0" and len(text) < _MAX_INTEGER_DIGITS:
+        return text, Decimal(text)
     if len(text) > _MAX_NUMBER_CHARS:
         raise Rejected("bad_number", f"{len(text)} characters")
     canonical = text
@@ -357,6 +365,14 @@ def check_time(time_ms: int, received_ms: int, max_age_ms: int | None) -> int:
     if max_age_ms is not None and received_ms - time_ms > max_age_ms:
         raise Rejected("stale_time", f"time {time_ms}")
     return time_ms
+
+
+def check_ms_text(text: str, name: str, received_ms: int, max_age_ms: int | None) -> int:
+    """`check_time` of a time in ms the venue writes as a string of ASCII digits ("1732400000321",
+    as OKX and Bitget write every time), or `bad_field` naming the field."""
+    if text.isdigit() and text.isascii() and len(text) <= _MAX_MS_DIGITS:
+        return check_time(int(text), received_ms, max_age_ms)
+    raise Rejected("bad_field", f"{name} is not a time in ms")
 
 
 @lru_cache(maxsize=4096)

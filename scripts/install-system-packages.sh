@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the project needs, by role. The Dockerfile runs this same script.
 #   install-system-packages.sh runtime   redis-server, and TimescaleDB's tooling (see below)
-#   install-system-packages.sh test      runtime + Debian's chromium and chromedriver
+#   install-system-packages.sh test      runtime + Debian's chromium and chromedriver, and valgrind
+#                                        (bench.bench_parse_instructions counts instructions with it)
 #   install-system-packages.sh image     only what the app image needs (services run elsewhere)
 # Debian 13 gets postgresql-17-timescaledb from its own archive; Debian 12 has none, so it gets
 # debootstrap and scripts/services.sh builds a Debian 13 root for PostgreSQL once.
@@ -22,7 +23,7 @@ if [ "$role" != "image" ]; then
   fi
 fi
 if [ "$role" = "test" ]; then
-  pkgs+=(chromium chromium-driver fonts-dejavu-core)
+  pkgs+=(chromium chromium-driver fonts-dejavu-core valgrind)
 fi
 
 missing=()

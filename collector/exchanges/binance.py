@@ -70,7 +70,6 @@ CANDLES = "kline_1m"
 _SIDES = {"SELL": Side.LONG, "BUY": Side.SHORT}
 _FILLED = "FILLED"
 ALL_LIQUIDATIONS = "!forceOrder@arr"
-_ZERO = Decimal(0)
 # Symbols already checked (`check_symbol`), with whether their USD value is quantity x price.
 _CHECKED: dict[str, bool] = {}
 _CHECKED_MAX = 8192
@@ -155,7 +154,7 @@ class BinanceForceOrder(msgspec.Struct, gc=False):
         time_ms = check_time(self.T, received_ms, max_age_ms)
         if linear:  # `usd_value_of` written out for the usual symbol
             value = quantity * price
-            if value > MAX_VALUE_USD or value <= _ZERO:
+            if value > MAX_VALUE_USD:  # a product of two positive amounts (`amount_text`): never zero
                 raise Rejected("bad_value", f"value {value}")
         else:
             value = usd_value_of(symbol, quantity, price)

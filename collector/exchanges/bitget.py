@@ -59,7 +59,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, ClassVar
 
 import msgspec
@@ -71,9 +70,9 @@ from collector.validation import (
     Rejected,
     amount_text,
     candle_price,
+    check_ms_text,
     check_symbol,
     check_texts,
-    check_time,
     clean_frame,
     list_field,
     parse_object,
@@ -94,7 +93,6 @@ USDT_FUTURES = "usdt-futures"
 USDC_FUTURES = "usdc-futures"
 MAX_STREAMS = 50  # candle topics per connection (Bitget allows 1000)
 ARGS_BYTES = 3800  # JSON bytes of `args` per subscribe message, below the 4096 cap
-_ZERO = Decimal(0)
 
 # The product type a frame's `arg` names -> the quote coin its amounts are written in.
 QUOTE_OF_INST_TYPE = {USDT_FUTURES: "USDT", USDC_FUTURES: "USDC"}
@@ -134,13 +132,6 @@ def stream_of(arg: Any) -> str | None:
     if topic == CANDLES and type(symbol) is str and arg.get("interval", INTERVAL) == INTERVAL:
         return candle_stream(inst_type, symbol)
     return None
-
-
-def _ms(text: str, name: str) -> int:
-    """A millisecond time Bitget writes as a string of digits ("1736371332162")."""
-    if not (text.isascii() and text.isdigit() and 0 < len(text) <= 16):
-        raise Rejected("bad_field", f"{name} is not a time in ms")
-    return int(text)
 
 
 @dataclass(slots=True)
@@ -198,11 +189,11 @@ def liquidation_event(
     symbol = check_symbol(symbol_text)
     canonical_price, price = price_text(price_of)
     value_text, value = amount_text(amount)
-    time_ms = check_time(_ms(ts, "ts"), received_ms, max_age_ms)
+    time_ms = check_ms_text(ts, "ts", received_ms, max_age_ms)
     quote = QUOTE_OF_INST_TYPE.get(inst_type) or instrument_of(EXCHANGE, symbol).quote
     if quote not in INST_TYPE_OF_QUOTE:
         raise Rejected("bad_value", f"no USD quote in {symbol}")
-    if value > MAX_VALUE_USD or value <= _ZERO:
+    if value > MAX_VALUE_USD:  # never zero or below: `amount_text` takes only positive amounts
         raise Rejected("bad_value", f"value {value}")
     return new_liquidation(  # `Liquidation(...)` with its key; positional: keywords cost ~0.3 us
         EXCHANGE,  # exchange
@@ -239,7 +230,7 @@ class BitgetCandle:
         low, high = candle_price(self.low), candle_price(self.high)
         if low > high:
             raise Rejected("bad_value", "low above high")
-        open_ms = check_time(_ms(self.start, "start"), received_ms, max_age_ms)
+        open_ms = check_ms_text(self.start, "start", received_ms, max_age_ms)
         return Candle(  # positional: keywords cost ~0.3 us per event
             EXCHANGE,  # exchange
             symbol,  # symbol

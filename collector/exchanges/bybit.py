@@ -31,7 +31,6 @@ import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, ClassVar
 
 import msgspec
@@ -67,7 +66,6 @@ SUBSCRIBE_BATCH = 10
 ARGS_CAP = 21_000  # characters of `args` one public connection may hold
 ARGS_BUDGET = 18_000  # what we fill, a margin below the cap
 _USD_QUOTES = frozenset(("USDT", "USDC"))
-_ZERO = Decimal(0)
 
 # How a liquidation frame begins as Bybit writes it: a hint for the one-pass decoder, never a rule
 # (what the hint picks is still decoded and checked in full, the rest goes the two-step way).
@@ -116,7 +114,7 @@ class BybitLiquidation(msgspec.Struct, gc=False):
         if quote not in _USD_QUOTES:
             raise Rejected("bad_value", f"no USD quote in {symbol}")
         value = quantity * price  # linear: base quantity x price in USDT or USDC, USDC at par
-        if value > MAX_VALUE_USD or value <= _ZERO:
+        if value > MAX_VALUE_USD:  # a product of two positive amounts (`amount_text`): never zero
             raise Rejected("bad_value", f"value {value}")
         return new_liquidation(  # `Liquidation(...)` with its key; positional: keywords cost ~0.3 us
             EXCHANGE,  # exchange

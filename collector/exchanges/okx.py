@@ -83,9 +83,9 @@ from collector.validation import (
     Rejected,
     amount_text,
     candle_price,
+    check_ms_text,
     check_symbol,
     check_texts,
-    check_time,
     clean_frame,
     list_field,
     parse_object,
@@ -118,7 +118,6 @@ _CONFIRM = {"0": False, "1": True}
 _NAMED = re.compile(
     r"channel\W{0,3}:\W{0,3}([A-Za-z0-9-]+)\W{0,3},\W{0,3}(?:instId|instType)\W{0,3}:\W{0,3}([A-Za-z0-9_.-]+)"
 )
-_MAX_MS_DIGITS = 16
 
 
 def stream_arg(stream: str) -> dict[str, str]:
@@ -145,13 +144,6 @@ def business_url(public_url: str) -> str:
     if not path.endswith(PUBLIC_PATH):
         return public_url
     return urlunsplit(parts._replace(path=path[: -len(PUBLIC_PATH)] + BUSINESS_PATH))
-
-
-def ms_text(text: str, name: str) -> int:
-    """A time in ms written as a string of digits, as OKX writes every time ("1732400000321")."""
-    if text.isascii() and text.isdigit() and len(text) <= _MAX_MS_DIGITS:
-        return int(text)
-    raise Rejected("bad_field", f"{name} is not a time in ms")
 
 
 @dataclass(slots=True)
@@ -203,7 +195,7 @@ def liquidation_event(
         raise Rejected("bad_value", f"no USD quote in {symbol}")
     contracts = amount_text(sz)[1]
     canonical_price, price = price_text(bk_px)
-    time_ms = check_time(ms_text(ts, "ts"), received_ms, max_age_ms)
+    time_ms = check_ms_text(ts, "ts", received_ms, max_age_ms)
     quantity = contracts * instrument.contract_size
     value = quantity * price  # linear: base quantity x price in USDT or USDC, USDC at par
     if value > MAX_VALUE_USD or value <= _ZERO:
@@ -250,7 +242,7 @@ class OkxCandle:
         return Candle(  # positional: keywords cost ~0.3 us per event
             EXCHANGE,  # exchange
             symbol,  # symbol
-            check_time(ms_text(self.ts, "ts"), received_ms, max_age_ms),  # open_ms
+            check_ms_text(self.ts, "ts", received_ms, max_age_ms),  # open_ms
             candle_price(self.o),  # open
             high,  # high
             low,  # low

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +25,7 @@ from collector.exchanges.connection import ExchangeAdapter
 from collector.health import StreamHealth, one_line
 from collector.replay_server import BybitServer, Peer
 from collector.storage.redis_live import fast_member
-from collector.validation import Rejected, amount, amount_text, clean_frame, volume
+from collector.validation import Rejected, _number, amount, amount_text, clean_frame, volume
 from common.events import Liquidation, Side, canonical_text, dedup_key
 from common.live_view import decode_liquidation
 from tests.exchanges.harness import RECEIVED_MS, Running, adapter_settings, frames
@@ -380,3 +381,25 @@ def test_one_line_escapes_what_is_not_printable_and_bounds_the_length() -> None:
     long = one_line("x" * 10_000)
     assert len(long) < 600 and long.endswith("... (10000 chars)")
     assert len(one_line("\n" * 10_000, 100)) < 130
+
+
+def _reason(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except Rejected as refused:
+        return refused.reason
+
+
+@given(
+    st.one_of(
+        st.integers(-(10**17), 10**17).map(str),
+        st.text(alphabet="0123456789.-+eE _²١", max_size=30),
+    )
+)
+def test_the_whole_number_shortcut_agrees_with_the_general_rule(text: str) -> None:
+    """`amount_text`'s first line (whole numbers) gives exactly what `_number()` and the bounds give."""
+    expected = _reason(lambda: (_number(text)[0], amount(text)))
+    got = _reason(lambda: amount_text(text))
+    assert got == expected
+    if isinstance(got, tuple):
+        assert str(got[1]) == str(expected[1])  # type: ignore[index]
