@@ -43,7 +43,7 @@ from collector.exchanges.connection import ExchangeAdapter
 from collector.exchanges.gate import GateAdapter
 from collector.exchanges.okx import OkxAdapter
 from collector.health import StreamHealth
-from common.config import load_settings
+from common.config import Settings, load_settings
 from common.instruments import CONTRACTS, Instrument, guess_instrument
 
 RECEIVED_MS = 1732400061000
@@ -298,13 +298,31 @@ def _listed(exchange: str, symbol: str) -> Instrument:
     return dataclasses.replace(inst, size_unit=CONTRACTS, contract_size=size, listed=True)
 
 
+def bench_adapter(cls: type[ExchangeAdapter], settings: Settings) -> ExchangeAdapter:
+    """An adapter of `cls` as the benchmarks drive it: no connection, the instruments of `_listed`."""
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    adapter = cls(settings, queue, StreamHealth(cls.name, "bench"), url="ws://127.0.0.1:1/bench")  # type: ignore[arg-type]
+    adapter.instrument_of = _listed
+    return adapter
+
+
+def bench_settings() -> Settings:
+    return load_settings(env={"LIQ_NONLIVE_SOURCE": "bench", "LIQ_SYMBOLS": "ALL"}, dotenv=None)  # every symbol
+
+
+def handle_all(adapter: ExchangeAdapter, frames_of_case: list[tuple[str, int]]) -> None:
+    """Every frame once, each giving the events it should: a dropped one would time as a cheap one."""
+    handle = adapter.handle
+    for raw, expected in frames_of_case:
+        if len(handle(raw, RECEIVED_MS)) != expected:
+            raise SystemExit(f"{adapter.name}: frame did not produce {expected} events: {raw[:80]}")
+
+
 def measure(adapter: ExchangeAdapter, frames_of_case: list[tuple[str, int]], frames: int) -> list[int]:
     """Nanoseconds per frame, one sample per frame, the case's frames in turn (`per_event` divides
     each sample by its frame's events)."""
     handle, clock = adapter.handle, time.perf_counter_ns
-    for raw, expected in frames_of_case:
-        if len(handle(raw, RECEIVED_MS)) != expected:
-            raise SystemExit(f"{adapter.name}: frame did not produce {expected} events: {raw[:80]}")
+    handle_all(adapter, frames_of_case)
     raws = [raw for raw, _ in frames_of_case]
     n = len(raws)
     for i in range(min(frames, 2000)):
@@ -345,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--case", action="append", default=[], help="only cases whose label holds this (repeatable)")
     args = parser.parse_args(argv)
     pinned = _pin_one_cpu()
-    settings = load_settings(env={"LIQ_NONLIVE_SOURCE": "bench", "LIQ_SYMBOLS": "ALL"}, dotenv=None)  # every symbol
+    settings = bench_settings()
     print(f"parse + normalise per frame: {args.rounds} rounds x {args.frames} frames per case, {pinned}")
     print("p99 best: the quietest round (other processes preempt us on a shared machine); p99 all: every sample;")
     print("cpu us: process CPU time per frame, which time spent preempted does not inflate")
@@ -359,9 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, cls, frames_of_case in cases(args.frames):
         if args.case and not any(part in label for part in args.case):
             continue
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        adapter = cls(settings, queue, StreamHealth(cls.name, "bench"), url="ws://127.0.0.1:1/bench")  # type: ignore[arg-type]
-        adapter.instrument_of = _listed
+        adapter = bench_adapter(cls, settings)
         expected = sum(n for _, n in frames_of_case) / len(frames_of_case)  # events per frame
         cpu_start = time.process_time_ns()
         rounds = [measure(adapter, frames_of_case, args.frames) for _ in range(args.rounds)]

@@ -21,7 +21,6 @@ between the two programs a little): read it beside the clock figures of `bench.b
 from __future__ import annotations
 
 import argparse
-import asyncio
 import concurrent.futures
 import gc
 import json
@@ -34,31 +33,25 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.bench_parse import MARKET_CASES, RECEIVED_MS, _listed, market_frames
-from collector.health import StreamHealth
-from common.config import load_settings
+from bench.bench_parse import MARKET_CASES, RECEIVED_MS, bench_adapter, bench_settings, handle_all, market_frames
 
 TARGET_RATIO = 2.5 / 2.9  # issue #10: 2.5 us where cryptofeed took 2.9 us on the same frames
 WARM = 1000  # frames handled before the measured ones (caches and the interpreter's specialisation warm)
 REFERENCE = Path(__file__).with_name("reference_cryptofeed.py")
+REFERENCE_LABEL = "cryptofeed binance (reference)"
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
 def worker(label: str, warm: int, frames: int, measured: bool) -> None:
     """Inside callgrind: the case's adapter handles `warm` frames, then (measured) `frames` more."""
     kind, cls = MARKET_CASES[label]
-    settings = load_settings(env={"LIQ_NONLIVE_SOURCE": "bench", "LIQ_SYMBOLS": "ALL"}, dotenv=None)
-    adapter = cls(settings, asyncio.Queue(), StreamHealth(cls.name, "bench"), url="ws://127.0.0.1:1/bench")
-    adapter.instrument_of = _listed
+    adapter = bench_adapter(cls, bench_settings())
     case = market_frames(kind, warm + frames)
-    handle = adapter.handle
     for raw, _ in case[:warm]:
-        handle(raw, RECEIVED_MS)
+        adapter.handle(raw, RECEIVED_MS)
     gc.collect()  # as bench.bench_parse does before timing
     if measured:
-        for raw, expected in case[warm:]:
-            if len(handle(raw, RECEIVED_MS)) != expected:  # a dropped frame would count as a cheap one
-                raise SystemExit(f"{adapter.name}: frame did not produce {expected} events: {raw[:80]}")
+        handle_all(adapter, case[warm:])
     print("EVENTS", sum(n for _, n in case[warm:]))
 
 
@@ -94,9 +87,9 @@ def _callgrind(command: list[str]) -> tuple[int, int]:
 
 def per_liquidation(command: list[str]) -> float:
     """Instructions per measured liquidation: the run with them minus the run without, `command`
-    ending in the measured flag's place ("{measured}")."""
-    with_them, events = _callgrind([c.replace("{measured}", "1") for c in command])
-    without, _ = _callgrind([c.replace("{measured}", "0") for c in command])
+    taking the measured flag (1 or 0) as its last argument."""
+    with_them, events = _callgrind([*command, "1"])
+    without, _ = _callgrind([*command, "0"])
     return (with_them - without) / events
 
 
@@ -119,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = [label for label in MARKET_CASES if not args.case or any(part in label for part in args.case)]
     jobs: dict[str, list[str]] = {
         label: [sys.executable, "-m", "bench.bench_parse_instructions", "--worker", label]
-        + ["--warm", str(args.warm), "--frames", str(args.frames), "--measured", "{measured}"]
+        + ["--warm", str(args.warm), "--frames", str(args.frames), "--measured"]
         for label in labels
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,11 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             path.write_text(
                 json.dumps([raw for raw, _ in market_frames("binance forceOrder", args.warm + args.frames)])
             )
-            jobs["cryptofeed binance (reference)"] = [args.cryptofeed_python, str(REFERENCE), str(path), str(args.warm)]
-            jobs["cryptofeed binance (reference)"].append("{measured}")
+            jobs[REFERENCE_LABEL] = [args.cryptofeed_python, str(REFERENCE), str(path), str(args.warm)]
         with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             costs = dict(zip(jobs, pool.map(per_liquidation, jobs.values()), strict=True))
-    reference = costs.get("cryptofeed binance (reference)")
+    reference = costs.get(REFERENCE_LABEL)
     print(f"instructions per liquidation (callgrind, {args.frames} measured frames a case after {args.warm} warm-up)")
     print(f"{'case':<34}{'instructions':>13}{'/ cryptofeed':>14}")
     missed: list[str] = []
