@@ -12,6 +12,8 @@ RUN scripts/install-system-packages.sh image && scripts/install-python.sh runtim
     && rm -rf /var/lib/apt/lists/*
 
 COPY . .
+RUN .venv/bin/python scripts/build_native.py && rm -rf var/build \
+    && .venv/bin/python -c "import common.events as e, collector.validation as v; assert e.NATIVE and v.NATIVE"
 RUN useradd --create-home --uid 10001 liq && mkdir -p var/spool && chown -R liq:liq var
 
 USER liq

@@ -26,9 +26,11 @@ system-test:
 
 venv:
 	scripts/install-python.sh runtime
+	$(PY) scripts/build_native.py
 
 venv-dev:
 	scripts/install-python.sh dev
+	$(PY) scripts/build_native.py
 
 migrate:
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m db.migrate

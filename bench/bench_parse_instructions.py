@@ -33,9 +33,17 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.bench_parse import MARKET_CASES, RECEIVED_MS, bench_adapter, bench_settings, handle_all, market_frames
+from bench.bench_parse import (
+    MARKET_CASES,
+    RECEIVED_MS,
+    TARGET_RATIO,
+    bench_adapter,
+    bench_settings,
+    handle_all,
+    hot_path,
+    market_frames,
+)
 
-TARGET_RATIO = 2.5 / 2.9  # issue #10: 2.5 us where cryptofeed took 2.9 us on the same frames
 WARM = 1000  # frames handled before the measured ones (caches and the interpreter's specialisation warm)
 REFERENCE = Path(__file__).with_name("reference_cryptofeed.py")
 REFERENCE_LABEL = "cryptofeed binance (reference)"
@@ -125,7 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             costs = dict(zip(jobs, pool.map(per_liquidation, jobs.values()), strict=True))
     reference = costs.get(REFERENCE_LABEL)
-    print(f"instructions per liquidation (callgrind, {args.frames} measured frames a case after {args.warm} warm-up)")
+    print(
+        f"instructions per liquidation (callgrind, {args.frames} measured frames a case after {args.warm} warm-up),"
+        f" {hot_path()}"
+    )
     print(f"{'case':<34}{'instructions':>13}{'/ cryptofeed':>14}")
     missed: list[str] = []
     for label, cost in costs.items():

@@ -23,7 +23,16 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, st
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from collector import validation
+from common import events
+
 log = logging.getLogger("collector.metrics")
+
+
+def _compiled() -> bool:
+    """Whether the C twins of the parse hot path are in use (scripts/build_native.py)."""
+    return events.NATIVE and validation.NATIVE
+
 
 # Batch write latency: a healthy batch takes milliseconds; a database near its deadline tens of seconds.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -101,6 +110,7 @@ class _Readings(Collector):
             ("liq_backpressure", "1 while the collector holds the venues back", 1 if state.get("backpressure") else 0),
             ("liq_database_up", "1 while TimescaleDB answers", 1 if state.get("database") == "ok" else 0),
             ("liq_quarantined_rows", "Rows TimescaleDB refused, set aside", state.get("quarantined_rows")),
+            ("liq_parse_compiled", "1 while the parse hot path runs its C twins", 1 if _compiled() else 0),
         ):
             yield GaugeMetricFamily(name, text, value=float(value or 0))
         for name, text, value in (

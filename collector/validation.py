@@ -253,7 +253,7 @@ def _refused(text: str) -> Rejected:
     return Rejected("bad_value" if plain else "bad_number", repr(text[:40]))
 
 
-def amount_text(text: str) -> tuple[str, Decimal]:
+def python_amount_text(text: str) -> tuple[str, Decimal]:
     """(canonical text, Decimal) of a strictly positive, plausibly sized amount: the key needs both.
 
     `_number()` and the bounds written out in one function: this runs twice per liquidation. A whole
@@ -280,7 +280,7 @@ def amount_text(text: str) -> tuple[str, Decimal]:
     raise _refused(text)
 
 
-def price_text(text: str) -> tuple[str, Decimal]:
+def python_price_text(text: str) -> tuple[str, Decimal]:
     """`amount_text(text)` for a liquidation price, remembered: prices sit on each symbol's tick grid
     and come back from one liquidation to the next (a cascade walks through the same levels),
     where sizes rarely repeat. The memo holds accepted texts only (a refusal raises) and starts
@@ -356,7 +356,7 @@ def volume(text: str) -> Decimal:
     raise _refused(text)
 
 
-def check_time(time_ms: int, received_ms: int, max_age_ms: int | None) -> int:
+def python_check_time(time_ms: int, received_ms: int, max_age_ms: int | None) -> int:
     """The event time, if it is neither in the future nor (on live streams) too old."""
     if time_ms < MIN_TIME_MS:
         raise Rejected("bad_value", f"time {time_ms}")
@@ -367,7 +367,7 @@ def check_time(time_ms: int, received_ms: int, max_age_ms: int | None) -> int:
     return time_ms
 
 
-def check_ms_text(text: str, name: str, received_ms: int, max_age_ms: int | None) -> int:
+def python_check_ms_text(text: str, name: str, received_ms: int, max_age_ms: int | None) -> int:
     """`check_time` of a time in ms the venue writes as a string of ASCII digits ("1732400000321",
     as OKX and Bitget write every time), or `bad_field` naming the field."""
     if text.isdigit() and text.isascii() and len(text) <= _MAX_MS_DIGITS:
@@ -401,3 +401,27 @@ def usd_value(symbol: str, quantity: Decimal, price: Decimal, *, contracts: bool
     if value > MAX_VALUE_USD or value <= _ZERO:
         raise Rejected("bad_value", f"value {value}")
     return value
+
+
+# The four checks every liquidation passes in C when collector/_validation_native.c is built
+# (scripts/build_native.py, run by `make venv` and the image). A twin settles only what it can
+# accept on its own and hands everything else to the Python function above, the rule, which
+# accepts it or names the reason (tests/collector/test_validation_native.py). Without the build
+# the Python functions serve, slower; the collector says which at start (`NATIVE`).
+try:
+    from collector import _validation_native as _native
+except ImportError:
+    NATIVE = False
+    amount_text = python_amount_text
+    price_text = python_price_text
+    check_time = python_check_time
+    check_ms_text = python_check_ms_text
+else:
+    _native.bind(
+        Decimal, _PRICES, _PRICES_MAX, python_amount_text, python_price_text, python_check_time, python_check_ms_text
+    )
+    NATIVE = True
+    amount_text = _native.amount_text
+    price_text = _native.price_text
+    check_time = _native.check_time
+    check_ms_text = _native.check_ms_text

@@ -10,7 +10,7 @@ turns an amount into text for a key or a member uses `canonical_text`, whatever 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -67,7 +67,7 @@ def dedup_key(
     return dedup_key_of_texts(exchange, symbol, time_ms, side, canonical_text(price), canonical_text(quantity), extra)
 
 
-def dedup_key_of_texts(
+def python_dedup_key_of_texts(
     exchange: str, symbol: str, time_ms: int, side: str, price: str, quantity: str, extra: str = ""
 ) -> int:
     """`dedup_key` from amounts already in their `canonical_text` (the adapters have it from the wire:
@@ -75,7 +75,8 @@ def dedup_key_of_texts(
 
     `extra` tells apart liquidations that agree on every other part: Bybit sends no id, so its
     adapter passes the frame's push time and the item's index in `data` ("1732400000500#3"), which
-    a re-sent frame reproduces exactly. Empty: the key is the one `dedup_key` gives."""
+    a re-sent frame reproduces exactly. Empty: the key is the one `dedup_key` gives.
+    `dedup_key_of_texts` is its C twin when built (the end of this module)."""
     if not extra:
         text = "|".join((exchange, symbol, str(time_ms), side, price, quantity))
     elif type(extra) is str:  # what f"{text}|{extra}" gives, in one step
@@ -162,7 +163,7 @@ class Liquidation:
         return display_time(self.time_ms)
 
 
-def new_liquidation(
+def python_new_liquidation(
     exchange: str,
     symbol: str,
     side: Side,
@@ -177,8 +178,8 @@ def new_liquidation(
     key: int,
 ) -> Liquidation:
     """`Liquidation(...)` of an event whose key is known, for the adapters' hot path: the same object
-    (every field set as the constructor sets it, tests/exchanges/test_hot_path.py) for about 0.1 us
-    less, without the `type.__call__` and `__init__` dispatch."""
+    (every field set as the constructor sets it, tests/exchanges/test_hot_path.py) without the
+    `type.__call__` and `__init__` dispatch. `new_liquidation` is its C twin when built."""
     event = _new_object(Liquidation)
     event.exchange = exchange
     event.symbol = symbol
@@ -265,3 +266,22 @@ class Cascade:
 
 
 Event = Liquidation | Candle | StreamStatus | Cascade
+
+
+# The adapters' two per-liquidation calls in C when common/_events_native.c is built (scripts/build_native.py,
+# run by `make venv` and the image): the same keys and the same objects (tests/common/test_native_twins.py)
+# for about a quarter of the parse cost. Without it the Python functions above serve, slower; the
+# collector says which at start (`NATIVE`).
+try:
+    from common import _events_native as _native
+except ImportError:
+    NATIVE = False
+    dedup_key_of_texts = python_dedup_key_of_texts
+    new_liquidation = python_new_liquidation
+else:
+    _native.bind(
+        Liquidation, tuple(f.name for f in fields(Liquidation)), python_dedup_key_of_texts, python_new_liquidation
+    )
+    NATIVE = True
+    dedup_key_of_texts = _native.dedup_key_of_texts
+    new_liquidation = _native.new_liquidation

@@ -4,6 +4,8 @@
 #   install-system-packages.sh test      runtime + Debian's chromium and chromedriver, and valgrind
 #                                        (bench.bench_parse_instructions counts instructions with it)
 #   install-system-packages.sh image     only what the app image needs (services run elsewhere)
+# Every role gets a C compiler and the Python headers: scripts/build_native.py compiles the parse
+# hot path's C twins (common/_events_native.c, collector/_validation_native.c).
 # Debian 13 gets postgresql-17-timescaledb from its own archive; Debian 12 has none, so it gets
 # debootstrap and scripts/services.sh builds a Debian 13 root for PostgreSQL once.
 # Idempotent: packages already installed cost one dpkg query, no download.
@@ -13,6 +15,10 @@ role=${1:-runtime}
 pkgs=(ca-certificates)
 # Debian's python3 has no venv module until python3-venv is installed.
 python3 -c "import ensurepip, venv" 2>/dev/null || pkgs+=(python3-venv python3-pip)
+pkgs+=(gcc libc6-dev)
+# Debian's own python3 keeps Python.h in python3-dev; pyenv and the python image ship theirs.
+"${PYTHON:-python3}" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || pkgs+=(python3-dev)
 if [ "$role" != "image" ]; then
   pkgs+=(redis-server redis-tools make)
   . /etc/os-release

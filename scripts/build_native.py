@@ -1,0 +1,33 @@
+"""Compile the C twins of the parse hot path in place, as `make venv` and the image do.
+
+    python scripts/build_native.py
+
+common/_events_native.c (the dedup key, the Liquidation constructor) and
+collector/_validation_native.c (amount, price and time checks) become `.so` files beside their
+Python modules, which use them when present (`common.events.NATIVE`, `collector.validation.NATIVE`).
+setuptools' build_ext with the interpreter's own compiler flags: it needs a C compiler and the
+Python headers (scripts/install-system-packages.sh installs both). Rebuilds only what changed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from setuptools import Extension, setup
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = ["-O2", "-Wall", "-Werror"]
+EXTENSIONS = [
+    Extension("common._events_native", ["common/_events_native.c"], extra_compile_args=FLAGS),
+    Extension("collector._validation_native", ["collector/_validation_native.c"], extra_compile_args=FLAGS),
+]
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    setup(
+        name="liquidation-aggregator-native",
+        packages=[],
+        py_modules=[],
+        ext_modules=EXTENSIONS,
+        script_args=["-q", "build_ext", "--inplace", "--build-temp", "var/build"],
+    )
