@@ -9,7 +9,7 @@
    (a plain decimal of ASCII digits well inside the bounds, a time well inside the window), and
    hands every other one to the Python function of the same name, which is the rule: it accepts
    the rest or raises `Rejected` with the reason. A twin never refuses, so the reasons counted for
-   drops are always the Python ones. tests/collector/test_validation_native.py holds them equal. */
+   drops are always the Python ones. tests/exchanges/test_native_twins.py holds them equal. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -119,7 +119,7 @@ class CollectorService:
         gc.freeze()
         self.ready.set()
         log.info("collector running: exchanges %s, pid %d", ", ".join(self.settings.exchanges), os.getpid())
-        if not (events.NATIVE and validation.NATIVE):  # correct without them, a quarter slower per event
+        if not (events.NATIVE and validation.NATIVE):  # correct without them, half again as slow per event
             log.warning("parse hot path in Python: the C twins are not built (run scripts/build_native.py)")
         try:
             await _wait_any(stop, [router, database])

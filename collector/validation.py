@@ -406,7 +406,7 @@ def usd_value(symbol: str, quantity: Decimal, price: Decimal, *, contracts: bool
 # The four checks every liquidation passes in C when collector/_validation_native.c is built
 # (scripts/build_native.py, run by `make venv` and the image). A twin settles only what it can
 # accept on its own and hands everything else to the Python function above, the rule, which
-# accepts it or names the reason (tests/collector/test_validation_native.py). Without the build
+# accepts it or names the reason (tests/exchanges/test_native_twins.py). Without the build
 # the Python functions serve, slower; the collector says which at start (`NATIVE`).
 try:
     from collector import _validation_native as _native

@@ -6,7 +6,7 @@
    The Python functions in events.py are the rule; these give the same result for the inputs the
    adapters pass (exact str parts, an int time) and hand everything else to the Python twin
    (`fallback`), so an odd input raises exactly what the Python function raises.
-   tests/common/test_native_twins.py holds the two equal. blake2b is written out below (RFC 7693) because
+   tests/exchanges/test_native_twins.py holds the two equal. blake2b is written out below (RFC 7693) because
    hashlib's object protocol costs several times the compression itself for a 60-byte key text. */
 
 #define PY_SSIZE_T_CLEAN

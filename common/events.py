@@ -268,10 +268,11 @@ class Cascade:
 Event = Liquidation | Candle | StreamStatus | Cascade
 
 
-# The adapters' two per-liquidation calls in C when common/_events_native.c is built (scripts/build_native.py,
-# run by `make venv` and the image): the same keys and the same objects (tests/common/test_native_twins.py)
-# for about a quarter of the parse cost. Without it the Python functions above serve, slower; the
-# collector says which at start (`NATIVE`).
+# The adapters' two per-liquidation calls in C when common/_events_native.c is built
+# (scripts/build_native.py, run by `make venv` and the image): the same keys and the same objects
+# (tests/exchanges/test_native_twins.py) for a fraction of the cost (the key's text is hashed
+# without a hashlib object). Without it the Python functions above serve, slower; the collector
+# says which at start (`NATIVE`).
 try:
     from common import _events_native as _native
 except ImportError:
