@@ -61,6 +61,7 @@ TARGET_P99_US = 20.0
 TARGET_MEDIAN_EVENT_US = 2.5
 TARGET_P99_EVENT_US = 5.0
 TARGET_RATIO = TARGET_MEDIAN_EVENT_US / 2.9  # cryptofeed's median on the frames the target was set on
+TARGET_P99_RATIO = TARGET_P99_EVENT_US / 2.9
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_cryptofeed.py")
 
 _BINANCE_FORCE_ORDER: dict[str, Any] = {
@@ -406,17 +407,27 @@ class _Reference:
 
 
 def _report_reference(pairs: dict[str, list[tuple[float, float, float, float]]]) -> None:
-    """Each market case beside cryptofeed, round by round: the median of the per-pair ratios (issue
-    #10's target is 2.5 us where cryptofeed took 2.9 us: a ratio of 0.862 on any machine)."""
+    """Each market case beside cryptofeed, round by round: the median of the per-pair ratios. Issue
+    #10 set 2.5 us (median) and 5 us (p99) where cryptofeed's median was 2.9 us, so on any machine
+    the targets read: median <= 0.862 x cryptofeed's median, p99 <= 1.724 x cryptofeed's median.
+    The last column (p99 beside cryptofeed's own p99) is for information: no target names it."""
     print("beside cryptofeed's Binance handler, round by round (median of the per-round ratios):")
-    print(f"{'case':<28}{'cf med us':>11}{'med/ev / cf':>13}{'cf p99 us':>11}{'p99/ev / cf':>13}")
+    print(f"{'case':<28}{'cf med us':>10}{'cf p99 us':>10}{'med / cf med':>14}{'p99 / cf med':>14}{'p99 / cf p99':>14}")
+    missed: dict[str, list[str]] = {"median": [], "p99": []}
     for label, rounds in pairs.items():
-        cf_median = statistics.median(r[2] for r in rounds)
-        cf_p99 = statistics.median(r[3] for r in rounds)
         median_ratio = statistics.median(r[0] / r[2] for r in rounds)
-        p99_ratio = statistics.median(r[1] / r[3] for r in rounds)
-        print(f"{label:<28}{cf_median:>11.2f}{median_ratio:>13.3f}{cf_p99:>11.2f}{p99_ratio:>13.3f}")
-    print(f"target: at most {TARGET_RATIO:.3f} of cryptofeed (2.5 us where it took 2.9)")
+        p99_ratio = statistics.median(r[1] / r[2] for r in rounds)
+        print(
+            f"{label:<28}{statistics.median(r[2] for r in rounds):>10.2f}{statistics.median(r[3] for r in rounds):>10.2f}"
+            f"{median_ratio:>14.3f}{p99_ratio:>14.3f}{statistics.median(r[1] / r[3] for r in rounds):>14.3f}"
+        )
+        if median_ratio > TARGET_RATIO:
+            missed["median"].append(label)
+        if p99_ratio > TARGET_P99_RATIO:
+            missed["p99"].append(label)
+    for name, target in (("median", TARGET_RATIO), ("p99", TARGET_P99_RATIO)):
+        verdict = f"MISSED by {', '.join(missed[name])}" if missed[name] else "met"
+        print(f"beside cryptofeed, {name} / cf med <= {target:.3f}: {verdict}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -477,8 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = "met" if worst <= TARGET_P99_US else "MISSED"
     print(f"worst p99 (best round) per event {worst:.2f} us: target {TARGET_P99_US:.0f} us {verdict}")
     print(
-        f"market liquidations per event: target median <= {TARGET_MEDIAN_EVENT_US} us, p99 <= {TARGET_P99_EVENT_US} us: "
-        + (f"MISSED by {', '.join(missed)}" if missed else "met")
+        f"market liquidations per event, absolute on this machine: median <= {TARGET_MEDIAN_EVENT_US} us, "
+        f"p99 <= {TARGET_P99_EVENT_US} us: " + (f"MISSED by {', '.join(missed)}" if missed else "met")
     )
     return 0
 

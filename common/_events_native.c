@@ -2,6 +2,7 @@
 
    dedup_key_of_texts(exchange, symbol, time_ms, side, price, quantity[, extra]) -> int
    new_liquidation(exchange, ..., key) -> Liquidation   (after bind(Liquidation))
+   canonical_text(amount) -> str   (OKX's base quantity, a product of Decimals)
 
    The Python functions in events.py are the rule; these give the same result for the inputs the
    adapters pass (exact str parts, an int time) and hand everything else to the Python twin
@@ -124,6 +125,8 @@ static uint64_t blake2b_64(const uint8_t *data, size_t len) {
 
 static PyObject *py_dedup_key_of_texts = NULL; /* events.dedup_key_of_texts, for what the C path leaves */
 static PyObject *py_new_liquidation = NULL; /* events.new_liquidation (the Python twin) */
+static PyObject *py_canonical_text = NULL;
+static PyObject *decimal_type = NULL;
 static PyTypeObject *liquidation_type = NULL;
 #define FIELDS 14 /* Liquidation's slots in field order; new_liquidation sets the first 12 */
 static Py_ssize_t offsets[FIELDS];
@@ -217,11 +220,39 @@ static PyObject *new_liquidation(PyObject *self, PyObject *const *args, Py_ssize
     return event;
 }
 
-/* bind(Liquidation, field_names, dedup_key_of_texts, new_liquidation): the slots to fill, in order,
-   and the Python twins. Refuses a class whose fields are not plain object slots. */
+/* ---- canonical_text ---- */
+
+static PyObject *canonical_text(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (kwnames != NULL || nargs != 1 || decimal_type == NULL || !Py_IS_TYPE(args[0], (PyTypeObject *)decimal_type))
+        return fallback(py_canonical_text, args, nargs, kwnames);
+    PyObject *text = PyObject_Str(args[0]);
+    if (text == NULL) return NULL;
+    if (!PyUnicode_IS_ASCII(text)) {
+        Py_DECREF(text);
+        return fallback(py_canonical_text, args, nargs, kwnames);
+    }
+    const char *s = (const char *)PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(text), end = len;
+    if (memchr(s, 'E', len) != NULL) { /* written with an exponent: format(amount, "f") the Python way */
+        Py_DECREF(text);
+        return fallback(py_canonical_text, args, nargs, kwnames);
+    }
+    if (memchr(s, '.', len) == NULL) return text;
+    while (end > 0 && s[end - 1] == '0') end--; /* text.rstrip("0").rstrip(".") */
+    while (end > 0 && s[end - 1] == '.') end--;
+    if (end == len) return text;
+    PyObject *canonical = PyUnicode_Substring(text, 0, end);
+    Py_DECREF(text);
+    return canonical;
+}
+
+/* bind(Liquidation, field_names, dedup_key_of_texts, new_liquidation, canonical_text, Decimal): the
+   slots to fill, in order, and the Python twins. Refuses a class whose fields are not plain object
+   slots. */
 static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyType_Check(args[0]) || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != FIELDS) {
-        PyErr_SetString(PyExc_TypeError, "bind(cls, 14 field names, key function, constructor)");
+    if (nargs != 6 || !PyType_Check(args[0]) || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != FIELDS ||
+        !PyType_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "bind(cls, 14 field names, key function, constructor, canonical_text, Decimal)");
         return NULL;
     }
     PyTypeObject *cls = (PyTypeObject *)args[0];
@@ -243,12 +274,17 @@ static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_XSETREF(py_dedup_key_of_texts, args[2]);
     Py_INCREF(args[3]);
     Py_XSETREF(py_new_liquidation, args[3]);
+    Py_INCREF(args[4]);
+    Py_XSETREF(py_canonical_text, args[4]);
+    Py_INCREF(args[5]);
+    Py_XSETREF(decimal_type, args[5]);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"dedup_key_of_texts", (PyCFunction)(void (*)(void))dedup_key_of_texts, METH_FASTCALL | METH_KEYWORDS, NULL},
     {"new_liquidation", (PyCFunction)(void (*)(void))new_liquidation, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"canonical_text", (PyCFunction)(void (*)(void))canonical_text, METH_FASTCALL | METH_KEYWORDS, NULL},
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -44,7 +44,7 @@ def display_time(ms: int) -> str:
     return ms_to_datetime(ms).strftime("%H:%M:%S")
 
 
-def canonical_text(amount: Decimal) -> str:
+def python_canonical_text(amount: Decimal) -> str:
     """The one text of a number: plain digits, no exponent, no trailing fractional zeros.
 
     "0.250", "0.25" and Decimal("2.5E-1") all give "0.25"; Decimal("1E+2") gives "100". Exact at
@@ -268,7 +268,7 @@ class Cascade:
 Event = Liquidation | Candle | StreamStatus | Cascade
 
 
-# The adapters' two per-liquidation calls in C when common/_events_native.c is built
+# The adapters' per-liquidation calls in C when common/_events_native.c is built
 # (scripts/build_native.py, run by `make venv` and the image): the same keys and the same objects
 # (tests/exchanges/test_native_twins.py) for a fraction of the cost (the key's text is hashed
 # without a hashlib object). Without it the Python functions above serve, slower; the collector
@@ -279,10 +279,17 @@ except ImportError:
     NATIVE = False
     dedup_key_of_texts = python_dedup_key_of_texts
     new_liquidation = python_new_liquidation
+    canonical_text = python_canonical_text
 else:
     _native.bind(
-        Liquidation, tuple(f.name for f in fields(Liquidation)), python_dedup_key_of_texts, python_new_liquidation
+        Liquidation,
+        tuple(f.name for f in fields(Liquidation)),
+        python_dedup_key_of_texts,
+        python_new_liquidation,
+        python_canonical_text,
+        Decimal,
     )
     NATIVE = True
     dedup_key_of_texts = _native.dedup_key_of_texts
     new_liquidation = _native.new_liquidation
+    canonical_text = _native.canonical_text

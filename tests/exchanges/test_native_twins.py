@@ -46,6 +46,8 @@ def test_the_compiled_twins_are_built_and_in_use() -> None:
     assert events.NATIVE and validation.NATIVE, "run scripts/build_native.py (make venv-dev does)"
     assert events.dedup_key_of_texts is not events.python_dedup_key_of_texts
     assert validation.amount_text is not validation.python_amount_text
+    assert events.canonical_text is not events.python_canonical_text
+    assert okx.canonical_text is events.canonical_text
     for module in (binance, bybit, okx, gate, bitget):  # the adapters imported the twins, not the rules
         assert module.dedup_key_of_texts is events.dedup_key_of_texts
         assert module.new_liquidation is events.new_liquidation
@@ -109,6 +111,47 @@ def test_the_constructor_falls_back_on_keywords_and_wrong_arity() -> None:
     assert _outcome(lambda: events.new_liquidation(*args)) == _outcome(lambda: events.python_new_liquidation(*args))
     assert _outcome(lambda: events.new_liquidation(*args))[0] == "TypeError"
     assert events.new_liquidation(*args, 9) == Liquidation(*args, key=9)
+
+
+# ---- canonical_text ----
+
+
+class _Amount(Decimal):
+    """A Decimal subclass: the twin leaves it to the rule."""
+
+
+@given(
+    amount=st.decimals(allow_nan=True, allow_infinity=True)
+    | st.decimals(min_value=Decimal("1e-30"), max_value=Decimal("1e30"), places=30)
+    | st.integers(-(10**30), 10**30).map(Decimal)
+    | st.builds(lambda m, e: Decimal(m).scaleb(e), st.integers(-(10**6), 10**6), st.integers(-40, 40))
+)
+def test_canonical_text_is_the_rules(amount: Decimal) -> None:
+    assert _outcome(lambda: events.canonical_text(amount)) == _outcome(lambda: events.python_canonical_text(amount))
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        Decimal("0.250"),
+        Decimal("100"),
+        Decimal("1E+2"),
+        Decimal("2.5E-1"),
+        Decimal("0.000"),
+        Decimal("-0.0"),
+        Decimal("1E-7"),
+        Decimal("5916.0"),
+        Decimal("0"),
+        _Amount("1.50"),
+        5,
+        2.5,
+        "0.50",
+        None,
+    ],
+)
+def test_canonical_text_is_the_rules_at_every_edge(amount: Any) -> None:
+    assert _outcome(lambda: events.canonical_text(amount)) == _outcome(lambda: events.python_canonical_text(amount))
+    assert _outcome(lambda: events.canonical_text(amount=amount)) == _outcome(lambda: events.canonical_text(amount))
 
 
 # ---- amounts, prices, times ----
