@@ -16,7 +16,9 @@ import os
 from setuptools import Extension, setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGS = ["-O2", "-Wall", "-Werror"]
+# Warnings shown, not fatal: another gcc or Python may warn where this one does not (both files
+# build without a warning under -Wall -Wextra against Python 3.11, 3.12 and 3.13).
+FLAGS = ["-O2", "-Wall"]
 EXTENSIONS = [
     Extension("common._events_native", ["common/_events_native.c"], extra_compile_args=FLAGS),
     Extension("collector._validation_native", ["collector/_validation_native.c"], extra_compile_args=FLAGS),
