@@ -51,7 +51,6 @@ from collector.exchanges.connection import ExchangeAdapter
 from collector.exchanges.gate import GateAdapter
 from collector.exchanges.okx import OkxAdapter
 from collector.health import StreamHealth
-from common import events
 from common.config import Settings, load_settings
 from common.instruments import CONTRACTS, Instrument, guess_instrument
 
@@ -320,7 +319,7 @@ def bench_adapter(cls: type[ExchangeAdapter], settings: Settings) -> ExchangeAda
 
 def hot_path() -> str:
     """Which parse hot path runs: the C twins (scripts/build_native.py) or the Python rules alone."""
-    return "C twins built" if events.NATIVE and validation.NATIVE else "C twins NOT built: Python only"
+    return "C twins built" if validation.HOT_PATH_COMPILED else "C twins NOT built: Python only"
 
 
 def bench_settings() -> Settings:

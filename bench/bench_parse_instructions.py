@@ -36,6 +36,7 @@ from pathlib import Path
 from bench.bench_parse import (
     MARKET_CASES,
     RECEIVED_MS,
+    REFERENCE,
     TARGET_RATIO,
     bench_adapter,
     bench_settings,
@@ -45,7 +46,6 @@ from bench.bench_parse import (
 )
 
 WARM = 1000  # frames handled before the measured ones (caches and the interpreter's specialisation warm)
-REFERENCE = Path(__file__).with_name("reference_cryptofeed.py")
 REFERENCE_LABEL = "cryptofeed binance (reference)"
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 

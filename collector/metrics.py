@@ -24,14 +24,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from collector import validation
-from common import events
 
 log = logging.getLogger("collector.metrics")
-
-
-def _compiled() -> bool:
-    """Whether the C twins of the parse hot path are in use (scripts/build_native.py)."""
-    return events.NATIVE and validation.NATIVE
 
 
 # Batch write latency: a healthy batch takes milliseconds; a database near its deadline tens of seconds.
@@ -110,7 +104,11 @@ class _Readings(Collector):
             ("liq_backpressure", "1 while the collector holds the venues back", 1 if state.get("backpressure") else 0),
             ("liq_database_up", "1 while TimescaleDB answers", 1 if state.get("database") == "ok" else 0),
             ("liq_quarantined_rows", "Rows TimescaleDB refused, set aside", state.get("quarantined_rows")),
-            ("liq_parse_compiled", "1 while the parse hot path runs its C twins", 1 if _compiled() else 0),
+            (
+                "liq_parse_compiled",
+                "1 while the parse hot path runs its C twins",
+                1 if validation.HOT_PATH_COMPILED else 0,
+            ),
         ):
             yield GaugeMetricFamily(name, text, value=float(value or 0))
         for name, text, value in (

@@ -27,7 +27,6 @@ from collector.storage.maintenance import run_maintenance
 from collector.storage.redis_live import RedisLive
 from collector.storage.spool import Batch, Spool, disk_error_text
 from collector.storage.timescale import DatabaseUnavailable, TimescaleWriter
-from common import events
 from common.config import ConfigError, Settings
 from common.events import Event
 
@@ -119,7 +118,7 @@ class CollectorService:
         gc.freeze()
         self.ready.set()
         log.info("collector running: exchanges %s, pid %d", ", ".join(self.settings.exchanges), os.getpid())
-        if not (events.NATIVE and validation.NATIVE):  # correct without them, half again as slow per event
+        if not validation.HOT_PATH_COMPILED:  # correct without them, half again as slow per event
             log.warning("parse hot path in Python: the C twins are not built (run scripts/build_native.py)")
         try:
             await _wait_any(stop, [router, database])

@@ -54,6 +54,7 @@ from typing import Annotated, Any
 import msgspec
 import orjson
 
+from common import events
 from common.symbols import valid_symbol
 
 FUTURE_TOLERANCE_MS = 300_000
@@ -425,3 +426,7 @@ else:
     price_text = _native.price_text
     check_time = _native.check_time
     check_ms_text = _native.check_ms_text
+
+# Both halves of the hot path in C (these checks, common.events' key and constructor): what the
+# collector's start-up line, its metric and the parse benchmarks report.
+HOT_PATH_COMPILED = NATIVE and events.NATIVE
