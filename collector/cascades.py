@@ -60,6 +60,7 @@ events with the same history rewrites the same row.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import math
 from array import array
@@ -89,6 +90,7 @@ _MINUTE_MS = 60_000
 # The pending window per (instrument, side): a window holding this many events has long qualified
 # on count, so older ones only matter for USD; the bound keeps memory small under floods.
 _RING_MAX = 5_000
+_NEVER = 2**63  # no check queued
 
 InstrumentResolver = Callable[[Liquidation], Instrument]
 
@@ -132,14 +134,21 @@ class _Baseline:
     """One instrument's USD per minute (cents, both sides, every venue): the current minute and the
     1,440 before it in a fixed ring of 64-bit counters, so memory never grows with time or flow."""
 
-    __slots__ = ("cents", "head", "total", "cached_minute", "cached")
+    __slots__ = ("cents", "head", "total", "cached_minute", "cached", "version", "changes")
 
-    def __init__(self) -> None:
+    def __init__(self, changes: list[int]) -> None:
         self.cents = array("q", bytes(8 * _SPAN))
         self.head = -1  # the newest minute (since the epoch) the ring holds; -1 while empty
         self.total = 0  # cents in the ring
         self.cached_minute = -1  # the per-window baseline computed for this minute
         self.cached = Decimal(0)
+        self.version = 0  # bumped whenever a whole minute already counted changes
+        self.changes = changes  # the detector's count of such changes, over every ring
+
+    def invalidate(self) -> None:
+        self.cached_minute = -1
+        self.version += 1
+        self.changes[0] += 1
 
     def _advance(self, minute: int) -> None:
         head = self.head
@@ -161,7 +170,7 @@ class _Baseline:
         elif minute <= self.head - _SPAN:
             return  # older than the day the ring holds
         elif minute < self.head:
-            self.cached_minute = -1  # a late event (or a seed) changed a whole minute already counted
+            self.invalidate()  # a late event (or a seed) changed a whole minute already counted
         self.cents[minute % _SPAN] += cents
         self.total += cents
 
@@ -198,15 +207,26 @@ class _Active:
     announced_cross: bool = False
     recent: deque[tuple[int, Decimal]] = field(default_factory=deque)  # members of the last window
     recent_usd: Decimal = Decimal(0)
+    # Found going on at the last check; nothing can end it before the wall clock passes `wall_due_ms`,
+    # the data clock reaches `clock_due_ms` or its baseline ring changes version (`_schedule`).
+    wall_due_ms: int = -1
+    clock_due_ms: int = -1
+    ring: _Baseline | None = None
+    ring_version: int = -1
+    seq: int = 0  # creation order (the order of `_active`), so ends are reported in that order
+    clock_queued: int = _NEVER  # the due of its one live entry in the detector's clock heap
+    wall_queued: int = _NEVER  # the same in the wall heap
 
 
 @dataclass
 class CascadeUpdate:
-    """What one batch changed: cascades to upsert, earlier members to flag, console lines."""
+    """What one batch changed: cascades to upsert, earlier members to flag, console lines, and the
+    ids of cascades that started or turned cross-venue in it (announced: worth writing at once)."""
 
     cascades: list[Cascade] = field(default_factory=list)
     flags: list[tuple[int, int, int]] = field(default_factory=list)  # (cascade id, event key, time ms)
     lines: list[str] = field(default_factory=list)
+    announced: set[int] = field(default_factory=set)
 
 
 class CascadeDetector:
@@ -242,6 +262,14 @@ class CascadeDetector:
         self._clock_ms = 0  # latest exchange time seen
         self._batch_keys: set[int] = set()
         self._announce: dict[int, _Active] = {}
+        # The end check's schedule (`_end_finished`): (data-clock due, seq, slot) and (wall due, seq,
+        # slot) heaps, stale entries left in place; a count of baseline changes over every ring.
+        self._clock_checks: list[tuple[int, int, tuple[str, Side]]] = []
+        self._wall_checks: list[tuple[int, int, tuple[str, Side]]] = []
+        self._ring_changes = [0]
+        self._ring_changes_seen = 0
+        self._seq = 0
+        self._touched: dict[int, _Active] = {}  # cascade id -> active, joined by this batch
 
     @classmethod
     def from_settings(cls, settings: Settings, resolver: InstrumentResolver | None = None) -> CascadeDetector:
@@ -264,15 +292,17 @@ class CascadeDetector:
         """Add stored history to one canonical instrument's baseline (e.g. the 1-minute rollups of the
         last 24 h at start): (minute start ms, USD of that minute, both sides, every venue). The
         detector's history then starts at the earliest minute seeded, if that is earlier."""
-        ring = self._baselines.setdefault(instrument, _Baseline())
+        ring = self._baselines.get(instrument)
+        if ring is None:
+            ring = self._baselines[instrument] = _Baseline(self._ring_changes)
         for minute_ms, usd in minute_usd:
             minute = minute_ms // _MINUTE_MS
             ring.add(minute, round(Decimal(usd) * 100))
             if self._history_minute is None or minute < self._history_minute:
                 self._history_minute = minute
                 for other in self._baselines.values():
-                    other.cached_minute = -1
-        ring.cached_minute = -1
+                    other.invalidate()
+        ring.invalidate()
 
     def baseline_usd(self, instrument: str, at_ms: int) -> Decimal:
         """B: the instrument's trailing-24-h USD per window at `at_ms` (see the module docstring)."""
@@ -294,16 +324,18 @@ class CascadeDetector:
         changed: dict[int, Cascade] = {}
         self._batch_keys = {e.key for e in events}
         self._announce = {}
+        self._touched = {}
         self._end_finished(changed, now_ms)
         for ev in sorted(events, key=lambda e: e.time_ms):
             self._clock_ms = max(self._clock_ms, ev.time_ms)
             self._feed(ev, update, changed)
         self._end_finished(changed, now_ms)
-        for active in self._active.values():
-            if active.cascade.id in changed:
+        for active in self._touched.values():  # every active cascade this batch changed was joined
+            if active.cascade.id in changed and self._active.get((active.instrument, active.cascade.side)) is active:
                 self._score(active)
         # one console line per cascade and batch, with its state at the end of the batch
         update.lines.extend(_detected_line(a) for a in self._announce.values())
+        update.announced.update(self._announce)
         update.cascades.extend(changed.values())
         return update
 
@@ -343,7 +375,7 @@ class CascadeDetector:
                 stored.id, stored.symbol, stored.side, first.time_ms, first.time_ms, 0, Decimal(0), Decimal(0)
             )
             cascade.source = stored.source
-            active = self._active[slot] = _Active(cascade, slot[0], first.symbol, threshold)
+            active = self._active[slot] = self._new_active(cascade, slot, first.symbol, threshold)
             active.first_time_ms = active.last_time_ms = first.time_ms
         log.info(
             "cascade %d of %s %s carried on as %d (stored by the previous leader)", active.cascade.id, *slot, stored.id
@@ -362,6 +394,7 @@ class CascadeDetector:
             pending.weighted = sum(event_weight(e) for e in kept)
             pending.usd = sum((e.value_usd for e in kept), Decimal(0))
         update.flags = [(stored.id, key, time_ms) for key, time_ms in active.members.items()]
+        self._queue(active)  # its joins want a check at the next batch
         self._score(active)
         update.cascades.append(active.cascade)
         return update
@@ -402,7 +435,7 @@ class CascadeDetector:
         minute = ev.time_ms // _MINUTE_MS
         ring = self._baselines.get(name)
         if ring is None:
-            ring = self._baselines[name] = _Baseline()
+            ring = self._baselines[name] = _Baseline(self._ring_changes)
         ring.add(minute, round(ev.value_usd * 100))
         if self._history_minute is None:
             self._history_minute = minute
@@ -452,10 +485,9 @@ class CascadeDetector:
             value_usd=Decimal(0),
             source=first.source,
         )
-        active = _Active(cascade, slot[0], first.symbol, threshold)
+        active = self._active[slot] = self._new_active(cascade, slot, first.symbol, threshold)
         active.first_time_ms = active.last_time_ms = first.time_ms
         active.last_received_ms = first.received_ms
-        self._active[slot] = active
         for member in members:
             self._join(active, member, instrument if member is ev else self._resolve(member), update)
         changed[cascade.id] = cascade
@@ -463,6 +495,8 @@ class CascadeDetector:
 
     def _join(self, active: _Active, ev: Liquidation, instrument: Instrument, update: CascadeUpdate) -> None:
         c = active.cascade
+        active.clock_due_ms = -1  # a member moves its times and recent sums: check it after the batch
+        self._touched[c.id] = active
         active.members[ev.key] = ev.time_ms
         ev.cascade_id = c.id
         if ev.key not in self._batch_keys:  # handed to the writers with an earlier batch
@@ -515,10 +549,87 @@ class CascadeDetector:
         )
 
     def _end_finished(self, changed: dict[int, Cascade], now_ms: int) -> None:
-        for slot, active in list(self._active.items()):
-            quiet_by_clock = now_ms - active.last_received_ms > self.window_ms
-            if quiet_by_clock or self._finished(active, max(self._clock_ms, active.last_time_ms)):
-                self._end(slot, active, changed)
+        """End every cascade that is finished now. Runs twice a batch while a whole-market burst
+        holds a thousand active cascades, so it looks only at those whose scheduled check is due
+        (`_schedule`), those this batch joined, or all of them after a baseline changed: the same
+        ends as checking every one, in the same order."""
+        clock = self._clock_ms
+        candidates: set[tuple[str, Side]] = {(a.instrument, a.cascade.side) for a in self._touched.values()}
+        if self._ring_changes[0] != self._ring_changes_seen:
+            self._ring_changes_seen = self._ring_changes[0]
+            candidates.update(self._active)
+        heap = self._clock_checks
+        while heap and heap[0][0] <= clock:
+            due, seq, slot = heapq.heappop(heap)
+            active = self._active.get(slot)
+            if active is not None and active.seq == seq and active.clock_queued == due:
+                active.clock_queued = _NEVER
+                candidates.add(slot)
+        heap = self._wall_checks
+        while heap and heap[0][0] < now_ms:
+            due, seq, slot = heapq.heappop(heap)
+            active = self._active.get(slot)
+            if active is not None and active.seq == seq and active.wall_queued == due:
+                active.wall_queued = _NEVER
+                candidates.add(slot)
+        ended = []
+        for slot in candidates:
+            active = self._active.get(slot)
+            if active is None:
+                continue  # ended in this batch
+            ring = active.ring
+            if (
+                now_ms <= active.wall_due_ms
+                and clock < active.clock_due_ms
+                and (ring is None or ring.version == active.ring_version)
+            ):
+                self._queue(active)  # not due yet: an earlier entry fired, or the sweep found it
+                continue
+            at_ms = max(clock, active.last_time_ms)
+            if now_ms - active.last_received_ms > self.window_ms or self._finished(active, at_ms):
+                ended.append(active)
+            else:
+                self._schedule(active, at_ms)
+        for active in sorted(ended, key=lambda a: a.seq):
+            self._end((active.instrument, active.cascade.side), active, changed)
+
+    def _queue(self, active: _Active) -> None:
+        """Keep one heap entry per active cascade and clock, at or before its due: an earlier
+        entry that fires finds it not due and queues the real one then."""
+        slot = (active.instrument, active.cascade.side)
+        if active.clock_due_ms < active.clock_queued:
+            active.clock_queued = active.clock_due_ms
+            heapq.heappush(self._clock_checks, (active.clock_due_ms, active.seq, slot))
+        if active.wall_due_ms < active.wall_queued:
+            active.wall_queued = active.wall_due_ms
+            heapq.heappush(self._wall_checks, (active.wall_due_ms, active.seq, slot))
+
+    def _new_active(self, cascade: Cascade, slot: tuple[str, Side], venue_symbol: str, threshold: Decimal) -> _Active:
+        self._seq += 1
+        active = _Active(cascade, slot[0], venue_symbol, threshold, seq=self._seq)
+        self._queue(active)  # due at once (-1): checked at the next call
+        return active
+
+    def _schedule(self, active: _Active, at_ms: int) -> None:
+        """After `_finished(active, at_ms)` said no: the earliest wall time and data-clock time at
+        which it could say yes. Quiet by wall clock after `last_received_ms` + window; quiet by data
+        after `last_time_ms` + window; (relative) the cap after `first_time_ms` + `max_s`; back to
+        normal only when the oldest recent member leaves the window (the only way `recent_usd`
+        falls) or the baseline moves (a new minute, or its ring's version: a late minute, a seed)."""
+        window = self.window_ms
+        active.wall_due_ms = active.last_received_ms + window
+        due = active.last_time_ms + window + 1
+        if self.relative:
+            due = min(due, active.first_time_ms + self.max_ms + 1, (at_ms // _MINUTE_MS + 1) * _MINUTE_MS)
+            if active.recent:
+                due = min(due, active.recent[0][0] + window)
+            ring = self._baselines.get(active.instrument)
+            if ring is None:
+                due = at_ms  # no baseline yet: one may appear at any event, check every time
+            else:
+                active.ring, active.ring_version = ring, ring.version
+        active.clock_due_ms = due
+        self._queue(active)
 
     def _end(self, slot: tuple[str, Side], active: _Active, changed: dict[int, Cascade]) -> None:
         del self._active[slot]

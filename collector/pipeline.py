@@ -31,7 +31,7 @@ from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from collector.cascades import CascadeDetector
+from collector.cascades import CascadeDetector, CascadeUpdate
 from collector.health import now_ms
 from collector.storage.quarantine import Quarantine, Refused
 from collector.storage.redis_live import RedisLive
@@ -45,6 +45,10 @@ from common.live_view import TRIM_MARGIN_MS, WINDOW_MS
 DAY_MS = 86_400_000  # the cascade baselines' history
 STALE_CLOSE_S = 10.0  # how often the leader closes what a dead collector left open
 CANDLE_FLUSH_S = 5.0  # how often the open minute of each candle is written (closed minutes: at once)
+# How often an active cascade's running totals are written. Its start, its turning cross-venue and
+# its end go at once; in between, a busy cascade changes with nearly every batch, and a whole-market
+# burst holds a thousand of them (the live page reads them every 10 s).
+CASCADE_FLUSH_S = 1.0
 log = logging.getLogger("collector.pipeline")
 
 T = TypeVar("T")
@@ -116,6 +120,11 @@ class Pipeline:
         # second: 2,400 row updates a second for the whole market); a closed minute goes at once.
         self._open_candles: dict[tuple[str, str, int], Candle] = {}
         self._candles_due = time.monotonic() + CANDLE_FLUSH_S
+        # Active cascades changed since their last write, written together when due (CASCADE_FLUSH_S),
+        # and the active ones whose row exists (only those may wait).
+        self._cascades_later: dict[int, Cascade] = {}
+        self._cascades_due = 0.0
+        self._cascades_written: set[int] = set()
         self._blocked_since: float | None = None  # the spool cannot take batches since then
         self._next_block_log = 0.0
         self.routed_events = 0
@@ -172,7 +181,10 @@ class Pipeline:
                 return None
             getter = asyncio.ensure_future(self.queue.get())
             stopper = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({getter, stopper}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            wait = 1.0
+            if self._cascades_later:  # a quiet feed still writes a waiting cascade when it is due
+                wait = min(wait, max(0.0, self._cascades_due - time.monotonic()))
+            done, _ = await asyncio.wait({getter, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if getter.done() and not getter.cancelled():
                 events = [getter.result()]
@@ -201,6 +213,35 @@ class Pipeline:
             update = self.detector.adopt(stored, members, now_ms())
             batch.cascades.extend(update.cascades)
             batch.flags.extend(update.flags)
+            self._cascades_written.update(c.id for c in update.cascades if c.active)
+
+    def _cascades_now(self, update: CascadeUpdate) -> list[Cascade]:
+        """Of the cascades a batch changed (the leader's), those to write now: new ones, announced
+        ones and ended ones, plus every waiting one when CASCADE_FLUSH_S has passed. The rest wait;
+        the objects are the detector's own, so a later write carries their latest totals."""
+        now: list[Cascade] = []
+        later, written = self._cascades_later, self._cascades_written
+        for c in update.cascades:
+            if c.active and c.id in written and c.id not in update.announced:
+                if not later:
+                    self._cascades_due = time.monotonic() + CASCADE_FLUSH_S
+                later[c.id] = c
+                continue
+            later.pop(c.id, None)
+            now.append(c)
+            if c.active:
+                written.add(c.id)
+            else:
+                written.discard(c.id)
+        if later and time.monotonic() >= self._cascades_due:
+            now.extend(later.values())
+            later.clear()
+        return now
+
+    def _not_leading(self) -> None:
+        """Another collector writes the cascades: forget what this one would have written."""
+        self._cascades_later.clear()
+        self._cascades_written.clear()
 
     async def _tick(self) -> None:
         """Quiet second: end cascades that went quiet by wall clock; write open candles when due."""
@@ -210,7 +251,9 @@ class Pipeline:
             self._carry_on(batch)
         update = self.detector.tick(now_ms())
         if leader:
-            batch.cascades.extend(update.cascades)
+            batch.cascades.extend(self._cascades_now(update))
+        else:
+            self._not_leading()
         if batch.cascades or batch.candles or batch.flags:
             await self._dispatch(batch)
 
@@ -260,12 +303,13 @@ class Pipeline:
         if leader:
             for line in update.lines:
                 log.info(line)
-            batch.cascades.extend(update.cascades)
+            batch.cascades.extend(self._cascades_now(update))
             batch.flags.extend(update.flags)
         else:  # the leader names and stores cascades; a second name for one would double it
             for ev in batch.liquidations:
                 ev.cascade_id = None
             batch.cascades.clear()
+            self._not_leading()
         batch.candles.extend(self._due_candles())
         self.routed_events += len(events)
         await self._dispatch(batch)

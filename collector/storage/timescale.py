@@ -379,7 +379,7 @@ class TimescaleWriter:
                 await cur.execute(q.UPSERT_CANDLES, q.candle_arrays(candles))
                 await cur.execute(q.UPSERT_CANDLES_1H, q.candle_hours(candles))
             if cascades:
-                await cur.executemany(q.UPSERT_CASCADE, [q.cascade_row(c) for c in cascades])
+                await cur.execute(q.UPSERT_CASCADES, q.cascade_arrays(cascades))
             if coverage:
                 await cur.executemany(q.UPSERT_COVERAGE, coverage)
             for liq_cur in liq_curs:

@@ -10,6 +10,7 @@ connections.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -110,11 +111,21 @@ WHERE bucket >= %s AND bucket < %s AND source = ANY(%s)
 GROUP BY exchange, symbol, bucket
 """
 
-UPSERT_CASCADE = """
+# Every cascade a batch changed in one statement (arrays, as the liquidations): a whole-market burst
+# changes hundreds a second. `exchanges` and the JSON columns travel as one text literal per row.
+UPSERT_CASCADES = """
 INSERT INTO cascades (id, symbol, side, start_time, end_time, events, quantity, value_usd, exchanges,
                       events_by_exchange, cross_exchange, peak_minute, price_start, price_end,
                       price_move_pct, risk_score, active, source, usd_by_exchange)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT id, symbol, side, 'epoch'::timestamptz + s * interval '1 millisecond',
+       'epoch'::timestamptz + e * interval '1 millisecond', events, quantity, value_usd, exchanges::text[],
+       counts::jsonb, cross_exchange, 'epoch'::timestamptz + peak * interval '1 millisecond', price_start,
+       price_end, move, risk_score, active, source, usd::jsonb
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::integer[], %s::numeric[],
+            %s::numeric[], %s::text[], %s::text[], %s::boolean[], %s::bigint[], %s::numeric[], %s::numeric[],
+            %s::numeric[], %s::integer[], %s::boolean[], %s::text[], %s::text[])
+     AS u(id, symbol, side, s, e, events, quantity, value_usd, exchanges, counts, cross_exchange, peak,
+          price_start, price_end, move, risk_score, active, source, usd)
 ON CONFLICT (id) DO UPDATE
 SET start_time = EXCLUDED.start_time, end_time = EXCLUDED.end_time, events = EXCLUDED.events,
     quantity = EXCLUDED.quantity, value_usd = EXCLUDED.value_usd, exchanges = EXCLUDED.exchanges,
@@ -215,7 +226,7 @@ def _array(values: Iterable[object]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def _nullable_array(values: Iterable[int | None]) -> str:
+def _nullable_array(values: Iterable[int | Decimal | None]) -> str:
     return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
 
 
@@ -273,6 +284,33 @@ def candle_hours(candles: list[Candle]) -> tuple[Any, ...]:
         hours,
         hours[0],
         ms_to_datetime(keys[-1][2] + _HOUR_MS),
+    )
+
+
+def cascade_arrays(cascades: list[Cascade]) -> tuple[str, ...]:
+    """UPSERT_CASCADES' parameters: the same values as `cascade_row`, one array literal a column
+    (ids unique: one statement cannot update a row twice)."""
+    moves = [c.price_move_pct for c in cascades]
+    return (
+        _array(c.id for c in cascades),
+        _text_array([c.symbol for c in cascades]),
+        _text_array([str(c.side) for c in cascades]),
+        _array(c.start_ms for c in cascades),
+        _array(c.end_ms for c in cascades),
+        _array(c.count for c in cascades),
+        _array(c.quantity for c in cascades),
+        _array(c.value_usd for c in cascades),
+        _text_array([_text_array(list(c.exchanges)) for c in cascades]),
+        _text_array([json.dumps(c.counts) for c in cascades]),
+        _bool_array(c.cross_exchange for c in cascades),
+        _nullable_array(c.peak_minute_ms or None for c in cascades),
+        _nullable_array(c.price_start for c in cascades),
+        _nullable_array(c.price_end for c in cascades),
+        _nullable_array(None if m is None else round(m, 6) for m in moves),
+        _array(c.risk_score for c in cascades),
+        _bool_array(c.active for c in cascades),
+        _text_array([c.source for c in cascades]),
+        _text_array([json.dumps({k: f"{v:f}" for k, v in c.usd.items()}) for c in cascades]),
     )
 
 

@@ -554,3 +554,133 @@ def test_a_new_leader_rebuilds_a_recent_stored_cascade_it_did_not_see() -> None:
     late = detector()
     late.process([liq(time_ms=T0 + 3_600_000, qty="0.01", side=Side.SHORT)], WALL)
     assert late.adopt(stored, burst, WALL).cascades == [] and late.active == []
+
+
+# --- the end check skips what cannot have ended (a whole-market burst holds a thousand cascades) ---
+
+
+class _CheckEverything(CascadeDetector):
+    """The same detector with `_end_finished` checking every active cascade at every call."""
+
+    def _end_finished(self, changed, now_ms):  # type: ignore[no-untyped-def]
+        for slot, active in list(self._active.items()):
+            quiet_by_clock = now_ms - active.last_received_ms > self.window_ms
+            if quiet_by_clock or self._finished(active, max(self._clock_ms, active.last_time_ms)):
+                self._end(slot, active, changed)
+
+
+def _script(rng: random.Random, n: int) -> list[tuple[list[Liquidation], int]]:
+    """Batches as the router makes them: coins switching between calm and bursts of a few minutes
+    (so cascades run into the cap and back to normal while other coins move the data clock), late
+    events from a lagging venue, wall-clock gaps that end cascades by clock, minutes crossed."""
+    coins = [("BTCUSDT", "60000"), ("ETHUSDT", "3000"), ("DOGEUSDT", "0.2")]
+    hot = {symbol: False for symbol, _ in coins}
+    t, batches = T0, []
+    for _ in range(n):
+        t += rng.choice([50, 300, 1_000, 3_000, 3_000, 8_000, 65_000]) if rng.random() < 0.97 else 200_000
+        for symbol in hot:
+            if rng.random() < 0.03:
+                hot[symbol] = not hot[symbol]
+        batch = []
+        for _ in range(rng.randint(0, 8)):
+            symbol, price = rng.choice(coins)
+            side = Side.LONG if rng.random() < 0.8 else Side.SHORT
+            late = rng.random() < 0.08
+            at = t - (rng.randint(30_000, 70_000) if late else rng.randint(0, 300))
+            usd = rng.choice([2_000, 9_000, 40_000] if hot[symbol] else [50, 300, 1_500])
+            batch.append(usd_liq(rng.choice(["binance", "bybit", "okx"]), at, side, usd, price=price, symbol=symbol))
+        batches.append((batch, t + rng.choice([0, 0, 0, 500, 70_000])))
+    return batches
+
+
+@pytest.mark.parametrize("rule", ["relative", "fixed"])
+@pytest.mark.parametrize("seed", range(12))
+def test_skipping_the_end_check_ends_the_same_cascades_as_checking_all(rule: str, seed: int) -> None:
+    rng = random.Random(seed)
+    script = _script(rng, 1_500)
+    kwargs = {"window_s": 60, "min_events": 5, "min_usd": Decimal(10_000), "rule": rule, "max_s": 120}
+    fast, slow = CascadeDetector(**kwargs), _CheckEverything(**kwargs)  # type: ignore[arg-type]
+    if seed % 2:  # half of them with a seeded day, so the baseline is in play from the start
+        for d in (fast, slow):
+            seed_flat(d, BTC, 2_000, before_ms=T0)
+            d.seed_baseline(BTC, [(T0 - 5 * MINUTE, 90_000)])
+            d.seed_baseline("ETH-USDT-PERP", [(T0 - 3 * MINUTE, 150_000)])  # a late minute: the ring's version moves
+    ended = 0
+    for batch, wall in script:
+        a = fast.process([replace(e) for e in batch], wall)
+        b = slow.process([replace(e) for e in batch], wall)
+        assert [(c.id, c.count, c.value_usd, c.active, c.end_ms, c.risk_score) for c in a.cascades] == [
+            (c.id, c.count, c.value_usd, c.active, c.end_ms, c.risk_score) for c in b.cascades
+        ]
+        assert a.flags == b.flags and a.lines == b.lines
+        ended += sum(not c.active for c in a.cascades)
+        if rng.random() < 0.2:
+            assert fast.tick(wall + 1_000).cascades == slow.tick(wall + 1_000).cascades
+    assert ended > 3  # the script really ends cascades, by data, by clock and (relative) by rate or cap
+
+
+# Each way a skipped cascade can end without an event of its own: the data clock (moved by another
+# coin) crossing a minute, a late minute raising its baseline, a late member pulling its start back.
+# Both detectors must end it in the same batch.
+
+
+def _both(**kwargs: object) -> tuple[CascadeDetector, CascadeDetector]:
+    base: dict[str, object] = {"window_s": 60, "min_events": 5, "min_usd": Decimal(10_000)}
+    base.update(kwargs)
+    return CascadeDetector(**base), _CheckEverything(**base)  # type: ignore[arg-type]
+
+
+def _ended_in(d: CascadeDetector, batches: list[tuple[list[Liquidation], int]]) -> list[int]:
+    """The batch numbers in which a cascade ended."""
+    return [i for i, (batch, wall) in enumerate(batches) for c in d.process(batch, wall).cascades if not c.active]
+
+
+def _eth(t: int) -> Liquidation:
+    return usd_liq("bybit", t, Side.LONG, 100, price="3000", symbol="ETHUSDT")
+
+
+def test_a_skipped_cascade_ends_when_the_clock_crosses_into_a_minute_that_raises_its_baseline() -> None:
+    """No history: B is zero in the burst's minute and 50,000 / 30 min a window after it, and
+    40 x B is more than the burst's 50,000 of the last window: back to normal."""
+    batches = [
+        ([usd_liq("bybit", T0 + 50_000 + k * 1_000, Side.LONG, 10_000) for k in range(5)], T0 + 55_000),
+        ([_eth(T0 + 61_000)], T0 + 61_000),
+    ]
+    fast, slow = _both(end_x=Decimal(40))
+    assert _ended_in(fast, batches) == _ended_in(slow, batches) == [1]
+
+
+def test_a_skipped_cascade_ends_when_a_late_minute_raises_its_baseline() -> None:
+    """A late event of the minute before (the other side: the baseline counts both) raises B
+    within the same minute of the data clock; the ring's version tells."""
+    batches = [
+        ([usd_liq("bybit", T0 + 10_000, Side.LONG, 1_000)], T0 + 10_000),
+        ([usd_liq("bybit", T0 + 61_000 + k * 1_000, Side.LONG, 10_000) for k in range(5)], T0 + 66_000),
+        ([usd_liq("bybit", T0 + 30_000, Side.SHORT, 60_000)], T0 + 66_500),
+    ]
+    fast, slow = _both(end_x=Decimal(40))
+    assert _ended_in(fast, batches) == _ended_in(slow, batches) == [2]
+
+
+def test_a_skipped_cascade_ends_at_the_cap_a_late_member_brought_forward() -> None:
+    """max_s = window: a member 59 s before the first (another venue's lagging socket) moves the
+    start back, so the cap falls before the next check the cascade had planned."""
+    batches = [
+        ([usd_liq("bybit", T0 + 100_000 + k * 250, Side.LONG, 10_000) for k in range(5)], T0 + 101_000),
+        ([usd_liq("okx", T0 + 41_000, Side.LONG, 1_000), _eth(T0 + 105_000)], T0 + 105_000),
+    ]
+    fast, slow = _both(max_s=60)
+    assert _ended_in(fast, batches) == _ended_in(slow, batches) == [1]
+
+
+def test_a_cascade_whose_next_check_moved_later_is_still_checked_then() -> None:
+    """Its queued check (quiet after the first members) fires after a new member moved the real
+    one later: that check finds it going on and must queue the later one, which ends it."""
+    batches = [
+        ([usd_liq("bybit", T0 + k * 1_000, Side.LONG, 30_000) for k in range(5)], WALL),
+        ([usd_liq("bybit", T0 + 30_000, Side.LONG, 1_000)], WALL),
+        ([_eth(T0 + 65_000)], WALL),  # past the first members' quiet: not this cascade's end
+        ([_eth(T0 + 91_000)], WALL),  # past the new member's quiet: its end (the wall clock stands still)
+    ]
+    fast, slow = _both(rule="fixed", min_usd=Decimal(100_000))
+    assert _ended_in(fast, batches) == _ended_in(slow, batches) == [3]

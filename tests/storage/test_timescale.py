@@ -7,6 +7,7 @@ import pytest
 from collector.storage.maintenance import apply_retention
 from collector.storage.spool import Batch
 from collector.storage.timescale import TimescaleWriter
+from collector.storage.timescale_sql import cascade_row
 from common.events import Cascade, Side, ms_to_datetime
 from tests.storage.factories import T0, candle, liq, now_ms, status
 
@@ -190,4 +191,50 @@ async def test_text_values_survive_the_array_literals(writer: TimescaleWriter, c
     assert _rows(clean_db, "SELECT raw_side, source, cascade_id FROM liquidations ORDER BY time") == [
         ('Bu\\y"},NULL', 'odd "source", {x}', None),
         ("Buy", "test", None),
+    ]
+
+
+_ROW_INSERT = """
+INSERT INTO cascades_by_row (id, symbol, side, start_time, end_time, events, quantity, value_usd, exchanges,
+                             events_by_exchange, cross_exchange, peak_minute, price_start, price_end,
+                             price_move_pct, risk_score, active, source, usd_by_exchange)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+
+def _odd_cascades(t: int) -> list[Cascade]:
+    """Values the array literals must carry exactly: quotes, backslashes, braces, commas and
+    non-ASCII in text, exponents and long fractions in numbers, no prices, no peak minute."""
+    plain = Cascade(1, "BTC-USDT-PERP", Side.LONG, t, t + 60_000, 12, Decimal("1.5"), Decimal("91500.25"))
+    plain.counts, plain.usd = {"binance": 4, "bybit": 8}, {"binance": Decimal("30000"), "bybit": Decimal("61500.25")}
+    plain.peak_minute_ms, plain.price_start, plain.price_end, plain.risk_score = t, Decimal(61000), Decimal(60500), 77
+    odd = Cascade(-(2**62), '币安人生-USDT-"PERP", {x}\\', Side.SHORT, t, t, 5, Decimal("1E+3"), Decimal("0.0000001"))
+    odd.counts, odd.usd = {"gate": 5}, {"gate": Decimal("0.0000001")}
+    odd.active, odd.source, odd.risk_score = False, "replay:a,b", 0
+    priced = Cascade(3, "ETH-USDT-PERP", Side.LONG, t, t + 1, 6, Decimal("2"), Decimal("6000"))
+    priced.counts, priced.usd = {"okx": 6}, {"okx": Decimal("6000")}
+    priced.price_start, priced.price_end = Decimal("3000.123456789"), Decimal("2999.1")  # a move of 7 decimals
+    return [plain, odd, priced]
+
+
+async def test_cascades_stored_from_arrays_equal_the_per_row_parameters(writer: TimescaleWriter, clean_db: str) -> None:
+    cascades = _odd_cascades(T0)
+    await writer.write(Batch(cascades=cascades))
+    with psycopg.connect(clean_db) as conn:
+        conn.execute("CREATE TABLE cascades_by_row (LIKE cascades)")
+        with conn.cursor() as cur:
+            cur.executemany(_ROW_INSERT, [cascade_row(c) for c in cascades])
+    query = "SELECT * FROM {} ORDER BY id"
+    stored = _rows(clean_db, query.format("cascades"))
+    assert stored == _rows(clean_db, query.format("cascades_by_row")) and len(stored) == 3
+    # the upsert replaces every changing column
+    cascades[0].count, cascades[0].active, cascades[0].end_ms = 13, False, T0 + 61_000
+    cascades[0].usd["okx"], cascades[0].counts["okx"] = Decimal(5), 1
+    await writer.write(Batch(cascades=cascades[:1]))
+    with psycopg.connect(clean_db) as conn:
+        conn.execute("DELETE FROM cascades_by_row WHERE id = 1")
+        conn.execute(_ROW_INSERT, cascade_row(cascades[0]))
+    assert _rows(clean_db, query.format("cascades")) == _rows(clean_db, query.format("cascades_by_row"))
+    assert _rows(clean_db, "SELECT events, active, exchanges FROM cascades WHERE id = 1") == [
+        (13, False, ["binance", "bybit", "okx"])
     ]

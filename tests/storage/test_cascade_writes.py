@@ -1,0 +1,88 @@
+"""How often a cascade is written (collector/pipeline.py, CASCADE_FLUSH_S): its start, its turning
+cross-venue and its end at once, its running totals in between at most once per interval, and the
+latest totals always reach Redis, the alert stream and TimescaleDB, also on a feed gone quiet."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from collector import pipeline
+from common.events import Liquidation
+from common.live_view import Keys, decode_cascade
+from tests import services
+from tests.storage.factories import liq, now_ms
+from tests.storage.helpers import running_service, wait_until
+
+FLUSH_S = 6.0  # long beside the checks below, so "not yet" cannot be a slow machine's luck
+
+
+def member(time_ms: int, qty: str = "1") -> Liquidation:
+    """Old by exchange time but received now (not "quiet by wall clock")."""
+    return liq(time_ms=time_ms, qty=qty, received_ms=now_ms())
+
+
+def live_counts(client: redis.Redis, prefix: str) -> list[tuple[int, bool]]:
+    return [(c.count, c.active) for c in map(decode_cascade, client.hvals(Keys(prefix).cascades))]
+
+
+def stream_counts(client: redis.Redis, prefix: str) -> list[tuple[int, bool]]:
+    entries = [json.loads(f[b"data"]) for _, f in client.xrange(Keys(prefix).stream) if f[b"kind"] == b"cascade"]
+    return [(e["events"], e["active"]) for e in entries]
+
+
+def db_counts(url: str) -> list[tuple[int, bool]]:
+    with psycopg.connect(url) as conn:
+        return [(int(r[0]), bool(r[1])) for r in conn.execute("SELECT events, active FROM cascades").fetchall()]
+
+
+async def test_a_cascade_starts_and_ends_at_once_and_its_totals_wait_for_the_interval(
+    clean_db: str, redis_prefix: str, sync_redis: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "CASCADE_FLUSH_S", FLUSH_S)
+    settings = services.make_settings(
+        clean_db, redis_prefix, tmp_path, LIQ_CASCADE_RULE="fixed", LIQ_CASCADE_MIN_USD="100000"
+    )
+    t = now_ms() - 300_000  # exchange time: the window ends by data, not by the wall clock
+    async with running_service(settings) as service:
+        for i in range(5):  # 5 x $50,000 within 60 s: a cascade
+            await service.queue.put(member(t + i * 1_000))
+        await wait_until(lambda: live_counts(sync_redis, redis_prefix) == [(5, True)], within=10, what="the start")
+        await wait_until(lambda: db_counts(clean_db) == [(5, True)], within=10, what="the start stored")
+        sent = time.monotonic()  # they wait from their routing on, which is after this
+        for i in range(5, 8):  # three more members: totals only
+            await service.queue.put(member(t + i * 1_000))
+        routed = service.pipeline.routed_events
+        await wait_until(lambda: service.pipeline.routed_events >= routed + 3, within=10, what="members routed")
+        waited = time.monotonic()
+        await asyncio.sleep(1.0)
+        assert time.monotonic() - waited < FLUSH_S - 2  # else the check below proves nothing
+        assert live_counts(sync_redis, redis_prefix) == [(5, True)]
+        assert stream_counts(sync_redis, redis_prefix) == [(5, True)]
+        # the feed is quiet now: the router still writes the waiting totals when they are due
+        await wait_until(
+            lambda: live_counts(sync_redis, redis_prefix) == [(8, True)], within=FLUSH_S + 5, what="totals"
+        )
+        assert time.monotonic() - sent >= FLUSH_S - 0.2
+        assert stream_counts(sync_redis, redis_prefix) == [(5, True), (8, True)]
+        await wait_until(lambda: db_counts(clean_db) == [(8, True)], within=10, what="the totals stored")
+        # a member from another venue turns it cross-venue: that goes at once (cross-venue rules)
+        await service.queue.put(liq("okx", t + 9_000, qty="1", symbol="BTC-USDT-SWAP", received_ms=now_ms()))
+        crossed = time.monotonic()
+        await wait_until(lambda: live_counts(sync_redis, redis_prefix) == [(9, True)], within=FLUSH_S, what="cross")
+        assert time.monotonic() - crossed < FLUSH_S - 1
+        assert decode_cascade(sync_redis.hvals(Keys(redis_prefix).cascades)[0]).cross_exchange
+        # one more member, then an event 61 s after it: the end goes at once with the latest totals
+        await service.queue.put(member(t + 10_000))
+        await service.queue.put(member(t + 10_000 + 61_000, qty="0.01"))
+        ended = time.monotonic()
+        await wait_until(lambda: live_counts(sync_redis, redis_prefix) == [(10, False)], within=FLUSH_S, what="the end")
+        assert time.monotonic() - ended < FLUSH_S - 1
+        assert stream_counts(sync_redis, redis_prefix) == [(5, True), (8, True), (9, True), (10, False)]
+        await wait_until(lambda: db_counts(clean_db) == [(10, False)], within=10, what="the end stored")
