@@ -495,8 +495,12 @@ class CascadeDetector:
 
     def _join(self, active: _Active, ev: Liquidation, instrument: Instrument, update: CascadeUpdate) -> None:
         c = active.cascade
-        active.clock_due_ms = -1  # a member moves its times and recent sums: check it after the batch
         self._touched[c.id] = active
+        if self.relative and ev.time_ms + self.max_ms + 1 < active.clock_due_ms:
+            # A late member pulls the start back, and the cap with it. Anything else a member
+            # changes only puts the end off: the check scheduled before still comes first.
+            active.clock_due_ms = ev.time_ms + self.max_ms + 1
+            self._queue(active)
         active.members[ev.key] = ev.time_ms
         ev.cascade_id = c.id
         if ev.key not in self._batch_keys:  # handed to the writers with an earlier batch
@@ -551,10 +555,10 @@ class CascadeDetector:
     def _end_finished(self, changed: dict[int, Cascade], now_ms: int) -> None:
         """End every cascade that is finished now. Runs twice a batch while a whole-market burst
         holds a thousand active cascades, so it looks only at those whose scheduled check is due
-        (`_schedule`), those this batch joined, or all of them after a baseline changed: the same
-        ends as checking every one, in the same order."""
+        (`_schedule`), or at all of them after a baseline changed: the same ends as checking every
+        one, in the same order."""
         clock = self._clock_ms
-        candidates: set[tuple[str, Side]] = {(a.instrument, a.cascade.side) for a in self._touched.values()}
+        candidates: set[tuple[str, Side]] = set()
         if self._ring_changes[0] != self._ring_changes_seen:
             self._ring_changes_seen = self._ring_changes[0]
             candidates.update(self._active)
@@ -612,17 +616,25 @@ class CascadeDetector:
 
     def _schedule(self, active: _Active, at_ms: int) -> None:
         """After `_finished(active, at_ms)` said no: the earliest wall time and data-clock time at
-        which it could say yes. Quiet by wall clock after `last_received_ms` + window; quiet by data
-        after `last_time_ms` + window; (relative) the cap after `first_time_ms` + `max_s`; back to
-        normal only when the oldest recent member leaves the window (the only way `recent_usd`
-        falls) or the baseline moves (a new minute, or its ring's version: a late minute, a seed)."""
+        which it could say yes, were no member to join (a member only puts the end off, or pulls
+        the cap forward: `_join`). Quiet by wall clock after `last_received_ms` + window; quiet by
+        data after `last_time_ms` + window; (relative) the cap after `first_time_ms` + `max_s`; back
+        to normal when enough recent members have left the window for `recent_usd` to fall below
+        `end_x` x B (members leave from the front, once the window's edge passes them and every one
+        before them), or when B moves (a new minute, or its ring's version: a late minute, a seed)."""
         window = self.window_ms
         active.wall_due_ms = active.last_received_ms + window
         due = active.last_time_ms + window + 1
         if self.relative:
             due = min(due, active.first_time_ms + self.max_ms + 1, (at_ms // _MINUTE_MS + 1) * _MINUTE_MS)
-            if active.recent:
-                due = min(due, active.recent[0][0] + window)
+            normal = self.end_x * self.baseline_usd(active.instrument, at_ms)
+            usd, leaves = active.recent_usd, 0
+            for time_ms, member_usd in active.recent:
+                leaves = max(leaves, time_ms + window)
+                usd -= member_usd
+                if usd < normal:
+                    due = min(due, leaves)
+                    break
             ring = self._baselines.get(active.instrument)
             if ring is None:
                 due = at_ms  # no baseline yet: one may appear at any event, check every time

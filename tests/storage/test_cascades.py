@@ -684,3 +684,31 @@ def test_a_cascade_whose_next_check_moved_later_is_still_checked_then() -> None:
     ]
     fast, slow = _both(rule="fixed", min_usd=Decimal(100_000))
     assert _ended_in(fast, batches) == _ended_in(slow, batches) == [3]
+
+
+def test_a_late_member_within_the_minute_pulls_the_cap_forward_under_a_short_cap() -> None:
+    """window 10 s, cap 30 s: a member 10 s before the first, in the same minute (no baseline
+    change), moves the cap from 50 s to 40 s, before the quiet check due at 48 s."""
+    members = [T0 + 20_000 + k * 1_000 for k in range(5)] + [T0 + 28_000, T0 + 32_000, T0 + 36_000, T0 + 38_000]
+    batches = [
+        ([usd_liq("bybit", t, Side.LONG, 10_000) for t in members], T0 + 38_000),
+        ([usd_liq("okx", T0 + 10_000, Side.LONG, 1_000), _eth(T0 + 45_000)], T0 + 45_000),
+    ]
+    fast, slow = _both(window_s=10, max_s=30)
+    assert _ended_in(fast, batches) == _ended_in(slow, batches) == [1]
+
+
+def test_a_skipped_cascade_is_back_to_normal_the_millisecond_its_big_members_leave_the_window() -> None:
+    """B is 1,000 a window (a flat seeded day), so normal is below 3,000: four $6,000 members
+    and a $1,000 one are back to normal when the fourth big one leaves, 60 s after it, to the ms."""
+    big = [usd_liq("bybit", T0 + k * 1_000, Side.LONG, 6_000) for k in range(1, 5)]
+    batches = [
+        ([*big, usd_liq("bybit", T0 + 30_000, Side.LONG, 1_000)], T0 + 30_000),
+        ([_eth(T0 + 60_500)], T0 + 60_500),  # a new minute: checked, and its next check scheduled
+        ([_eth(T0 + 63_999)], T0 + 63_999),
+        ([_eth(T0 + 64_000)], T0 + 64_000),
+    ]
+    fast, slow = _both()
+    for d in (fast, slow):
+        seed_flat(d, BTC, 1_000)
+    assert _ended_in(fast, batches) == _ended_in(slow, batches) == [3]
