@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import logging
 import math
 from array import array
@@ -91,6 +92,9 @@ _MINUTE_MS = 60_000
 # on count, so older ones only matter for USD; the bound keeps memory small under floods.
 _RING_MAX = 5_000
 _NEVER = 2**63  # no check queued
+# `_schedule` walks at most this many recent members: a busy cascade holds hundreds, and the check
+# it schedules when these have left walks on from there.
+_WALK_MAX = 64
 
 InstrumentResolver = Callable[[Liquidation], Instrument]
 
@@ -134,21 +138,22 @@ class _Baseline:
     """One instrument's USD per minute (cents, both sides, every venue): the current minute and the
     1,440 before it in a fixed ring of 64-bit counters, so memory never grows with time or flow."""
 
-    __slots__ = ("cents", "head", "total", "cached_minute", "cached", "version", "changes")
+    __slots__ = ("cents", "head", "total", "cached_minute", "cached", "version", "instrument", "changed")
 
-    def __init__(self, changes: list[int]) -> None:
+    def __init__(self, instrument: str, changed: set[str]) -> None:
         self.cents = array("q", bytes(8 * _SPAN))
         self.head = -1  # the newest minute (since the epoch) the ring holds; -1 while empty
         self.total = 0  # cents in the ring
         self.cached_minute = -1  # the per-window baseline computed for this minute
         self.cached = Decimal(0)
         self.version = 0  # bumped whenever a whole minute already counted changes
-        self.changes = changes  # the detector's count of such changes, over every ring
+        self.instrument = instrument
+        self.changed = changed  # the detector's instruments whose baseline changed since its last end check
 
     def invalidate(self) -> None:
         self.cached_minute = -1
         self.version += 1
-        self.changes[0] += 1
+        self.changed.add(self.instrument)
 
     def _advance(self, minute: int) -> None:
         head = self.head
@@ -263,11 +268,10 @@ class CascadeDetector:
         self._batch_keys: set[int] = set()
         self._announce: dict[int, _Active] = {}
         # The end check's schedule (`_end_finished`): (data-clock due, seq, slot) and (wall due, seq,
-        # slot) heaps, stale entries left in place; a count of baseline changes over every ring.
+        # slot) heaps, stale entries left in place; the instruments whose baseline changed since.
         self._clock_checks: list[tuple[int, int, tuple[str, Side]]] = []
         self._wall_checks: list[tuple[int, int, tuple[str, Side]]] = []
-        self._ring_changes = [0]
-        self._ring_changes_seen = 0
+        self._rings_changed: set[str] = set()
         self._seq = 0
         self._touched: dict[int, _Active] = {}  # cascade id -> active, joined by this batch
 
@@ -294,7 +298,7 @@ class CascadeDetector:
         detector's history then starts at the earliest minute seeded, if that is earlier."""
         ring = self._baselines.get(instrument)
         if ring is None:
-            ring = self._baselines[instrument] = _Baseline(self._ring_changes)
+            ring = self._baselines[instrument] = _Baseline(instrument, self._rings_changed)
         for minute_ms, usd in minute_usd:
             minute = minute_ms // _MINUTE_MS
             ring.add(minute, round(Decimal(usd) * 100))
@@ -435,7 +439,7 @@ class CascadeDetector:
         minute = ev.time_ms // _MINUTE_MS
         ring = self._baselines.get(name)
         if ring is None:
-            ring = self._baselines[name] = _Baseline(self._ring_changes)
+            ring = self._baselines[name] = _Baseline(name, self._rings_changed)
         ring.add(minute, round(ev.value_usd * 100))
         if self._history_minute is None:
             self._history_minute = minute
@@ -555,13 +559,14 @@ class CascadeDetector:
     def _end_finished(self, changed: dict[int, Cascade], now_ms: int) -> None:
         """End every cascade that is finished now. Runs twice a batch while a whole-market burst
         holds a thousand active cascades, so it looks only at those whose scheduled check is due
-        (`_schedule`), or at all of them after a baseline changed: the same ends as checking every
-        one, in the same order."""
+        (`_schedule`), or whose baseline changed: the same ends as checking every one, in the same
+        order."""
         clock = self._clock_ms
         candidates: set[tuple[str, Side]] = set()
-        if self._ring_changes[0] != self._ring_changes_seen:
-            self._ring_changes_seen = self._ring_changes[0]
-            candidates.update(self._active)
+        if self._rings_changed:
+            for name in self._rings_changed:
+                candidates.update((name, side) for side in (Side.LONG, Side.SHORT))
+            self._rings_changed.clear()
         heap = self._clock_checks
         while heap and heap[0][0] <= clock:
             due, seq, slot = heapq.heappop(heap)
@@ -629,12 +634,15 @@ class CascadeDetector:
             due = min(due, active.first_time_ms + self.max_ms + 1, (at_ms // _MINUTE_MS + 1) * _MINUTE_MS)
             normal = self.end_x * self.baseline_usd(active.instrument, at_ms)
             usd, leaves = active.recent_usd, 0
-            for time_ms, member_usd in active.recent:
+            for time_ms, member_usd in itertools.islice(active.recent, _WALK_MAX):
                 leaves = max(leaves, time_ms + window)
                 usd -= member_usd
                 if usd < normal:
-                    due = min(due, leaves)
                     break
+            else:  # still above normal: walk on from there when those members have left
+                if len(active.recent) <= _WALK_MAX:
+                    leaves = _NEVER  # never, all of them gone: only a new baseline can end it
+            due = min(due, leaves)
             ring = self._baselines.get(active.instrument)
             if ring is None:
                 due = at_ms  # no baseline yet: one may appear at any event, check every time

@@ -51,6 +51,8 @@ async def test_a_cascade_starts_and_ends_at_once_and_its_totals_wait_for_the_int
     )
     t = now_ms() - 300_000  # exchange time: the window ends by data, not by the wall clock
     async with running_service(settings) as service:
+        # a new prefix is rebuilt from TimescaleDB first, which writes the detector's current totals
+        await wait_until(lambda: service.live.rebuilt_ms is not None, within=30, what="the live view rebuilt")
         for i in range(5):  # 5 x $50,000 within 60 s: a cascade
             await service.queue.put(member(t + i * 1_000))
         await wait_until(lambda: live_counts(sync_redis, redis_prefix) == [(5, True)], within=10, what="the start")
