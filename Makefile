@@ -55,6 +55,7 @@ bench: venv-dev services
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_pages
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_export
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_cascades
+	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_cascade_burst
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_live
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_market
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_alerts
