@@ -712,3 +712,18 @@ def test_a_skipped_cascade_is_back_to_normal_the_millisecond_its_big_members_lea
     for d in (fast, slow):
         seed_flat(d, BTC, 1_000)
     assert _ended_in(fast, batches) == _ended_in(slow, batches) == [3]
+
+
+def test_a_feed_that_stops_still_ends_its_cascade_by_wall_clock_after_a_later_member() -> None:
+    """The wall-clock check queued with the first members fires before the one a later member
+    set (found at the data check in between): it must queue that one, or a feed that stopped
+    dead would leave its cascade open forever (no more data moves the data clock)."""
+    batches = [
+        ([usd_liq("bybit", T0 + k * 1_000, Side.LONG, 30_000) for k in range(5)], T0 + 4_005),
+        ([usd_liq("bybit", T0 + 30_000, Side.LONG, 1_000)], T0 + 30_005),
+        ([_eth(T0 + 64_001)], T0 + 64_002),  # the data check: still going on (its member at 30 s)
+        ([], T0 + 70_000),  # ticks of the router: the first wall-clock check fires, too early
+        ([], T0 + 90_006),  # 60 s after the member was received: quiet by wall clock
+    ]
+    fast, slow = _both(rule="fixed", min_usd=Decimal(100_000))
+    assert _ended_in(fast, batches) == _ended_in(slow, batches) == [4]
