@@ -76,8 +76,11 @@ INSERT_LIQUIDATIONS = (
 
 UPSERT_CANDLES = """
 INSERT INTO candles (time, exchange, symbol, open, high, low, close, volume, quote_volume, closed, source)
-SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::numeric[], %s::numeric[],
-                     %s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[], %s::boolean[], %s::text[])
+SELECT 'epoch'::timestamptz + t * interval '1 millisecond', exchange, symbol, open, high, low, close, volume,
+       quote_volume, closed, source
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[],
+            %s::numeric[], %s::numeric[], %s::boolean[], %s::text[])
+     AS u(t, exchange, symbol, open, high, low, close, volume, quote_volume, closed, source)
 ON CONFLICT (exchange, symbol, time) DO UPDATE
 SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
     volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume, closed = EXCLUDED.closed,
@@ -93,7 +96,8 @@ INSERT INTO candles_1h (time, exchange, symbol, open, high, low, close, volume, 
 SELECT u.hour, u.exchange, u.symbol, first(c.open, c.time), max(c.high), min(c.low), last(c.close, c.time),
        sum(c.volume), sum(c.quote_volume), count(*),
        CASE WHEN bool_and(c.source = 'live') THEN 'live' ELSE min(c.source) FILTER (WHERE c.source <> 'live') END
-FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS u(exchange, symbol, hour)
+FROM (SELECT exchange, symbol, 'epoch'::timestamptz + h * interval '1 millisecond' AS hour
+      FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS x(exchange, symbol, h)) AS u
 JOIN candles AS c ON c.exchange = u.exchange AND c.symbol = u.symbol
                  AND c.time >= u.hour AND c.time < u.hour + interval '1 hour'
 WHERE c.time >= %s AND c.time < %s
@@ -258,31 +262,31 @@ def liquidation_arrays(liqs: list[Liquidation]) -> tuple[str, ...]:
     )
 
 
-def candle_arrays(candles: list[Candle]) -> tuple[list[Any], ...]:
+def candle_arrays(candles: list[Candle]) -> tuple[str, ...]:
+    """UPSERT_CANDLES' parameters as array literals (the whole market's open minutes every 5 s)."""
     return (
-        [ms_to_datetime(c.open_ms) for c in candles],
-        [c.exchange for c in candles],
-        [c.symbol for c in candles],
-        [c.open for c in candles],
-        [c.high for c in candles],
-        [c.low for c in candles],
-        [c.close for c in candles],
-        [c.volume for c in candles],
-        [c.quote_volume for c in candles],
-        [c.closed for c in candles],
-        [c.source for c in candles],
+        _array(c.open_ms for c in candles),
+        _text_array([c.exchange for c in candles]),
+        _text_array([c.symbol for c in candles]),
+        _array(c.open for c in candles),
+        _array(c.high for c in candles),
+        _array(c.low for c in candles),
+        _array(c.close for c in candles),
+        _array(c.volume for c in candles),
+        _array(c.quote_volume for c in candles),
+        _bool_array(c.closed for c in candles),
+        _text_array([c.source for c in candles]),
     )
 
 
 def candle_hours(candles: list[Candle]) -> tuple[Any, ...]:
     """The (exchange, symbol, hour) keys a batch touched as arrays, plus the hours' overall bounds."""
     keys = sorted({(c.exchange, c.symbol, c.open_ms // _HOUR_MS * _HOUR_MS) for c in candles}, key=lambda k: k[2])
-    hours = [ms_to_datetime(k[2]) for k in keys]
     return (
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        hours,
-        hours[0],
+        _text_array([k[0] for k in keys]),
+        _text_array([k[1] for k in keys]),
+        _array(k[2] for k in keys),
+        ms_to_datetime(keys[0][2]),
         ms_to_datetime(keys[-1][2] + _HOUR_MS),
     )
 

@@ -8,7 +8,7 @@ from collector.storage.maintenance import apply_retention
 from collector.storage.spool import Batch
 from collector.storage.timescale import TimescaleWriter
 from collector.storage.timescale_sql import cascade_row
-from common.events import Cascade, Side, ms_to_datetime
+from common.events import Candle, Cascade, Side, ms_to_datetime
 from tests.storage.factories import T0, candle, liq, now_ms, status
 
 ROLLUP_CHECK = """
@@ -237,4 +237,77 @@ async def test_cascades_stored_from_arrays_equal_the_per_row_parameters(writer: 
     assert _rows(clean_db, query.format("cascades")) == _rows(clean_db, query.format("cascades_by_row"))
     assert _rows(clean_db, "SELECT events, active, exchanges FROM cascades WHERE id = 1") == [
         (13, False, ["binance", "bybit", "okx"])
+    ]
+
+
+async def test_candle_values_survive_the_array_literals(writer: TimescaleWriter, clean_db: str) -> None:
+    """Candles travel as text literals: any venue symbol, exponents and tiny numbers come back
+    exactly, and candles_1h is built from them for each (venue, symbol, hour)."""
+    d = Decimal
+    odd = Candle(
+        "gate",
+        '币安人生_"USDT"\\{x},y',
+        T0,
+        d("1E+3"),
+        d("1000.5"),
+        d("0.0000001"),
+        d("999"),
+        d("12345678901234567890.123456789"),
+        d("0"),
+        True,
+        T0 + 1,
+        'odd "source"',
+    )
+    plain = Candle(
+        "binance",
+        "BTCUSDT",
+        T0 + 3_600_000,
+        d("60000.10"),
+        d("60001"),
+        d("59999"),
+        d("60000"),
+        d("1.5"),
+        d("90000.15"),
+        False,
+        T0 + 1,
+        "test",
+    )
+    await writer.write(Batch(candles=[odd, plain]))
+    rows = _rows(
+        clean_db,
+        "SELECT time, exchange, symbol, open, high, low, close, volume, quote_volume, closed, source "
+        "FROM candles ORDER BY time",
+    )
+    assert rows == [
+        (
+            ms_to_datetime(T0),
+            "gate",
+            odd.symbol,
+            d(1000),
+            d("1000.5"),
+            d("1E-7"),
+            d(999),
+            d("12345678901234567890.123456789"),
+            d(0),
+            True,
+            'odd "source"',
+        ),
+        (
+            ms_to_datetime(T0 + 3_600_000),
+            "binance",
+            "BTCUSDT",
+            d("60000.10"),
+            d(60001),
+            d(59999),
+            d(60000),
+            d("1.5"),
+            d("90000.15"),
+            False,
+            "test",
+        ),
+    ]
+    hours = _rows(clean_db, "SELECT time, exchange, symbol, open, close, minutes FROM candles_1h ORDER BY time")
+    assert hours == [
+        (ms_to_datetime(T0 - T0 % 3_600_000), "gate", odd.symbol, d(1000), d(999), 1),
+        (ms_to_datetime(T0 + 3_600_000 - T0 % 3_600_000), "binance", "BTCUSDT", d("60000.10"), d(60000), 1),
     ]
