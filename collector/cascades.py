@@ -138,7 +138,7 @@ class _Baseline:
     """One instrument's USD per minute (cents, both sides, every venue): the current minute and the
     1,440 before it in a fixed ring of 64-bit counters, so memory never grows with time or flow."""
 
-    __slots__ = ("cents", "head", "total", "cached_minute", "cached", "version", "instrument", "changed")
+    __slots__ = ("cents", "head", "total", "cached_minute", "cached", "instrument", "changed")
 
     def __init__(self, instrument: str, changed: set[str]) -> None:
         self.cents = array("q", bytes(8 * _SPAN))
@@ -146,13 +146,13 @@ class _Baseline:
         self.total = 0  # cents in the ring
         self.cached_minute = -1  # the per-window baseline computed for this minute
         self.cached = Decimal(0)
-        self.version = 0  # bumped whenever a whole minute already counted changes
         self.instrument = instrument
         self.changed = changed  # the detector's instruments whose baseline changed since its last end check
 
     def invalidate(self) -> None:
+        """A whole minute already counted changed (a late event, a seed): B is to be computed
+        afresh, and the detector re-checks this instrument's cascades."""
         self.cached_minute = -1
-        self.version += 1
         self.changed.add(self.instrument)
 
     def _advance(self, minute: int) -> None:
@@ -213,11 +213,9 @@ class _Active:
     recent: deque[tuple[int, Decimal]] = field(default_factory=deque)  # members of the last window
     recent_usd: Decimal = Decimal(0)
     # Found going on at the last check; nothing can end it before the wall clock passes `wall_due_ms`,
-    # the data clock reaches `clock_due_ms` or its baseline ring changes version (`_schedule`).
+    # the data clock reaches `clock_due_ms` or its baseline changes (`_schedule`).
     wall_due_ms: int = -1
     clock_due_ms: int = -1
-    ring: _Baseline | None = None
-    ring_version: int = -1
     seq: int = 0  # creation order (the order of `_active`), so ends are reported in that order
     clock_queued: int = _NEVER  # the due of its one live entry in the detector's clock heap
     wall_queued: int = _NEVER  # the same in the wall heap
@@ -562,11 +560,9 @@ class CascadeDetector:
         (`_schedule`), or whose baseline changed: the same ends as checking every one, in the same
         order."""
         clock = self._clock_ms
-        candidates: set[tuple[str, Side]] = set()
-        if self._rings_changed:
-            for name in self._rings_changed:
-                candidates.update((name, side) for side in (Side.LONG, Side.SHORT))
-            self._rings_changed.clear()
+        rebased = {(name, side) for name in self._rings_changed for side in (Side.LONG, Side.SHORT)}
+        self._rings_changed.clear()
+        candidates = set(rebased)
         heap = self._clock_checks
         while heap and heap[0][0] <= clock:
             due, seq, slot = heapq.heappop(heap)
@@ -586,12 +582,7 @@ class CascadeDetector:
             active = self._active.get(slot)
             if active is None:
                 continue  # ended in this batch
-            ring = active.ring
-            if (
-                now_ms <= active.wall_due_ms
-                and clock < active.clock_due_ms
-                and (ring is None or ring.version == active.ring_version)
-            ):
+            if slot not in rebased and now_ms <= active.wall_due_ms and clock < active.clock_due_ms:
                 self._queue(active)  # not due yet: an earlier entry fired, or the sweep found it
                 continue
             at_ms = max(clock, active.last_time_ms)
@@ -626,7 +617,7 @@ class CascadeDetector:
         data after `last_time_ms` + window; (relative) the cap after `first_time_ms` + `max_s`; back
         to normal when enough recent members have left the window for `recent_usd` to fall below
         `end_x` x B (members leave from the front, once the window's edge passes them and every one
-        before them), or when B moves (a new minute, or its ring's version: a late minute, a seed)."""
+        before them), or when B moves (a new minute; a late minute or a seed re-checks it: `_Baseline.invalidate`)."""
         window = self.window_ms
         active.wall_due_ms = active.last_received_ms + window
         due = active.last_time_ms + window + 1
@@ -643,11 +634,8 @@ class CascadeDetector:
                 if len(active.recent) <= _WALK_MAX:
                     leaves = _NEVER  # never, all of them gone: only a new baseline can end it
             due = min(due, leaves)
-            ring = self._baselines.get(active.instrument)
-            if ring is None:
+            if active.instrument not in self._baselines:
                 due = at_ms  # no baseline yet: one may appear at any event, check every time
-            else:
-                active.ring, active.ring_version = ring, ring.version
         active.clock_due_ms = due
         self._queue(active)
 
