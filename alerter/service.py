@@ -87,9 +87,9 @@ class AlerterService:
                 await self.redis.aclose()  # type: ignore[attr-defined]  # the stubs predate aclose
 
     async def _handle(self, kind: str, data: Any, recovered: bool) -> None:
-        if kind == "liquidations":  # one entry a collector batch: a list of liquidations
+        if kind in ("liquidations", "cascades"):  # one entry a collector batch: a list, in order
             for item in data if isinstance(data, list) else [data]:
-                await self._handle("liquidation", item, recovered)
+                await self._handle(kind[:-1], item, recovered)
             return
         try:
             await self.engine.handle(kind, data, recovered=recovered)

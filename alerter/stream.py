@@ -1,6 +1,7 @@
 """Reading `{prefix}stream:events` (appended by the collector) with the consumer group `alerter`.
 
-Entries have fields `kind` (`liquidation` | `cascade`) and `data` (JSON). An entry is XACKed once
+Entries have fields `kind` (`liquidations` | `cascades`, a collector batch each; `liquidation` |
+`cascade`, one each) and `data` (JSON). An entry is XACKed once
 handled (rules applied, alerts stored); a restart first re-reads this consumer's pending entries
 (XREADGROUP from 0), then claims entries another consumer left pending longer than
 LIQ_ALERT_CLAIM_IDLE_S (XAUTOCLAIM), then reads new ones (`>`). Nothing is lost, and the dedup keys
@@ -33,14 +34,15 @@ def stream_key(prefix: str) -> str:
 
 
 def decode(fields: dict[str, str]) -> tuple[str, Any] | None:
-    """(kind, data): `liquidation` and `cascade` carry an object, `liquidations` (one collector
-    batch) a list of liquidation objects; anything else is None."""
+    """(kind, data): `liquidation` and `cascade` carry an object, `liquidations` and `cascades` (one
+    collector batch each) a list of such objects; anything else is None. Collectors before the
+    batch entries wrote `liquidation` and `cascade`: an upgrade still reads what they left."""
     kind = fields.get("kind", "")
     try:
         data = json.loads(fields.get("data", ""))
     except ValueError:
         return None
-    if kind == "liquidations":
+    if kind in ("liquidations", "cascades"):
         return (kind, data) if isinstance(data, list) else None
     if kind not in ("liquidation", "cascade") or not isinstance(data, dict):
         return None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -120,10 +120,11 @@ class Pipeline:
         # second: 2,400 row updates a second for the whole market); a closed minute goes at once.
         self._open_candles: dict[tuple[str, str, int], Candle] = {}
         self._candles_due = time.monotonic() + CANDLE_FLUSH_S
-        # Active cascades changed since their last write, written together when due (CASCADE_FLUSH_S),
-        # and the active ones whose row exists (only those may wait).
-        self._cascades_later: dict[int, Cascade] = {}
-        self._cascades_due = 0.0
+        # Active cascades changed since their last write, in the order they began to wait, each due
+        # CASCADE_FLUSH_S after that (its own clock: a thousand cascades written in one batch once
+        # a second held the router up for 100 ms), and the active ones whose row exists (only those
+        # may wait).
+        self._cascades_later: OrderedDict[int, tuple[Cascade, float]] = OrderedDict()
         self._cascades_written: set[int] = set()
         self._blocked_since: float | None = None  # the spool cannot take batches since then
         self._next_block_log = 0.0
@@ -183,7 +184,8 @@ class Pipeline:
             stopper = asyncio.ensure_future(stop.wait())
             wait = 1.0
             if self._cascades_later:  # a quiet feed still writes a waiting cascade when it is due
-                wait = min(wait, max(0.0, self._cascades_due - time.monotonic()))
+                _, due = next(iter(self._cascades_later.values()))
+                wait = min(wait, max(0.0, due - time.monotonic()))
             done, _ = await asyncio.wait({getter, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if getter.done() and not getter.cancelled():
@@ -217,15 +219,15 @@ class Pipeline:
 
     def _cascades_now(self, update: CascadeUpdate) -> list[Cascade]:
         """Of the cascades a batch changed (the leader's), those to write now: new ones, announced
-        ones and ended ones, plus every waiting one when CASCADE_FLUSH_S has passed. The rest wait;
+        ones and ended ones, plus the waiting ones whose CASCADE_FLUSH_S has passed. The rest wait;
         the objects are the detector's own, so a later write carries their latest totals."""
         now: list[Cascade] = []
         later, written = self._cascades_later, self._cascades_written
+        clock = time.monotonic()
         for c in update.cascades:
             if c.active and c.id in written and c.id not in update.announced:
-                if not later:
-                    self._cascades_due = time.monotonic() + CASCADE_FLUSH_S
-                later[c.id] = c
+                waiting = later.get(c.id)  # already waiting: keeps its place and its time
+                later[c.id] = (c, clock + CASCADE_FLUSH_S if waiting is None else waiting[1])
                 continue
             later.pop(c.id, None)
             now.append(c)
@@ -233,9 +235,12 @@ class Pipeline:
                 written.add(c.id)
             else:
                 written.discard(c.id)
-        if later and time.monotonic() >= self._cascades_due:
-            now.extend(later.values())
-            later.clear()
+        while later:
+            cid, (c, due) = next(iter(later.items()))
+            if due > clock:
+                break  # the rest began to wait later still
+            del later[cid]
+            now.append(c)
         return now
 
     def _not_leading(self) -> None:

@@ -54,7 +54,7 @@ from common.live_view import (
     encode_cascade,
     member_text,
     merge_health,
-    stream_cascade,
+    stream_cascades,
     stream_liquidations,
 )
 
@@ -229,8 +229,8 @@ class RedisLive:
             if big:
                 entry = {"kind": "liquidations", "data": stream_liquidations(big)}
                 pipe.xadd(self.keys.stream, entry, maxlen=STREAM_MAXLEN, approximate=True)
-        for c in batch.cascades:
-            entry = {"kind": "cascade", "data": stream_cascade(c)}
+        if batch.cascades:
+            entry = {"kind": "cascades", "data": stream_cascades(batch.cascades)}
             pipe.xadd(self.keys.stream, entry, maxlen=STREAM_MAXLEN, approximate=True)
 
     def _trim(self, pipe: Any) -> None:

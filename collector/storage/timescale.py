@@ -373,8 +373,7 @@ class TimescaleWriter:
                 )
                 liq_curs.append(liq_cur)
             if batch.flags:
-                ids, keys, times = zip(*batch.flags, strict=True)
-                await cur.execute(q.FLAG_MEMBERS, (list(ids), list(keys), [ms_to_datetime(t) for t in times]))
+                await cur.execute(q.FLAG_MEMBERS, q.flag_arrays(batch.flags))
             if candles:
                 await cur.execute(q.UPSERT_CANDLES, q.candle_arrays(candles))
                 await cur.execute(q.UPSERT_CANDLES_1H, q.candle_hours(candles))

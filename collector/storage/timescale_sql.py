@@ -139,10 +139,12 @@ SET start_time = EXCLUDED.start_time, end_time = EXCLUDED.end_time, events = EXC
     usd_by_exchange = EXCLUDED.usd_by_exchange
 """
 
+# Times as epoch ms; the constant bounds let the planner skip every chunk outside the flags' times.
 FLAG_MEMBERS = """
 UPDATE liquidations AS l SET cascade_id = u.id
-FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS u(id, key, time)
-WHERE l.event_key = u.key AND l.time = u.time AND l.cascade_id IS DISTINCT FROM u.id
+FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS u(id, key, t)
+WHERE l.event_key = u.key AND l.time = 'epoch'::timestamptz + u.t * interval '1 millisecond'
+  AND l.time >= %s AND l.time <= %s AND l.cascade_id IS DISTINCT FROM u.id
 """
 
 UPSERT_COVERAGE = """
@@ -288,6 +290,19 @@ def candle_hours(candles: list[Candle]) -> tuple[Any, ...]:
         _array(k[2] for k in keys),
         ms_to_datetime(keys[0][2]),
         ms_to_datetime(keys[-1][2] + _HOUR_MS),
+    )
+
+
+def flag_arrays(flags: list[tuple[int, int, int]]) -> tuple[object, ...]:
+    """FLAG_MEMBERS' parameters for (cascade id, event key, time ms) flags: a market-wide wave of
+    cascade starts flags thousands of members in a second, so array literals, not Python lists."""
+    times = [f[2] for f in flags]
+    return (
+        _array(f[0] for f in flags),
+        _array(f[1] for f in flags),
+        _array(times),
+        ms_to_datetime(min(times)),
+        ms_to_datetime(max(times)),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import hmac
 import json
@@ -25,7 +26,7 @@ from alerter.stream import GROUP, stream_key
 from collector.storage.redis_live import RedisLive
 from collector.storage.spool import Batch
 from common.events import Cascade, Liquidation, Side
-from common.live_view import Keys, stream_cascade, stream_liquidations
+from common.live_view import Keys, stream_cascade, stream_cascades, stream_liquidations
 from tests.alerter.conftest import APP, SECRET, Alerter, alert_rows, cascade, liq, now_ms, until
 from tests.alerter.fakes import FakeHttp
 from tests.dashboard import dashboard_metrics
@@ -354,15 +355,23 @@ async def test_entries_as_the_collector_encodes_them(alerter: Alerter) -> None:
     c.usd = {"okx": Decimal(135_000), "bybit": Decimal(135_000)}
     key = stream_key(alerter.prefix)
     alerter.redis.xadd(key, {"kind": "liquidations", "data": stream_liquidations([ev])})  # one a batch
-    alerter.redis.xadd(key, {"kind": "cascade", "data": stream_cascade(c)})
+    e = copy.copy(c)
+    e.id, e.symbol = 6, "ETH-USDT-PERP"
+    alerter.redis.xadd(key, {"kind": "cascades", "data": stream_cascades([c, e])})  # one a batch, in order
     c.active = False
-    alerter.redis.xadd(key, {"kind": "cascade", "data": stream_cascade(c)})
-    await alerter.settle(3)
+    alerter.redis.xadd(key, {"kind": "cascades", "data": stream_cascades([c])})
+    # what a collector before the batch entries wrote is still read (an upgrade leaves some)
+    old = copy.copy(c)
+    old.id, old.symbol, old.active = 7, "SOL-USDT-PERP", True
+    alerter.redis.xadd(key, {"kind": "cascade", "data": stream_cascade(old)})
+    await alerter.settle(4)
     texts = alerter.telegram.texts()
     assert [t.split("\n")[0] for t in texts] == [
         "LIQUIDATION SHORT BTC $135,000.00",
         "CASCADE STARTED SHORT BTC-USDT-PERP",
+        "CASCADE STARTED SHORT ETH-USDT-PERP",
         "CASCADE ENDED SHORT BTC-USDT-PERP",
+        "CASCADE STARTED SHORT SOL-USDT-PERP",
     ]
     assert texts[0].split("\n")[2] == "OKX BTC-USDT-SWAP: 1.5000 BTC at $90,000.00 (sampled feed)"
     assert texts[2].split("\n")[3] == "venues: Bybit $135,000.00, OKX $135,000.00 (cross-venue)"

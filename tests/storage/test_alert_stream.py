@@ -32,8 +32,8 @@ async def test_big_liquidations_and_cascades_reach_the_stream(redis_prefix: str,
     finally:
         await live.close()
     kinds = [(fields[b"kind"].decode(), json.loads(fields[b"data"])) for _, fields in entries]
-    assert [k for k, _ in kinds] == ["liquidations", "cascade"]  # one entry for the batch's big ones
-    (liquidation,), update = kinds[0][1], kinds[1][1]
+    assert [k for k, _ in kinds] == ["liquidations", "cascades"]  # one entry each for the batch
+    (liquidation,), (update,) = kinds[0][1], kinds[1][1]
     assert liquidation == {
         "exchange": "okx",
         "symbol": "BTC-USDT-SWAP",

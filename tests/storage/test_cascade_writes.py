@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -23,18 +24,28 @@ from tests.storage.helpers import running_service, wait_until
 FLUSH_S = 6.0  # long beside the checks below, so "not yet" cannot be a slow machine's luck
 
 
-def member(time_ms: int, qty: str = "1") -> Liquidation:
+def member(time_ms: int, qty: str = "1", symbol: str = "BTCUSDT") -> Liquidation:
     """Old by exchange time but received now (not "quiet by wall clock")."""
-    return liq(time_ms=time_ms, qty=qty, received_ms=now_ms())
+    return liq(time_ms=time_ms, qty=qty, symbol=symbol, received_ms=now_ms())
 
 
 def live_counts(client: redis.Redis, prefix: str) -> list[tuple[int, bool]]:
     return [(c.count, c.active) for c in map(decode_cascade, client.hvals(Keys(prefix).cascades))]
 
 
+def live_by_symbol(client: redis.Redis, prefix: str) -> dict[str, int]:
+    return {c.symbol: c.count for c in map(decode_cascade, client.hvals(Keys(prefix).cascades))}
+
+
+def stream_entries(client: redis.Redis, prefix: str) -> list[dict[str, Any]]:
+    """The cascade updates on the alert stream, in order (one entry a batch holds a list)."""
+    return [
+        e for _, f in client.xrange(Keys(prefix).stream) if f[b"kind"] == b"cascades" for e in json.loads(f[b"data"])
+    ]
+
+
 def stream_counts(client: redis.Redis, prefix: str) -> list[tuple[int, bool]]:
-    entries = [json.loads(f[b"data"]) for _, f in client.xrange(Keys(prefix).stream) if f[b"kind"] == b"cascade"]
-    return [(e["events"], e["active"]) for e in entries]
+    return [(e["events"], e["active"]) for e in stream_entries(client, prefix)]
 
 
 def db_counts(url: str) -> list[tuple[int, bool]]:
@@ -88,3 +99,42 @@ async def test_a_cascade_starts_and_ends_at_once_and_its_totals_wait_for_the_int
         assert time.monotonic() - ended < FLUSH_S - 1
         assert stream_counts(sync_redis, redis_prefix) == [(5, True), (8, True), (9, True), (10, False)]
         await wait_until(lambda: db_counts(clean_db) == [(10, False)], within=10, what="the end stored")
+
+
+async def test_each_waiting_cascade_keeps_its_own_interval(
+    clean_db: str, redis_prefix: str, sync_redis: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting totals are not all written in one batch: each cascade is due CASCADE_FLUSH_S after it
+    began to wait (a whole-market burst holds a thousand, and one batch of them all held the router
+    up for 100 ms once a second)."""
+    monkeypatch.setattr(pipeline, "CASCADE_FLUSH_S", FLUSH_S)
+    settings = services.make_settings(
+        clean_db, redis_prefix, tmp_path, LIQ_CASCADE_RULE="fixed", LIQ_CASCADE_MIN_USD="100000"
+    )
+    t = now_ms() - 300_000
+    btc, eth = "BTC-USDT-PERP", "ETH-USDT-PERP"
+    async with running_service(settings) as service:
+        await wait_until(lambda: service.live.rebuilt_ms is not None, within=30, what="the live view rebuilt")
+        for i in range(5):  # two cascades start: written at once
+            await service.queue.put(member(t + i * 1_000))
+            await service.queue.put(member(t + i * 1_000, symbol="ETHUSDT"))
+        await wait_until(lambda: live_by_symbol(sync_redis, redis_prefix) == {btc: 5, eth: 5}, within=10, what="starts")
+        await service.queue.put(member(t + 5_000))  # BTC's totals begin to wait
+        routed = service.pipeline.routed_events
+        await wait_until(lambda: service.pipeline.routed_events > routed, within=10, what="BTC member routed")
+        btc_waits = time.monotonic()
+        await asyncio.sleep(FLUSH_S / 2)
+        await service.queue.put(member(t + 5_000, symbol="ETHUSDT"))  # ETH's begin to wait, later
+        await wait_until(
+            lambda: live_by_symbol(sync_redis, redis_prefix) == {btc: 6, eth: 5}, within=FLUSH_S + 5, what="BTC due"
+        )
+        assert time.monotonic() - btc_waits >= FLUSH_S - 0.2
+        # ETH is not due yet: written on its own, FLUSH_S after it began to wait
+        assert time.monotonic() - btc_waits < FLUSH_S * 1.5 - 1  # else the line below proves nothing
+        assert live_by_symbol(sync_redis, redis_prefix) == {btc: 6, eth: 5}
+        await wait_until(
+            lambda: live_by_symbol(sync_redis, redis_prefix) == {btc: 6, eth: 6}, within=FLUSH_S, what="ETH due"
+        )
+        assert time.monotonic() - btc_waits >= FLUSH_S * 1.5 - 0.2
+        entries = [(e["symbol"], e["events"]) for e in stream_entries(sync_redis, redis_prefix)]
+        assert entries[-2:] == [(btc, 6), (eth, 6)]

@@ -1,9 +1,11 @@
+import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import psycopg
 import pytest
 
+from collector.storage import timescale_sql as q
 from collector.storage.maintenance import apply_retention
 from collector.storage.spool import Batch
 from collector.storage.timescale import TimescaleWriter
@@ -169,6 +171,24 @@ async def test_cascade_upsert_member_flags_and_window_read_back(writer: Timescal
     await writer.write(Batch(cascades=[cascade, other]))
     assert await writer.close_stale([], [7]) == (0, 1)
     assert _rows(clean_db, "SELECT id, active FROM cascades ORDER BY id") == [(7, True), (99, False)]
+
+
+async def test_member_flags_touch_only_the_chunks_of_their_times(writer: TimescaleWriter, clean_db: str) -> None:
+    """A year of history is hundreds of chunks: the flag update is planned over the flags' own."""
+    t = now_ms() - 60_000
+    recent, old = liq(time_ms=t), liq(time_ms=t - 100 * 86_400_000)
+    await writer.write(Batch(liquidations=[recent, old]))
+    chunks = _rows(clean_db, "SELECT count(*) FROM show_chunks('liquidations')")[0][0]
+    assert chunks >= 2  # else the plan below proves nothing
+    flags = [(5, recent.key, recent.time_ms)]
+    with psycopg.connect(clean_db) as conn:
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + q.FLAG_MEMBERS, q.flag_arrays(flags)))
+    assert len(set(re.findall(r"_hyper_\d+_\d+_chunk", plan))) == 1, plan
+    await writer.write(Batch(flags=flags))
+    assert _rows(clean_db, "SELECT event_key, cascade_id FROM liquidations ORDER BY time") == [
+        (old.key, None),
+        (recent.key, 5),
+    ]
 
 
 async def test_retention_drops_old_chunks_only(writer: TimescaleWriter, clean_db: str) -> None:
