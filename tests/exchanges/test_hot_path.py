@@ -25,13 +25,16 @@ _AMOUNT_TEXT = st.one_of(
         st.integers(min_value=-20, max_value=6),
     ),
     st.sampled_from(["0.250", "0.25", "100", "100.0", "1E+2", "1.50E-7", "97012.50", "0.000001000"]).map(Decimal),
-    st.integers(min_value=1, max_value=10**34).map(lambda n: Decimal(n).scaleb(-20)),  # > 28 digits
+    st.integers(min_value=1, max_value=10**34).map(lambda n: Decimal(f"{n}E-20")),  # > 28 digits (scaleb would round)
+    st.integers(min_value=10**100, max_value=10**130).map(lambda n: Decimal(f"{n}E-110")),  # > 100 digits
 )
 
 
 def _reference_key(exchange: str, symbol: str, time_ms: int, side: str, price: Decimal, quantity: Decimal) -> int:
     """The key's definition, written the slow and obvious way (bench/synth.py relies on it too)."""
-    exact = decimal.Context(prec=100)  # normalize() rounds to the context's 28 digits by default
+    # normalize() rounds to its context's precision (28 digits by default; a fixed 100 failed on a
+    # 101-digit quantity that hypothesis drew): only the largest precision leaves every amount exact
+    exact = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
     text = f"{exchange}|{symbol}|{time_ms}|{side}|{price.normalize(exact):f}|{quantity.normalize(exact):f}"
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True) >> 1
 
