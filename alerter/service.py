@@ -23,7 +23,7 @@ from alerter.engine import Engine
 from alerter.metrics import AlerterMetrics, CountingStore
 from alerter.rules import Rule
 from alerter.settings import AlerterSettings
-from alerter.stream import StreamReader
+from alerter.stream import BATCH_KINDS, StreamReader
 
 log = logging.getLogger("alerter")
 
@@ -87,9 +87,10 @@ class AlerterService:
                 await self.redis.aclose()  # type: ignore[attr-defined]  # the stubs predate aclose
 
     async def _handle(self, kind: str, data: Any, recovered: bool) -> None:
-        if kind in ("liquidations", "cascades"):  # one entry a collector batch: a list, in order
+        single = BATCH_KINDS.get(kind)
+        if single is not None:  # one entry a collector batch: a list, in order
             for item in data if isinstance(data, list) else [data]:
-                await self._handle(kind[:-1], item, recovered)
+                await self._handle(single, item, recovered)
             return
         try:
             await self.engine.handle(kind, data, recovered=recovered)

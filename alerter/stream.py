@@ -29,22 +29,26 @@ _BATCH = 100
 Handler = Callable[[str, Any, bool], Awaitable[None]]
 
 
+# Entries holding a collector batch: a list of what the single kind carries (collectors before the
+# batch entries wrote the single kinds; an upgrade still reads what they left).
+BATCH_KINDS = {"liquidations": "liquidation", "cascades": "cascade"}
+
+
 def stream_key(prefix: str) -> str:
     return f"{prefix}stream:events"
 
 
 def decode(fields: dict[str, str]) -> tuple[str, Any] | None:
-    """(kind, data): `liquidation` and `cascade` carry an object, `liquidations` and `cascades` (one
-    collector batch each) a list of such objects; anything else is None. Collectors before the
-    batch entries wrote `liquidation` and `cascade`: an upgrade still reads what they left."""
+    """(kind, data): `liquidation` and `cascade` carry an object, BATCH_KINDS a list of such
+    objects; anything else is None."""
     kind = fields.get("kind", "")
     try:
         data = json.loads(fields.get("data", ""))
     except ValueError:
         return None
-    if kind in ("liquidations", "cascades"):
+    if kind in BATCH_KINDS:
         return (kind, data) if isinstance(data, list) else None
-    if kind not in ("liquidation", "cascade") or not isinstance(data, dict):
+    if kind not in BATCH_KINDS.values() or not isinstance(data, dict):
         return None
     return kind, data
 

@@ -32,7 +32,7 @@ share one Redis. The collector is the only writer; the app and CLI only read.
     {p}stream:events    STREAM what the alerter reads (consumer group `alerter`): fields `kind`
                               (`liquidations` | `cascades`: one entry a batch, written by
                               stream_liquidations() and stream_cascades(); `liquidation` |
-                              `cascade`: one each, from older collectors) and `data` (JSON):
+                              `cascade`: one object each, from older collectors) and `data` (JSON):
                               liquidations of at least
                               LIQ_ALERT_STREAM_MIN_USD and every cascade update; about
                               STREAM_MAXLEN entries kept
@@ -131,14 +131,10 @@ def merge_health(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
 STREAM_MAXLEN = 100_000  # entries of the alerter's stream kept (approximately): hours of cascades and big ones
 
 
-def stream_liquidation(ev: Liquidation) -> str:
-    """A liquidation as the alerter's stream carries it (numbers as exact text)."""
-    return json.dumps(_stream_fields(ev), separators=(",", ":"), ensure_ascii=False)
-
-
 def stream_liquidations(events: list[Liquidation]) -> str:
     """The liquidations of one batch as one stream entry (`kind` "liquidations"): a JSON array of
-    `stream_liquidation` objects. One entry a batch keeps the stream's cost off the hot path."""
+    liquidation objects (numbers as exact text). One entry a batch keeps the stream's cost off the
+    hot path."""
     return json.dumps([_stream_fields(ev) for ev in events], separators=(",", ":"), ensure_ascii=False)
 
 
@@ -157,16 +153,11 @@ def _stream_fields(ev: Liquidation) -> dict[str, Any]:
     }
 
 
-def stream_cascade(c: Cascade) -> str:
-    """A cascade update as the alerter's stream carries it: the start is the first time an id is
-    seen active, the end the update with `active` false."""
-    return json.dumps(_stream_cascade_fields(c), separators=(",", ":"), ensure_ascii=False)
-
-
 def stream_cascades(cascades: list[Cascade]) -> str:
     """The cascade updates of one batch as one stream entry (`kind` "cascades"): a JSON array of
-    `stream_cascade` objects, in order. A whole-market burst updates a thousand cascades a second:
-    one entry each cost the collector more than the updates themselves."""
+    cascade objects, in order; an id's start is the first update seen active, its end the one with
+    `active` false. A whole-market burst updates a thousand cascades a second: one entry each cost
+    the collector more than the updates themselves."""
     return json.dumps([_stream_cascade_fields(c) for c in cascades], separators=(",", ":"), ensure_ascii=False)
 
 

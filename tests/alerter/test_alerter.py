@@ -26,7 +26,7 @@ from alerter.stream import GROUP, stream_key
 from collector.storage.redis_live import RedisLive
 from collector.storage.spool import Batch
 from common.events import Cascade, Liquidation, Side
-from common.live_view import Keys, stream_cascade, stream_cascades, stream_liquidations
+from common.live_view import Keys, stream_cascades, stream_liquidations
 from tests.alerter.conftest import APP, SECRET, Alerter, alert_rows, cascade, liq, now_ms, until
 from tests.alerter.fakes import FakeHttp
 from tests.dashboard import dashboard_metrics
@@ -363,7 +363,8 @@ async def test_entries_as_the_collector_encodes_them(alerter: Alerter) -> None:
     # what a collector before the batch entries wrote is still read (an upgrade leaves some)
     old = copy.copy(c)
     old.id, old.symbol, old.active = 7, "SOL-USDT-PERP", True
-    alerter.redis.xadd(key, {"kind": "cascade", "data": stream_cascade(old)})
+    (single,) = json.loads(stream_cascades([old]))  # the object an older collector wrote alone
+    alerter.redis.xadd(key, {"kind": "cascade", "data": json.dumps(single)})
     await alerter.settle(4)
     texts = alerter.telegram.texts()
     assert [t.split("\n")[0] for t in texts] == [
