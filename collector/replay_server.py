@@ -7,7 +7,8 @@ recorded sessions.
 API (both servers alike)::
 
     async with BinanceServer() as srv:          # or BybitServer(); args: host="127.0.0.1", port=0,
-                                                # ping_interval=20 (the server's protocol pings)
+                                                # ping_interval=20, ping_timeout=20 (the server's
+                                                # protocol pings; Binance: 180 and 600, as documented)
         srv.url                                 # "ws://127.0.0.1:<port>/market"
                                                 # (Bybit: "ws://127.0.0.1:<port>/v5/public/linear")
         peer = await srv.wait_connected(1, within=10)
@@ -83,10 +84,18 @@ class FakeServer:
 
     path = "/"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, ping_interval: float | None = 20) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
+    ) -> None:
         self.host = host
         self.port = port
-        self.ping_interval = ping_interval
+        self.ping_interval = ping_interval  # the server's protocol pings, and the deadline of their pongs
+        self.ping_timeout = ping_timeout
         self.silent = False
         self.no_pong = False
         self.refuse: set[str] = set()
@@ -110,6 +119,7 @@ class FakeServer:
             self.port,
             process_request=self._process_request,
             ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
             compression=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
@@ -253,6 +263,17 @@ class BinanceServer(FakeServer):
     """Binance USD-M market streams: `/market/stream?streams=...` and `/market/ws/<stream>`."""
 
     path = BINANCE_BASE_PATH
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ping_interval: float | None = 180,
+        ping_timeout: float | None = 600,
+    ) -> None:
+        # Binance's documented rule: a ping every 3 minutes, cut when no pong came within 10.
+        super().__init__(host, port, ping_interval=ping_interval, ping_timeout=ping_timeout)
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)

@@ -117,9 +117,12 @@ class ExchangeAdapter:
     open_timeout_s: ClassVar[float] = 10.0
     close_timeout_s: ClassVar[float] = 0.5  # shutdown must not wait for a slow close handshake
     probe_timeout_s: ClassVar[float] = 10.0  # an idle shard's protocol ping must be answered within
-    # websockets' own keepalive (RFC 6455 pings); it also answers the venue's pings by itself.
-    ws_ping_interval_s: ClassVar[float | None] = 20.0
-    ws_ping_timeout_s: ClassVar[float | None] = 20.0
+    # websockets' own keepalive pings: off. Any frame proves the line alive, and a silent one is
+    # probed (`_alive`) or cut by the silence watchdog; a pong queued behind a backlog the collector
+    # is still reading (a burst it is behind on) would otherwise cut a live line and lose the
+    # backlog. The library still answers the venue's pings by itself.
+    ws_ping_interval_s: ClassVar[float | None] = None
+    ws_ping_timeout_s: ClassVar[float | None] = None
     retry_log_interval_s: ClassVar[float] = 60.0
 
     def __init__(
