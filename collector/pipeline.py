@@ -320,6 +320,10 @@ class Pipeline:
         await self._dispatch(batch)
 
     async def _dispatch(self, batch: Batch) -> None:
+        if not batch:
+            # Most steps between bursts only move open candles (written every CANDLE_FLUSH_S): an
+            # empty batch would still cost the writer a transaction and its round trips.
+            return
         # Wait for room first: between the Redis write and the inbox append there is no await, so
         # a Redis rebuild always finds every batch in Redis either committed or in the inbox.
         waited = time.monotonic()

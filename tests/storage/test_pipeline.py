@@ -1,5 +1,6 @@
 import asyncio
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import psycopg
 import pytest
 import redis
 
+from collector.pipeline import CANDLE_FLUSH_S
 from collector.storage.spool import decode_batch
 from common.config import Settings
 from common.events import Event
@@ -98,3 +100,29 @@ async def test_one_bad_row_among_20100_costs_only_itself(
     assert decode_batch(json.dumps(row["batch"])).liquidations == [bad]
     assert row["kind"] == "liquidations" and row["reason"]
     assert row["sqlstate"] == (None if "\x00" in bad_symbol else "54000")
+
+
+async def test_steps_that_only_move_open_candles_cost_the_database_nothing(settings: Settings, clean_db: str) -> None:
+    """Between bursts most router steps only replace an open minute's candle, which is written every
+    CANDLE_FLUSH_S: such a step must not cost the writer a transaction (it did, a few hundred a
+    second with the whole market's kline streams)."""
+    minute = now_ms() - now_ms() % 60_000
+
+    def stored_close() -> Decimal | None:
+        with psycopg.connect(clean_db) as conn:
+            row = conn.execute("SELECT close FROM candles WHERE time = to_timestamp(%s / 1000.0)", (minute,))
+            found = row.fetchone()
+        return None if found is None else Decimal(found[0])
+
+    async with running_service(settings) as service:
+        await service.queue.put(candle(open_ms=minute, close="50000"))
+        await wait_until(lambda: stored_close() == Decimal(50000), what="the first flush", within=CANDLE_FLUSH_S + 10)
+        flushed, before = time.monotonic(), service.db.batches  # the next flush is CANDLE_FLUSH_S away
+        for i in range(1, 41):
+            await service.queue.put(candle(open_ms=minute, close=str(50000 + i)))
+            await asyncio.sleep(0.02)  # one router step each
+        await wait_until(lambda: service.pipeline.routed_events >= 41, what="every candle routed")
+        assert time.monotonic() - flushed < CANDLE_FLUSH_S - 1  # none of these steps was a flush
+        assert service.db.batches == before
+        await wait_until(lambda: stored_close() == Decimal(50040), what="the next flush", within=CANDLE_FLUSH_S + 10)
+        assert service.db.batches == before + 1
