@@ -329,6 +329,9 @@ _COLLECTOR_KEYS = (
     "database",
     "database_error",
     "spool",
+    "queue",
+    "queue_max",
+    "behind_s",
     "backpressure",
     "backpressure_s",
     "quarantined_rows",
@@ -422,6 +425,12 @@ def _health_lines(health: dict[str, Any]) -> list[str]:
         if spool.get("error"):
             text += f" (error: {_one_line(spool['error'])})"
         parts.append(text)
+    behind = c.get("behind_s")
+    if isinstance(behind, (int, float)):
+        from common.live_view import BEHIND_WARN_S
+
+        word = "BEHIND" if behind >= BEHIND_WARN_S else "behind"  # upper case like DISCONNECTED: look here
+        parts.append(f"{word} {behind:g} s, queue {_one_line(c.get('queue', '?'))}")
     if "backpressure" in c:
         parts.append(f"backpressure {'yes' if c['backpressure'] else 'no'}")
     if "quarantined_rows" in c:

@@ -98,6 +98,11 @@ class _Readings(Collector):
         spool = state.get("spool") or {}
         for name, text, value in (
             ("liq_queue_depth", "Events waiting in the bounded queue", state.get("queue")),
+            (
+                "liq_behind_seconds",
+                "How long the oldest event the router took last had waited since it was read (0: queue empty)",
+                state.get("behind_s"),
+            ),
             ("liq_inbox_events", "Events handed to Redis, waiting for TimescaleDB", state.get("inbox")),
             ("liq_spool_bytes", "Bytes in the local spool (TimescaleDB unreachable)", spool.get("bytes")),
             ("liq_spool_events", "Events in the local spool", spool.get("pending_events")),

@@ -129,6 +129,7 @@ class Pipeline:
         self._blocked_since: float | None = None  # the spool cannot take batches since then
         self._next_block_log = 0.0
         self.routed_events = 0
+        self._behind_ms = 0  # received -> routed, of the oldest event of the latest step
         self.committed_events = 0
         self.spooled_batches = 0
         self.backpressure_s = 0.0
@@ -166,6 +167,7 @@ class Pipeline:
                 batch_events = await self._take(stop)
                 if batch_events is None:
                     break
+                self._note_behind(batch_events[0])
                 await self._route(batch_events)
             ended = self.detector.close_all() if self.is_leader() else []
             pending = self._take_open_candles()
@@ -202,6 +204,17 @@ class Pipeline:
             except asyncio.QueueEmpty:
                 break
         return events
+
+    def _note_behind(self, oldest: Event) -> None:
+        received = oldest.at_ms if isinstance(oldest, StreamStatus) else getattr(oldest, "received_ms", None)
+        if received is not None:
+            self._behind_ms = max(0, now_ms() - received)
+
+    def behind_s(self) -> float:
+        """How long the oldest event of the latest step had waited since it was read (0 once the
+        queue is empty): a lower bound on how far the live view trails the venues, since a backlog
+        the adapters have not read yet (they wait on a full queue) is not counted."""
+        return round(self._behind_ms / 1000, 1) if self.queue.qsize() else 0.0
 
     async def prepare_takeover(self) -> None:
         """Before this collector leads (collector/leader.py): read the cascades the previous leader
@@ -663,6 +676,8 @@ class Pipeline:
     def state(self) -> dict[str, Any]:
         return {
             "queue": self.queue.qsize(),
+            "queue_max": self.queue.maxsize,
+            "behind_s": self.behind_s(),
             "inbox": self._inbox_events,
             "routed_events": self.routed_events,
             "committed_events": self.committed_events,

@@ -67,6 +67,8 @@ TRIM_MARGIN_MS = 120_000
 BUCKET_MS = 10_000
 # The collector's heartbeat is refreshed every second; older than this means "not running".
 COLLECTOR_STALE_MS = 15_000
+# The collector reports it trails the venues by this much or more: the live page and the CLI say so.
+BEHIND_WARN_S = 5.0
 # The writer's "no cutoff" (seeding tests and tools write events of any age).
 NO_CUTOFF_MS = -(2**53)
 

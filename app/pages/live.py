@@ -43,7 +43,7 @@ from app.format import (
 from app.gate import require_access
 from app.query import CASCADE_RULE, Query, now_ms
 from app.state import current_query
-from common.live_view import COLLECTOR_STALE_MS, WINDOW_MS
+from common.live_view import BEHIND_WARN_S, COLLECTOR_STALE_MS, WINDOW_MS
 
 
 def _one_line(text: object) -> str:
@@ -109,6 +109,13 @@ def _collector_alerts(c: dict[str, Any]) -> None:
             "Backpressure: the spool takes no more batches, so the collector reads the streams only as fast "
             "as it can store; liquidations may be missed while this lasts."
         )
+    behind = c.get("behind_s")
+    if isinstance(behind, (int, float)) and behind >= BEHIND_WARN_S:
+        st.warning(
+            f"The collector is {behind:,.1f} s or more behind the venues ({_queue_text(c)}): a burst faster "
+            "than it can process. The live figures trail the market by at least that much; nothing is dropped, "
+            "they catch up as the burst eases."
+        )
     quarantined = c.get("quarantined_rows")
     if isinstance(quarantined, int) and quarantined > 0:
         reason = f" Last reason: {plain_md(c['last_quarantine_reason'])}" if c.get("last_quarantine_reason") else ""
@@ -116,6 +123,11 @@ def _collector_alerts(c: dict[str, Any]) -> None:
             f"{fmt_count(quarantined)} rows refused by TimescaleDB as data were set aside in the quarantine file "
             f"(every other row was stored).{reason}"
         )
+
+
+def _queue_text(c: dict[str, Any]) -> str:
+    text = f"{fmt_count(c.get('queue', 0))} events queued"
+    return text + (f" of at most {fmt_count(c['queue_max'])}" if c.get("queue_max") else "")
 
 
 def _named(items: list[str], more_than: int = SHOWN_ITEMS) -> tuple[list[str], str]:
@@ -309,6 +321,8 @@ def _collector_table(c: dict[str, Any]) -> pd.DataFrame:
         if spool.get("error"):
             text += f" — {_one_line(spool['error'])}"
         rows.append(("Spool", text))
+    if "behind_s" in c:
+        rows.append(("Behind the venues", f"{_one_line(c['behind_s'])} s ({_queue_text(c)})"))
     if "backpressure" in c or "backpressure_s" in c:
         text = "yes" if c.get("backpressure") else "no"
         if "backpressure_s" in c:

@@ -23,7 +23,7 @@ from app.data.live import MAX_SCAN, snapshot
 from app.format import fmt_count, fmt_datetime, fmt_pct, fmt_qty, fmt_usd, share_pct
 from common.config import Settings
 from common.events import Liquidation
-from common.live_view import BUCKET_MS, Keys
+from common.live_view import BEHIND_WARN_S, BUCKET_MS, Keys
 from tests import services
 from tests.app.seed import (
     all_text,
@@ -494,6 +494,9 @@ def test_collector_and_stream_health_are_shown_as_text(
         backpressure=True,
         backpressure_s=12.5,
         invalid_events=4,
+        queue=100_000,
+        queue_max=100_000,
+        behind_s=12.3,
     )
     redis_health(
         sync_redis,
@@ -507,7 +510,14 @@ def test_collector_and_stream_health_are_shown_as_text(
     at = open_app("live")
     no_exceptions(at)
     alerts = [e.value for e in (*at.error, *at.warning)]
-    for needle in ("TimescaleDB timeout", "spool cannot write to disk", "Backpressure", "3 rows refused"):
+    needles = (
+        "TimescaleDB timeout",
+        "spool cannot write to disk",
+        "Backpressure",
+        "3 rows refused",
+        "12.3 s or more behind",
+    )
+    for needle in needles:
         assert any(needle in a for a in alerts), (needle, alerts)
     assert any("Stream bybit disconnected" in a and "Session expired" in a for a in alerts)
     markdown = "\n".join([*alerts, *(str(m.value) for m in at.markdown), *(str(c.value) for c in at.caption)])
@@ -517,6 +527,7 @@ def test_collector_and_stream_health_are_shown_as_text(
     assert dict(zip(storage["Collector"], storage["State"], strict=True)) == {
         "TimescaleDB": f"timeout — statement timeout {HOSTILE.replace(chr(10), ' ')}",
         "Spool": f"full, 1,200 events, 45,000 bytes — [Errno 28] {HOSTILE.replace(chr(10), ' ')}",
+        "Behind the venues": "12.3 s (100,000 events queued of at most 100,000)",
         "Backpressure": "yes (12.5 s in all)",
         "Quarantined rows": f"3 — last reason: 54000 index row size {HOSTILE.replace(chr(10), ' ')} "
         "(/var/lib/liq/spool/quarantine.ndjson)",
@@ -533,6 +544,7 @@ def test_collector_and_stream_health_are_shown_as_text(
     assert cli.main(["snapshot"]) == 0
     text = capsys.readouterr().out
     assert "TimescaleDB timeout" in text and "quarantined rows 3" in text and "backpressure yes" in text
+    assert "BEHIND 12.3 s, queue 100000" in text
     assert "stream binance: connected, reconnects 0, drops 3 (bad_symbol: 2, bad_number: 1)" in text
     assert "stream bybit: DISCONNECTED" in text and "\n# big" not in text  # one line per record
 
@@ -550,6 +562,9 @@ def test_a_healthy_collector_raises_no_alarm(
         quarantined_rows=0,
         backpressure=False,
         invalid_events=0,
+        queue=40,
+        queue_max=100_000,
+        behind_s=BEHIND_WARN_S - 0.1,  # a moment's queue is no alarm
     )
     redis_health(sync_redis, settings.redis_prefix, [health_snapshot(e, now) for e in ("binance", "bybit")])
     app_env(monkeypatch, settings)

@@ -126,3 +126,26 @@ async def test_steps_that_only_move_open_candles_cost_the_database_nothing(setti
         assert service.db.batches == before
         await wait_until(lambda: stored_close() == Decimal(50040), what="the next flush", within=CANDLE_FLUSH_S + 10)
         assert service.db.batches == before + 1
+
+
+async def test_the_collector_says_how_far_behind_it_is_while_it_works_off_a_backlog(
+    settings: Settings, clean_db: str
+) -> None:
+    """A backlog read 3 s ago (the adapters were held back, as in a burst faster than the router):
+    while the router works it off, the published state says how long the oldest event of its latest
+    step had waited (the live page warns from BEHIND_WARN_S), and 0 once the queue is empty."""
+    now, n = now_ms(), 40_000
+    read_at = now - 3_000
+    async with running_service(settings) as service:
+        assert service.pipeline.state()["behind_s"] == 0
+        for i in range(n):
+            service.queue.put_nowait(liq(time_ms=now - 60_000 + i, received_ms=read_at))
+        seen: list[float] = []
+        while service.pipeline.state()["queue"]:
+            seen.append(service.pipeline.state()["behind_s"])
+            await asyncio.sleep(0.02)
+        waited = (now_ms() - read_at) / 1000
+        assert seen and 3.0 <= max(seen) <= waited + 0.1, (seen, waited)
+        assert service.pipeline.state()["behind_s"] == 0
+        await wait_until(lambda: db_count(clean_db) == n, what="every row")
+        assert service.pipeline.state()["behind_s"] == 0
