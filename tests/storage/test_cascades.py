@@ -14,6 +14,7 @@ from collector.cascades import (
     DAY_MINUTES,
     CascadeDetector,
     InstrumentResolver,
+    _Active,
     cascade_id,
     guess_resolver,
     risk_score,
@@ -727,3 +728,33 @@ def test_a_feed_that_stops_still_ends_its_cascade_by_wall_clock_after_a_later_me
     ]
     fast, slow = _both(rule="fixed", min_usd=Decimal(100_000))
     assert _ended_in(fast, batches) == _ended_in(slow, batches) == [4]
+
+
+# --- the walk `_schedule` makes: float copies in C, exact Decimals near the line -------------------
+
+_USD = st.decimals(min_value=Decimal("0.000001"), max_value=Decimal(10) ** 9, places=6, allow_nan=False)
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(
+    members=st.lists(st.tuples(st.integers(0, 120_000), _USD), min_size=0, max_size=90),
+    cut=st.integers(0, 95),
+    nudge=st.sampled_from(["0", "0.000001", "-0.000001", "1E-20", "-1E-20"]),
+    scale=st.sampled_from(["0", "0.5", "1", "3"]),
+)
+def test_the_walk_finds_the_member_the_exact_walk_finds(
+    members: list[tuple[int, Decimal]], cut: int, nudge: str, scale: str
+) -> None:
+    """`_leaves` (prefix sums of float copies, a bisection) against `_leaves_exact` (the Decimal walk):
+    the same due for any members, including a `normal` exactly at a prefix sum (the line itself),
+    a hair either side of it, and zero."""
+    d = detector()
+    active = _Active(Cascade(1, BTC, Side.LONG, T0, T0, 0, Decimal(0), Decimal(0)), BTC, "BTCUSDT", Decimal(1))
+    for t, usd in members:
+        active.recent.append((T0 + t, usd))
+        active.recent_usd += usd
+        active.recent_t.append(T0 + t)
+        active.recent_f.append(float(usd))
+    prefix = sum((usd for _, usd in members[:cut]), Decimal(0))
+    normal = max(Decimal(0), (active.recent_usd - prefix) * Decimal(scale) + Decimal(nudge))
+    assert d._leaves(active, normal) == d._leaves_exact(active, normal)
