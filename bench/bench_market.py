@@ -796,6 +796,10 @@ async def bench(args: argparse.Namespace, database_url: str, redis_url: str, pre
             )
             step = max(1, len(timeline) // 12)
             since = burst.started - 1
+            # UTC minute turns in the burst: every closed candle is written then, every cascade re-checked
+            wall0 = time.time() - (time.perf_counter() - burst.started)
+            turns = [m - wall0 for m in range(int(wall0 // 60 + 1) * 60, int(wall0 + burst.seconds) + 1, 60)]
+            print("      (UTC minute turns at " + ", ".join(f"+{t:.1f} s" for t in turns) + ")")
             for i in range(step - 1, len(timeline), step):
                 s = timeline[i]
                 window = timeline[max(0, i - step + 1) : i + 1]
