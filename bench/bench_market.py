@@ -792,7 +792,7 @@ async def bench(args: argparse.Namespace, database_url: str, redis_url: str, pre
         if timeline:
             print(
                 "    timeline (s from burst start: pushed / stored / collector queue, inbox (the most in the window) / "
-                "p99 ms of the probes written in the window):"
+                "p99 ms of the probes written in the window / the most behind_s the collector published in it):"
             )
             step = max(1, len(timeline) // 12)
             since = burst.started - 1
@@ -805,12 +805,13 @@ async def bench(args: argparse.Namespace, database_url: str, redis_url: str, pre
                 window = timeline[max(0, i - step + 1) : i + 1]
                 inbox = max(int(w.state.get("inbox", 0)) for w in window)
                 queue = max(int(w.state.get("queue", 0)) for w in window)
+                behind = max(float(w.state.get("behind_s", 0.0)) for w in window)
                 lats = [ms for score, ms in poller.latencies_ms.items() if since < burst.probes.get(score, 0.0) <= s.at]
                 since = s.at
                 p99 = f"{percentile(lats, 0.99):,.0f}" if lats else "-"
                 print(
                     f"      {s.at - burst.started:6.1f}: {s.pushed:>9,} / {s.stored - stored0:>9,} / "
-                    f"{queue:>7,} {inbox:>7,} / {p99:>7}"
+                    f"{queue:>7,} {inbox:>7,} / {p99:>7} / {behind:5.1f} s"
                 )
         health = await asyncio.to_thread(sampler.health)
         for name, h in health.items():

@@ -100,7 +100,7 @@ class _Readings(Collector):
             ("liq_queue_depth", "Events waiting in the bounded queue", state.get("queue")),
             (
                 "liq_behind_seconds",
-                "How long the oldest event the router took last had waited since it was read (0: queue empty)",
+                "How long the oldest event not yet in the live view has waited since it was read",
                 state.get("behind_s"),
             ),
             ("liq_inbox_events", "Events handed to Redis, waiting for TimescaleDB", state.get("inbox")),

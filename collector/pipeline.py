@@ -129,7 +129,7 @@ class Pipeline:
         self._blocked_since: float | None = None  # the spool cannot take batches since then
         self._next_block_log = 0.0
         self.routed_events = 0
-        self._behind_ms = 0  # received -> routed, of the oldest event of the latest step
+        self._unwritten_since_ms: int | None = None  # read time of the oldest event of the step in progress
         self.committed_events = 0
         self.spooled_batches = 0
         self.backpressure_s = 0.0
@@ -167,8 +167,9 @@ class Pipeline:
                 batch_events = await self._take(stop)
                 if batch_events is None:
                     break
-                self._note_behind(batch_events[0])
+                self._unwritten_since_ms = self._read_ms(batch_events[0])
                 await self._route(batch_events)
+                self._unwritten_since_ms = None
             ended = self.detector.close_all() if self.is_leader() else []
             pending = self._take_open_candles()
             if ended or pending:
@@ -205,16 +206,18 @@ class Pipeline:
                 break
         return events
 
-    def _note_behind(self, oldest: Event) -> None:
+    @staticmethod
+    def _read_ms(oldest: Event) -> int:
         received = oldest.at_ms if isinstance(oldest, StreamStatus) else getattr(oldest, "received_ms", None)
-        if received is not None:
-            self._behind_ms = max(0, now_ms() - received)
+        return now_ms() if received is None else received
 
     def behind_s(self) -> float:
-        """How long the oldest event of the latest step had waited since it was read (0 once the
-        queue is empty): a lower bound on how far the live view trails the venues, since a backlog
-        the adapters have not read yet (they wait on a full queue) is not counted."""
-        return round(self._behind_ms / 1000, 1) if self.queue.qsize() else 0.0
+        """How long the oldest event not yet in the live view has waited since it was read (0 while
+        the router waits for events): the queue, the router's own work and its wait for the
+        database writer's room. A lower bound on how far the live view trails the venues: a backlog
+        still in the sockets (the adapters stop reading while the queue is full) is not counted."""
+        since = self._unwritten_since_ms
+        return 0.0 if since is None else round(max(0, now_ms() - since) / 1000, 1)
 
     async def prepare_takeover(self) -> None:
         """Before this collector leads (collector/leader.py): read the cascades the previous leader

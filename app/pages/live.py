@@ -113,8 +113,8 @@ def _collector_alerts(c: dict[str, Any]) -> None:
     if isinstance(behind, (int, float)) and behind >= BEHIND_WARN_S:
         st.warning(
             f"The collector is {behind:,.1f} s or more behind the venues ({_queue_text(c)}): a burst faster "
-            "than it can process. The live figures trail the market by at least that much; nothing is dropped, "
-            "they catch up as the burst eases."
+            "than it can process, or storage holding it back. The live figures trail the market by at least "
+            "that much; nothing is dropped, they catch up once it eases."
         )
     quarantined = c.get("quarantined_rows")
     if isinstance(quarantined, int) and quarantined > 0:
