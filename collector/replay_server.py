@@ -7,8 +7,9 @@ recorded sessions.
 API (both servers alike)::
 
     async with BinanceServer() as srv:          # or BybitServer(); args: host="127.0.0.1", port=0,
-                                                # ping_interval=20, ping_timeout=20 (the server's
-                                                # protocol pings; Binance: 180 and 600, as documented)
+                                                # ping_interval, ping_timeout (the server's protocol
+                                                # pings; default `venue_ping`: 20 and 20, Binance 180
+                                                # and 600 as documented; None: no pings)
         srv.url                                 # "ws://127.0.0.1:<port>/market"
                                                 # (Bybit: "ws://127.0.0.1:<port>/v5/public/linear")
         peer = await srv.wait_connected(1, within=10)
@@ -50,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -83,19 +84,22 @@ class FakeServer:
     """What both fake exchanges share: lifecycle, peers, fault switches, waiting."""
 
     path = "/"
+    # The server's protocol pings and the deadline of their pongs: websockets' defaults unless the
+    # venue documents its own.
+    venue_ping: ClassVar[tuple[float, float]] = (20, 20)
 
     def __init__(
         self,
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        ping_interval: float | None = 20,
-        ping_timeout: float | None = 20,
+        ping_interval: float | None | Literal["venue"] = "venue",
+        ping_timeout: float | None | Literal["venue"] = "venue",
     ) -> None:
         self.host = host
         self.port = port
-        self.ping_interval = ping_interval  # the server's protocol pings, and the deadline of their pongs
-        self.ping_timeout = ping_timeout
+        self.ping_interval = self.venue_ping[0] if ping_interval == "venue" else ping_interval
+        self.ping_timeout = self.venue_ping[1] if ping_timeout == "venue" else ping_timeout
         self.silent = False
         self.no_pong = False
         self.refuse: set[str] = set()
@@ -263,17 +267,7 @@ class BinanceServer(FakeServer):
     """Binance USD-M market streams: `/market/stream?streams=...` and `/market/ws/<stream>`."""
 
     path = BINANCE_BASE_PATH
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        ping_interval: float | None = 180,
-        ping_timeout: float | None = 600,
-    ) -> None:
-        # Binance's documented rule: a ping every 3 minutes, cut when no pong came within 10.
-        super().__init__(host, port, ping_interval=ping_interval, ping_timeout=ping_timeout)
+    venue_ping = (180, 600)  # documented: a ping every 3 minutes, cut when no pong came within 10
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
