@@ -214,13 +214,14 @@ class _Active:
     last_received_ms: int = 0
     opposite_usd: Decimal = Decimal(0)
     announced_cross: bool = False
-    recent: deque[tuple[int, Decimal]] = field(default_factory=deque)  # members of the last window
-    recent_usd: Decimal = Decimal(0)
-    # `recent`'s times and USD (as floats) side by side in flat arrays: at a minute turn every active
-    # cascade is walked at once, and thousands of deques of Decimals miss the CPU caches (~40 us a
-    # cascade on a slow machine); contiguous arrays walk in C (`_leaves`).
+    # The members of the last window, in join order: USD, exchange time and USD as a float, side by
+    # side. At a minute turn every active cascade is walked at once, and thousands of deques of
+    # Decimals miss the CPU caches (~40 us a cascade on a slow machine): the flat arrays walk in C
+    # (`_stop`), the Decimals only near the line.
+    recent: deque[Decimal] = field(default_factory=deque)
     recent_t: array[int] = field(default_factory=lambda: array("q"))
     recent_f: array[float] = field(default_factory=lambda: array("d"))
+    recent_usd: Decimal = Decimal(0)
     # Found going on at the last check; nothing can end it before the wall clock passes `wall_due_ms`,
     # the data clock reaches `clock_due_ms` or its baseline changes (`_schedule`).
     wall_due_ms: int = -1
@@ -523,7 +524,7 @@ class CascadeDetector:
         c.usd[ev.exchange] = c.usd.get(ev.exchange, Decimal(0)) + ev.value_usd
         active.weighted += event_weight(ev)
         if self.relative:  # the fixed rule never trims it
-            active.recent.append((ev.time_ms, ev.value_usd))
+            active.recent.append(ev.value_usd)
             active.recent_usd += ev.value_usd
             active.recent_t.append(ev.time_ms)
             active.recent_f.append(float(ev.value_usd))
@@ -554,13 +555,12 @@ class CascadeDetector:
             return False
         if at_ms - active.first_time_ms > self.max_ms:
             return True
-        recent, edge = active.recent, at_ms - self.window_ms
-        gone = 0
-        while recent and recent[0][0] <= edge:
-            active.recent_usd -= recent.popleft()[1]
+        times, edge, gone = active.recent_t, at_ms - self.window_ms, 0
+        while gone < len(times) and times[gone] <= edge:
+            active.recent_usd -= active.recent.popleft()
             gone += 1
         if gone:
-            del active.recent_t[:gone]
+            del times[:gone]
             del active.recent_f[:gone]
         return active.recent_usd < self.end_x * self.baseline_usd(active.instrument, at_ms)
 
@@ -630,34 +630,45 @@ class CascadeDetector:
         """When enough of the first `_WALK_MAX` recent members will have left the window for the
         rest to be below `normal` (the latest of their times + window); if even all of those are
         not enough, when they have left (the walk goes on from there), or never when they are all
-        of `recent` (only a new baseline can end it then).
+        of `recent` (only a new baseline can end it then)."""
+        return self._leaves_after(active, self._stop(active, normal))
 
-        `_leaves_exact` walks the Decimals; this finds the same member from the float copies in C
-        (prefix sums, a bisection) and walks exactly only when a prefix sum lands within
-        `_WALK_MARGIN` of the line, where float rounding could tell it wrong."""
+    def _leaves_exact(self, active: _Active, normal: Decimal) -> int:
+        """`_leaves` by walking the members' Decimals one by one."""
+        return self._leaves_after(active, self._stop_exact(active, normal))
+
+    def _leaves_after(self, active: _Active, stop: int | None) -> int:
+        if stop is None:
+            if len(active.recent_t) <= _WALK_MAX:
+                return _NEVER
+            stop = _WALK_MAX - 1
+        return max(itertools.islice(active.recent_t, stop + 1)) + self.window_ms
+
+    def _stop(self, active: _Active, normal: Decimal) -> int | None:
+        """The index of the first member whose leaving brings the rest below `normal`, among the
+        first `_WALK_MAX`; None if none does. From the float copies in C (prefix sums, a bisection);
+        the Decimals are walked only when a prefix sum lands within `_WALK_MARGIN` of the line,
+        where float rounding could tell it wrong."""
         n = min(len(active.recent_f), _WALK_MAX)
         if n == 0:
-            return _NEVER
+            return None
         prefix = list(itertools.accumulate(itertools.islice(active.recent_f, n)))
         total = float(active.recent_usd)  # the exact sum, rounded once (a float sum would cost O(members))
         line = total - float(normal)  # the walk stops at the first prefix sum above this
         k = bisect.bisect_right(prefix, line)
         margin = _WALK_MARGIN * total
         if (k < n and prefix[k] - line <= margin) or (k > 0 and line - prefix[k - 1] <= margin):
-            return self._leaves_exact(active, normal)
-        if k < n:
-            return max(itertools.islice(active.recent_t, k + 1)) + self.window_ms
-        return _NEVER if len(active.recent) <= _WALK_MAX else max(itertools.islice(active.recent_t, n)) + self.window_ms
+            return self._stop_exact(active, normal)
+        return k if k < n else None
 
-    def _leaves_exact(self, active: _Active, normal: Decimal) -> int:
-        """`_leaves` by walking the members' Decimals one by one."""
-        usd, leaves = active.recent_usd, 0
-        for time_ms, member_usd in itertools.islice(active.recent, _WALK_MAX):
-            leaves = max(leaves, time_ms + self.window_ms)
+    @staticmethod
+    def _stop_exact(active: _Active, normal: Decimal) -> int | None:
+        usd = active.recent_usd
+        for k, member_usd in enumerate(itertools.islice(active.recent, _WALK_MAX)):
             usd -= member_usd
             if usd < normal:
-                return leaves
-        return _NEVER if len(active.recent) <= _WALK_MAX else leaves
+                return k
+        return None
 
     def _schedule(self, active: _Active, at_ms: int) -> None:
         """After `_finished(active, at_ms)` said no: the earliest wall time and data-clock time at

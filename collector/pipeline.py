@@ -171,9 +171,7 @@ class Pipeline:
                 await self._route(batch_events)
                 self._unwritten_since_ms = None
             ended = self.detector.close_all() if self.is_leader() else []
-            pending = self._take_open_candles()
-            if ended or pending:
-                await self._dispatch(Batch(candles=pending, cascades=ended))
+            await self._dispatch(Batch(candles=self._take_open_candles(), cascades=ended))
         finally:
             self._router_done = True
             self._hurry.set()
@@ -275,8 +273,7 @@ class Pipeline:
             batch.cascades.extend(self._cascades_now(update))
         else:
             self._not_leading()
-        if batch.cascades or batch.candles or batch.flags:
-            await self._dispatch(batch)
+        await self._dispatch(batch)
 
     def _due_candles(self) -> list[Candle]:
         if time.monotonic() < self._candles_due:
@@ -337,8 +334,9 @@ class Pipeline:
 
     async def _dispatch(self, batch: Batch) -> None:
         if not batch:
-            # Most steps between bursts only move open candles (written every CANDLE_FLUSH_S): an
-            # empty batch would still cost the writer a transaction and its round trips.
+            # Most steps between bursts only move open candles (written every CANDLE_FLUSH_S), and
+            # most quiet ticks change nothing: an empty batch would still cost the writer a
+            # transaction and its round trips.
             return
         # Wait for room first: between the Redis write and the inbox append there is no await, so
         # a Redis rebuild always finds every batch in Redis either committed or in the inbox.

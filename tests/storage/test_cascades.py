@@ -751,7 +751,7 @@ def test_the_walk_finds_the_member_the_exact_walk_finds(
     d = detector()
     active = _Active(Cascade(1, BTC, Side.LONG, T0, T0, 0, Decimal(0), Decimal(0)), BTC, "BTCUSDT", Decimal(1))
     for t, usd in members:
-        active.recent.append((T0 + t, usd))
+        active.recent.append(usd)
         active.recent_usd += usd
         active.recent_t.append(T0 + t)
         active.recent_f.append(float(usd))
