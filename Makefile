@@ -57,6 +57,7 @@ bench: venv-dev services
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_cascades
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_cascade_burst
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_live
+	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_read
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_market
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_alerts
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_volume

@@ -130,6 +130,7 @@ class Pipeline:
         self._next_block_log = 0.0
         self.routed_events = 0
         self._unwritten_since_ms: int | None = None  # read time of the oldest event of the step in progress
+        self._waiting: asyncio.Timeout | None = None  # the router's wait for events, while it waits
         self.committed_events = 0
         self.spooled_batches = 0
         self.backpressure_s = 0.0
@@ -162,6 +163,10 @@ class Pipeline:
 
     async def run_router(self, stop: asyncio.Event) -> None:
         """Route until `stop` is set and the queue is empty (the adapters have stopped by then)."""
+        # One task for the whole run wakes a waiting router when `stop` is set, so that each wait
+        # costs one timer, not two tasks (the router waits for most of the candle feed's events).
+        stopper = asyncio.ensure_future(stop.wait())
+        stopper.add_done_callback(lambda _: self._wake_router())
         try:
             while True:
                 batch_events = await self._take(stop)
@@ -173,28 +178,30 @@ class Pipeline:
             ended = self.detector.close_all() if self.is_leader() else []
             await self._dispatch(Batch(candles=self._take_open_candles(), cascades=ended))
         finally:
+            stopper.cancel()
             self._router_done = True
             self._hurry.set()
             self._inbox_changed.set()
 
     async def _take(self, stop: asyncio.Event) -> list[Event] | None:
+        """The next step's events (at most batch_max), waiting for the first; None once `stop` is
+        set and the queue is empty. A wait that times out runs the tick (due cascades, candles)."""
         while self.queue.empty():
             if stop.is_set():
                 return None
-            getter = asyncio.ensure_future(self.queue.get())
-            stopper = asyncio.ensure_future(stop.wait())
             wait = 1.0
             if self._cascades_later:  # a quiet feed still writes a waiting cascade when it is due
                 _, due = next(iter(self._cascades_later.values()))
                 wait = min(wait, max(0.0, due - time.monotonic()))
-            done, _ = await asyncio.wait({getter, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if getter.done() and not getter.cancelled():
-                events = [getter.result()]
+            try:
+                async with asyncio.timeout(wait) as self._waiting:
+                    events = [await self.queue.get()]  # a cancelled get() leaves its item queued
                 break
-            getter.cancel()
-            if not done:
-                await self._tick()
+            except TimeoutError:
+                if not stop.is_set():
+                    await self._tick()
+            finally:
+                self._waiting = None
         else:
             events = []
         while len(events) < self.settings.batch_max:
@@ -203,6 +210,11 @@ class Pipeline:
             except asyncio.QueueEmpty:
                 break
         return events
+
+    def _wake_router(self) -> None:
+        """End the router's wait now (`stop` was set): its timeout expires at once."""
+        if self._waiting is not None and not self._waiting.expired():
+            self._waiting.reschedule(asyncio.get_running_loop().time())
 
     @staticmethod
     def _read_ms(oldest: Event) -> int:

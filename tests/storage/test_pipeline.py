@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from collector.pipeline import CANDLE_FLUSH_S
+from collector.service import CollectorService
 from collector.storage.spool import decode_batch
 from common.config import Settings
 from common.events import Event
@@ -126,6 +127,19 @@ async def test_steps_that_only_move_open_candles_cost_the_database_nothing(setti
         assert service.db.batches == before
         await wait_until(lambda: stored_close() == Decimal(50040), what="the next flush", within=CANDLE_FLUSH_S + 10)
         assert service.db.batches == before + 1
+
+
+async def test_an_idle_router_stops_as_soon_as_it_is_told(settings: Settings) -> None:
+    """The router waits up to a second at a time for events; `stop` must end that wait at once, for
+    the shutdown's budget is shared by every step after it."""
+    pipeline = CollectorService(settings).pipeline  # nothing opened: an empty router needs nothing
+    stop = asyncio.Event()
+    router = asyncio.create_task(pipeline.run_router(stop))
+    await asyncio.sleep(0.3)  # the router waits for events
+    told = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(router, timeout=5)
+    assert time.monotonic() - told < 0.2
 
 
 async def test_the_collector_says_how_far_behind_it_is_while_it_works_off_a_backlog(
