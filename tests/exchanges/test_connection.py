@@ -264,8 +264,8 @@ async def test_a_session_ending_while_its_frame_waits_for_queue_room_queues_the_
 
 
 async def test_reading_a_busy_feed_sets_no_timer_per_frame() -> None:
-    """A timeout around each recv() armed and cancelled a timer per frame: ~8 % of the collector's
-    CPU between bursts. The session looks up from reading on a tick instead."""
+    """A timeout around each recv() armed and cancelled a timer per frame: a fifth of the read
+    path's CPU (bench.bench_read). The session looks up from reading on a tick instead."""
     async with BinanceServer() as srv, _running("binance", srv) as run:
         await srv.wait_connected(1)
         await run.wait_for(lambda: bool(run.statuses("connected")))
