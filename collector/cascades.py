@@ -189,6 +189,10 @@ class _Baseline:
         return self.total - self.cents[self.head % _SPAN]
 
 
+def _time_of(ev: Liquidation) -> int:
+    return ev.time_ms
+
+
 @dataclass(slots=True)
 class _Pending:
     """Same-side events of the last window that belong to no cascade, with their running sums."""
@@ -466,7 +470,14 @@ class CascadeDetector:
             return  # older than the window: it can no longer start anything
         pending.latest_ms = latest
         events, keys = pending.events, pending.keys
-        events.append(ev)
+        if events and ev.time_ms < events[-1].time_ms:
+            # Out of order (another venue's socket behind, a batch of its backlog): the window stays
+            # sorted, for the trim below takes the oldest from the front. Unsorted, older events
+            # stayed behind a newer front one and inflated the window's sums: background flow
+            # became "cascades" of hundreds of events.
+            events.insert(bisect.bisect_right(events, ev.time_ms, key=_time_of), ev)
+        else:
+            events.append(ev)
         keys.add(ev.key)
         weighted, usd = pending.weighted + event_weight(ev), pending.usd + ev.value_usd
         while events and (events[0].time_ms < latest - self.window_ms or len(events) > _RING_MAX):

@@ -183,6 +183,21 @@ def test_a_late_event_from_before_the_window_does_not_join() -> None:
     assert same.id == c.id and c.count == 6
 
 
+def test_events_delivered_out_of_order_never_count_beyond_their_window() -> None:
+    """A venue's socket behind another's delivers older events after newer ones, in batches of
+    whatever size the router took. The window of events that may start a cascade must still hold
+    only the last window_s of exchange time: two stale events left in it made five-of-$100,000
+    out of four."""
+    d = detector()
+    assert d.process([liq("bybit", T0 + 100_000, qty="0.6")], WALL).cascades == []  # $30,000 each
+    behind = [liq("bybit", T0 + 50_000, qty="0.6"), liq("bybit", T0 + 60_000, qty="0.6")]  # still in its window
+    assert d.process(behind, WALL).cascades == []
+    later = [liq("bybit", T0 + t, qty="0.6") for t in (150_000, 155_000, 160_000)]
+    # In the window [100 s, 160 s]: four events, $120,000: no cascade (the two at 50 s and 60 s are gone).
+    assert d.process(later, WALL).cascades == []
+    assert d.process([liq("bybit", T0 + 159_000, qty="0.6")], WALL).cascades != []  # the fifth in it
+
+
 # --- the relative rule, the cap, the cross-venue join (issue #10) ----------------------------------
 
 MINUTE = 60_000
