@@ -3,27 +3,27 @@
     .venv/bin/python -m bench.bench_read [--rate 4000] [--seconds 10] [--symbols 100] [--rounds 3]
 
 A fake Binance server (collector.replay_server, in a process of its own so that its CPU is not
-counted) pushes 1-minute kline frames of `--symbols` symbols at `--rate` frames a second, in 10-ms
-ticks, on one combined-stream connection (an explicit list of 100 symbols is 200 streams, the
-adapter's most on one connection; Binance pushes each open minute every 250 ms, so the whole
-market's 600 symbols are ~2,400 frames a second). The real `BinanceAdapter` reads
-them into a bounded queue drained at once. Printed per round: frames received per second, the
-adapter process's CPU in % of one core and in microseconds per frame (websockets' framing, the
-adapter's session loop, parse and normalise, the queue). Between bursts this is most of the
-collector's work (bench.bench_market's quiet phase).
+counted) pushes 1-minute kline frames (`bench.market_feed`, as bench_market writes them) of
+`--symbols` symbols at `--rate` frames a second, in 10-ms ticks, on one combined-stream connection
+(an explicit list of 100 symbols is 200 streams, the adapter's most on one connection; Binance
+pushes each open minute every 250 ms, so the whole market's 600 symbols are ~2,400 frames a
+second). The real `BinanceAdapter` reads them into a bounded queue drained at once. Printed per
+round: frames received per second, the adapter process's CPU in % of one core and in microseconds
+per frame (websockets' framing, the adapter's session loop, parse and normalise, the queue).
+Between bursts this is most of the collector's work (bench.bench_market's quiet phase).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import statistics
 import time
 from collections.abc import Sequence
 from multiprocessing.queues import SimpleQueue
 
+from bench.market_feed import binance_kline
 from collector.exchanges.binance import BinanceAdapter
 from collector.health import StreamHealth
 from collector.replay_server import BinanceServer
@@ -38,24 +38,12 @@ def symbols(n: int) -> list[str]:
     return [f"C{i:04d}USDT" for i in range(n)]
 
 
-def kline_frame(symbol: str, i: int) -> str:
-    """A combined-stream kline push as Binance writes it (an open minute)."""
-    t = 1_732_400_040_000
-    close = f"{97_000 + i % 500}.{i % 10}0"
-    k = {
-        "t": t, "T": t + 59_999, "s": symbol, "i": "1m", "f": 1, "L": 2 + i, "o": "97000.10", "c": close,
-        "h": "97600.00", "l": "96900.00", "v": f"{12 + i % 40}.345", "n": 10 + i, "x": False,
-        "q": "1197000.50", "V": "6.100", "Q": "590000.10", "B": "0",
-    }  # fmt: skip
-    data = {"e": "kline", "E": t + 20_000 + i, "s": symbol, "k": k}
-    return json.dumps({"stream": f"{symbol.lower()}@kline_1m", "data": data}, separators=(",", ":"))
-
-
 def serve(port: SimpleQueue[int], rate: int, seconds: float, n_symbols: int) -> None:
     """The fake venue: waits for the adapter, then pushes `rate` frames a second for `seconds`."""
 
     async def main() -> None:
-        texts = [kline_frame(s, i) for i in range(8) for s in symbols(n_symbols)]
+        now = 1_732_400_040_000
+        texts = [binance_kline(s, now + tick, tick)[1] for tick in range(8) for s in symbols(n_symbols)]
         async with BinanceServer() as srv:
             port.put(srv.port)
             await srv.wait_connected(1, within=30)

@@ -206,6 +206,19 @@ def _ohlc(tick: int) -> tuple[str, str, str, str, str, str]:
     return "10.00", "11.00", "9.50", f"{close:.2f}", f"{volume}.5", f"{volume * 10}.25"
 
 
+def binance_kline(symbol: str, now_ms: int, tick: int) -> tuple[str, str]:
+    """(stream, combined-stream frame text) of one Binance 1-minute kline update of an open minute."""
+    start = now_ms - now_ms % 60_000
+    o, h, lo, c, v, q = _ohlc(tick)
+    stream = f"{symbol.lower()}@kline_1m"
+    k = (
+        f'{{"t":{start},"T":{start + 59_999},"s":"{symbol}","i":"1m","f":100,"L":{100 + tick},'
+        f'"o":"{o}","c":"{c}","h":"{h}","l":"{lo}","v":"{v}","n":{tick},"x":false,'
+        f'"q":"{q}","V":"50.1","Q":"501.0","B":"0"}}'
+    )
+    return stream, f'{{"stream":"{stream}","data":{{"e":"kline","E":{now_ms},"s":"{symbol}","k":{k}}}}}'
+
+
 class BinanceFeed(VenueFeed):
     """Binance USD-M: `<symbol>@kline_1m` every 250 ms per symbol, forceOrder on `!forceOrder@arr`."""
 
@@ -226,15 +239,7 @@ class BinanceFeed(VenueFeed):
         return {ALL_LIQUIDATIONS.lower()} | {f"{s.lower()}@kline_1m" for s in self.symbols}
 
     def kline(self, symbol: str, now_ms: int, tick: int) -> tuple[str, str]:
-        start = now_ms - now_ms % 60_000
-        o, h, lo, c, v, q = _ohlc(tick)
-        stream = f"{symbol.lower()}@kline_1m"
-        k = (
-            f'{{"t":{start},"T":{start + 59_999},"s":"{symbol}","i":"1m","f":100,"L":{100 + tick},'
-            f'"o":"{o}","c":"{c}","h":"{h}","l":"{lo}","v":"{v}","n":{tick},"x":false,'
-            f'"q":"{q}","V":"50.1","Q":"501.0","B":"0"}}'
-        )
-        return stream, f'{{"stream":"{stream}","data":{{"e":"kline","E":{now_ms},"s":"{symbol}","k":{k}}}}}'
+        return binance_kline(symbol, now_ms, tick)
 
     def liquidation_frame(self, symbol: str, items: list[LiqItem], now_ms: int) -> tuple[str, str]:
         (item,) = items  # Binance: one liquidation a frame

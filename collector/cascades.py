@@ -65,6 +65,7 @@ import heapq
 import itertools
 import logging
 import math
+import operator
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -92,6 +93,7 @@ _MINUTE_MS = 60_000
 # The pending window per (instrument, side): a window holding this many events has long qualified
 # on count, so older ones only matter for USD; the bound keeps memory small under floods.
 _RING_MAX = 5_000
+_TIME = operator.attrgetter("time_ms")  # an event's exchange time: the order of a window
 _NEVER = 2**63  # no check queued
 # `_schedule` walks at most this many recent members: a busy cascade holds hundreds, and the check
 # it schedules when these have left walks on from there.
@@ -189,13 +191,10 @@ class _Baseline:
         return self.total - self.cents[self.head % _SPAN]
 
 
-def _time_of(ev: Liquidation) -> int:
-    return ev.time_ms
-
-
 @dataclass(slots=True)
 class _Pending:
-    """Same-side events of the last window that belong to no cascade, with their running sums."""
+    """Same-side events of the last window that belong to no cascade, in exchange-time order, with
+    their running sums."""
 
     events: deque[Liquidation] = field(default_factory=deque)
     keys: set[int] = field(default_factory=set)
@@ -475,7 +474,7 @@ class CascadeDetector:
             # sorted, for the trim below takes the oldest from the front. Unsorted, older events
             # stayed behind a newer front one and inflated the window's sums: background flow
             # became "cascades" of hundreds of events.
-            events.insert(bisect.bisect_right(events, ev.time_ms, key=_time_of), ev)
+            events.insert(bisect.bisect_right(events, ev.time_ms, key=_TIME), ev)
         else:
             events.append(ev)
         keys.add(ev.key)

@@ -485,14 +485,22 @@ class ExchangeAdapter:
                 if reader.done():
                     return reader.result()  # raises what ended it: closed, SessionEnded
                 reason = self._ending(shard, opened)
-                waiting = reading.since
-                if reason is None and waiting is not None and time.monotonic() - waiting >= silence:
+                since = reading.since
+                if reason is None and since is not None and time.monotonic() - since >= silence:
                     if self.may_idle(shard) and await self._alive(ws):
-                        reading.since = time.monotonic() if reading.since is not None else None
+                        if reading.since is not None:  # still waiting: the probe's answer counts as a frame
+                            reading.since = time.monotonic()
                         continue
                     reason = f"silence {silence:g}s"
                 if reason is not None:
-                    return await self._stop_reading(reader, reading, reason)
+                    # The reader stops between frames: one waiting for a frame is cancelled below
+                    # (websockets keeps a frame that a cancelled recv() did not return); one still
+                    # queueing a frame's events (backpressure may hold it there) finishes them first,
+                    # so no event of a frame already read is lost.
+                    reading.stop = reason
+                    if reading.since is None:
+                        await reader
+                    return reason
                 # Quiet is not silent: the line answered recently, so it still covers its streams
                 # (stored coverage is refreshed by these beats, traffic or not).
                 if shard.confirmed and time.monotonic() - last_beat >= self.heartbeat_interval_s:
@@ -547,19 +555,6 @@ class ExchangeAdapter:
             if not shard.confirmed and not shard.pending:
                 await self._confirm(shard)
         return reading.stop
-
-    @staticmethod
-    async def _stop_reading(reader: asyncio.Task[str], reading: _Reading, reason: str) -> str:
-        """End the reader: at once while it waits for a frame (websockets keeps a frame that a
-        cancelled recv() did not return), else once its frame's events are queued (backpressure
-        may hold it there), so that no event of a frame already read is lost."""
-        reading.stop = reason
-        if reading.since is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            return reason
-        return await reader
 
     def _spawn_successor(self, shard: Shard) -> None:
         """Make before break: a new connection with the same streams, opened while this one reads."""
