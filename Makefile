@@ -52,6 +52,7 @@ bench: venv-dev services
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_parse
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_parse_instructions
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_pipeline
+	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_db
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_pages
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_export
 	set -a; . var/services.env; set +a; PYTHONPATH=. $(PY) -m bench.bench_cascades

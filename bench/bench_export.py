@@ -44,7 +44,7 @@ def _range_for(url: str, rows: int) -> tuple[int, int, int]:
         end: datetime = end_row[0]
         row = conn.execute(
             "SELECT bucket, seen FROM (SELECT bucket, sum(sum(events)) OVER (ORDER BY bucket DESC) AS seen "
-            "FROM liquidations_1h GROUP BY bucket) AS h WHERE seen >= %s ORDER BY bucket DESC LIMIT 1",
+            "FROM liquidations_1h_all GROUP BY bucket) AS h WHERE seen >= %s ORDER BY bucket DESC LIMIT 1",
             (rows,),
         ).fetchone()
     assert row is not None, f"the benchmark database holds fewer than {rows:,} liquidations"

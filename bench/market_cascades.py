@@ -50,7 +50,7 @@ def _ms(moment: datetime) -> int:
 def pick_coins(conn: psycopg.Connection, ranks: list[int], since: datetime) -> list[tuple[int, str, float]]:
     """(rank, coin, USD) for BTC and the coins at `ranks` by USD liquidated since `since`."""
     rows = conn.execute(
-        """SELECT i.base, sum(r.value_usd)::float8 FROM liquidations_1h r JOIN instruments i USING (exchange, symbol)
+        """SELECT i.base, sum(r.value_usd)::float8 FROM liquidations_1h_all r JOIN instruments i USING (exchange, symbol)
            WHERE r.bucket >= %s GROUP BY 1 ORDER BY 2 DESC""",
         (since,),
     ).fetchall()

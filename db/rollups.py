@@ -1,9 +1,14 @@
-"""The liquidation rollups computed in bulk from the raw rows.
+"""The liquidation rollups computed in bulk, and the fold of closed hours.
 
-The collector's writer keeps them up to date row by row (collector/storage/timescale_sql.py); this
-is the same aggregate for a whole range at once, for the dataset generators (bench/) and the
-tests' seeding, so every copy of the data agrees with what the writer makes. The market rollup is
-built from `liquidations_1h`, which equals the raw rows, so it comes after it.
+The collector's writer keeps them up to date batch by batch (collector/storage/timescale_sql.py):
+the minutes always, the hours and days only before `rollup_fold.folded_through` (W). `FOLD` folds
+the hour at W from the minutes once it has closed and moves W on (db/migrations/0018);
+readers use the `_all` views, which take the hours from W on from the minutes.
+
+`rebuild` is the same aggregate for a whole range at once, for the dataset generators (bench/) and
+the tests' seeding, so every copy of the data agrees with what the writer makes: the hours and
+days from the raw rows before W only. The market rollup is built from `liquidations_1h`, so it
+comes after it.
 """
 
 from __future__ import annotations
@@ -23,16 +28,43 @@ _SYMBOL = """
     SELECT time_bucket({width}, time), exchange, symbol, side, source,
            count(*), sum(quantity), sum(value_usd), max(value_usd)
     FROM liquidations
-    WHERE time >= %s AND time < %s
+    WHERE time >= %s AND time < %s {folded}
     GROUP BY 1, 2, 3, 4, 5
 """
 _MARKET = """
     INSERT INTO liquidations_market_1h (bucket, exchange, side, source, events, value_usd, max_value_usd)
     SELECT bucket, exchange, side, source, sum(events), sum(value_usd), max(max_value_usd)
     FROM liquidations_1h
-    WHERE bucket >= %s AND bucket < %s
+    WHERE bucket >= %s AND bucket < %s AND bucket < (SELECT folded_through FROM rollup_fold)
     GROUP BY 1, 2, 3, 4
 """
+_BEFORE_FOLD = "AND time < (SELECT folded_through FROM rollup_fold)"
+
+# The fold of one closed hour [%(hour)s, %(next)s): the line moves first (it waits for every
+# writer holding it FOR SHARE, and holds the next ones off until the commit), so each statement
+# after it sees every minute written before the hour was folded; a writer after the commit
+# upserts its rows of the folded hour into the hours and days itself. The hour's folded rows (left
+# by a rebuild, if any) are replaced, the whole market's hour comes from the folded hour, and the
+# day from its hours before the new line.
+FOLD_MOVE = "UPDATE rollup_fold SET folded_through = %(next)s WHERE folded_through = %(hour)s"
+FOLD = (
+    "DELETE FROM liquidations_1h WHERE bucket >= %(hour)s AND bucket < %(next)s",
+    """INSERT INTO liquidations_1h (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
+       SELECT %(hour)s, exchange, symbol, side, source, sum(events), sum(quantity), sum(value_usd), max(max_value_usd)
+       FROM liquidations_1m WHERE bucket >= %(hour)s AND bucket < %(next)s
+       GROUP BY exchange, symbol, side, source""",
+    "DELETE FROM liquidations_market_1h WHERE bucket >= %(hour)s AND bucket < %(next)s",
+    """INSERT INTO liquidations_market_1h (bucket, exchange, side, source, events, value_usd, max_value_usd)
+       SELECT %(hour)s, exchange, side, source, sum(events), sum(value_usd), max(max_value_usd)
+       FROM liquidations_1h WHERE bucket >= %(hour)s AND bucket < %(next)s
+       GROUP BY exchange, side, source""",
+    "DELETE FROM liquidations_1d WHERE bucket = %(day)s",
+    """INSERT INTO liquidations_1d (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
+       SELECT %(day)s, exchange, symbol, side, source, sum(events), sum(quantity), sum(value_usd), max(max_value_usd)
+       FROM liquidations_1h WHERE bucket >= %(day)s AND bucket < %(next)s
+       GROUP BY exchange, symbol, side, source""",
+)
+FOLDED_THROUGH = "SELECT folded_through FROM rollup_fold"
 
 
 def widened(width: str, start: datetime, end: datetime) -> tuple[datetime, datetime]:
@@ -43,12 +75,15 @@ def widened(width: str, start: datetime, end: datetime) -> tuple[datetime, datet
 
 
 def symbol_rollup(table: str, width: str) -> sql.Composed:
-    """The INSERT of `table`'s buckets in [%s, %s) (bounds aligned to `width`) from the raw rows."""
-    return sql.SQL(_SYMBOL).format(table=sql.Identifier(table), width=sql.Literal(width))
+    """The INSERT of `table`'s buckets in [%s, %s) (bounds aligned to `width`) from the raw rows
+    (for the hours and days, the rows before the fold's line only)."""
+    folded = sql.SQL("" if table == SYMBOL_ROLLUPS[0][0] else _BEFORE_FOLD)
+    return sql.SQL(_SYMBOL).format(table=sql.Identifier(table), width=sql.Literal(width), folded=folded)
 
 
 def market_rollup() -> sql.Composed:
-    """The INSERT of the whole market's hours in [%s, %s) (hour-aligned) from `liquidations_1h`."""
+    """The INSERT of the whole market's hours in [%s, %s) (hour-aligned) from `liquidations_1h`
+    (before the fold's line)."""
     return sql.SQL(_MARKET).format()
 
 

@@ -8,6 +8,7 @@ from psycopg import sql
 from db import rollups
 from db.migrate import MigrationError, migrate
 from tests import services
+from tests.storage.helpers import ROLLUPS_EQUAL_RAW
 
 
 def test_schema_is_applied_once_and_recorded(database_url: str) -> None:
@@ -131,9 +132,9 @@ def test_large_liquidations_have_a_partial_index_the_markers_use(database_url: s
 
 
 def test_upgrade_builds_the_new_rollups_from_the_stored_hours() -> None:
-    # A database with history from before 0015/0016: its raw rows and its minute and hour rollups,
-    # and neither the daily nor the market rollup. Migrating builds both from the hours, equal to
-    # what the raw rows give.
+    # A database with history from before 0015/0016 (and 0018): its raw rows and its minute and hour
+    # rollups, and neither the daily nor the market rollup. Migrating builds both from the hours,
+    # equal to what the raw rows give.
     url = services.create_test_database()
     try:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -151,13 +152,18 @@ def test_upgrade_builds_the_new_rollups_from_the_stored_hours() -> None:
                     rollups.symbol_rollup(table, width),
                     (datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
                 )
-            conn.execute("DROP TABLE liquidations_1d")
-            conn.execute("DROP TABLE liquidations_market_1h")
+            conn.execute("DROP VIEW liquidations_1h_all, liquidations_1d_all, liquidations_market_1h_all")
+            for table in ("liquidations_1d", "liquidations_market_1h", "rollup_fold"):  # hypertables: one by one
+                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
             conn.execute(
-                "DELETE FROM schema_migrations WHERE name IN "
-                "('migrations/0015_market_rollup.sql', 'migrations/0016_daily_rollup.sql')"
+                "DELETE FROM schema_migrations WHERE name IN ('migrations/0015_market_rollup.sql', "
+                "'migrations/0016_daily_rollup.sql', 'migrations/0018_folded_rollups.sql')"
             )
-        assert migrate(url) == ["migrations/0015_market_rollup.sql", "migrations/0016_daily_rollup.sql"]
+        assert migrate(url) == [
+            "migrations/0015_market_rollup.sql",
+            "migrations/0016_daily_rollup.sql",
+            "migrations/0018_folded_rollups.sql",
+        ]
         with psycopg.connect(url) as conn:
             market = conn.execute(
                 "SELECT bucket, exchange, side, source, events, value_usd, max_value_usd FROM liquidations_market_1h "
@@ -182,5 +188,41 @@ def test_upgrade_builds_the_new_rollups_from_the_stored_hours() -> None:
                 ).fetchall()
             )
             assert len(daily) > 12 and sum(r[5] for r in daily) == 8000  # nine days, every row once
+    finally:
+        services.drop_test_database(url)
+
+
+def test_upgrade_to_folded_rollups_keeps_every_tier_equal_to_the_raw_rows() -> None:
+    # A database from before 0018 kept every tier exact, the open hour and today's row too. After
+    # the upgrade the fold's line is this hour: the views take it from the minutes, and today's
+    # day row must no longer hold it (else it would count twice).
+    url = services.create_test_database()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                """INSERT INTO liquidations (time, exchange, symbol, side, quantity, price, value_usd, raw_side,
+                                             received_at, source, sampled, event_key)
+                   SELECT now() - i * interval '37 seconds',
+                          (ARRAY['binance', 'bybit'])[1 + i % 2], (ARRAY['BTCUSDT', 'ETHUSDT', 'SOLUSDT'])[1 + i % 3],
+                          (ARRAY['LONG', 'SHORT'])[1 + i % 5 / 3], 1 + i % 7, 100 + i % 13, (1 + i % 7) * (100 + i % 13),
+                          'SELL', now(), 'live', false, i
+                   FROM generate_series(0, 3000) AS i"""  # the last 31 hours, up to now
+            )
+            conn.execute("UPDATE rollup_fold SET folded_through = '2100-01-01 00:00+00'")  # every tier, as before
+            rollups.rebuild(conn, datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+            conn.execute("DROP VIEW liquidations_1h_all, liquidations_1d_all, liquidations_market_1h_all")
+            conn.execute("DROP TABLE rollup_fold")
+            conn.execute("DELETE FROM schema_migrations WHERE name = 'migrations/0018_folded_rollups.sql'")
+        assert migrate(url) == ["migrations/0018_folded_rollups.sql"]
+        with psycopg.connect(url) as conn:
+            assert conn.execute(ROLLUPS_EQUAL_RAW).fetchone() == (True,)
+            line, in_day_row, before_line = conn.execute(
+                """SELECT (SELECT folded_through FROM rollup_fold),
+                          (SELECT sum(events) FROM liquidations_1d WHERE bucket = time_bucket('1 day', now())),
+                          (SELECT count(*) FROM liquidations WHERE time >= time_bucket('1 day', now())
+                                                              AND time < (SELECT folded_through FROM rollup_fold))"""
+            ).fetchone()
+            assert line == conn.execute("SELECT time_bucket('1 hour', now())").fetchone()[0]
+            assert (in_day_row or 0) == before_line
     finally:
         services.drop_test_database(url)

@@ -214,7 +214,7 @@ def _db_sums(
 # hour too), then the raw rows of those hours, newest hour first, until FEED_ROWS are found. A high
 # threshold never scans the raw rows of hours without such a liquidation.
 _FEED_HOURS = sql.SQL(
-    "SELECT bucket FROM liquidations_market_1h WHERE bucket >= %s AND bucket < %s AND {} AND max_value_usd >= %s "
+    "SELECT bucket FROM liquidations_market_1h_all WHERE bucket >= %s AND bucket < %s AND {} AND max_value_usd >= %s "
     "GROUP BY bucket ORDER BY bucket DESC"
 )
 _FEED_ROWS = sql.SQL(

@@ -32,8 +32,10 @@ from common.instruments import cascade_names
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
-RAW, MINUTES, HOURS, DAYS = "liquidations", "liquidations_1m", "liquidations_1h", "liquidations_1d"
-MARKET_HOURS = "liquidations_market_1h"
+# The hours and days through their views: the folded rows plus the open hours from the minutes
+# (db/migrations/0018), so they equal the raw rows at any moment.
+RAW, MINUTES, HOURS, DAYS = "liquidations", "liquidations_1m", "liquidations_1h_all", "liquidations_1d_all"
+MARKET_HOURS = "liquidations_market_1h_all"
 WIDTH_MS = {RAW: 0, MINUTES: MINUTE_MS, HOURS: HOUR_MS, MARKET_HOURS: HOUR_MS, DAYS: DAY_MS}  # of one row
 
 

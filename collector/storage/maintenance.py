@@ -1,6 +1,14 @@
-"""Retention: drop whole chunks past their age (raw and candles after `retention_raw_days`, the
-rollups and hourly candles after `retention_rollup_days`). Runs at start and then every hour; a database that does
-not answer (within the connect timeout and the batch deadline) is skipped until the next round.
+"""The database's housekeeping, on the leading collector only.
+
+- The fold: each closed hour of the liquidation rollups is folded from the minutes into the hours,
+  the market's hours and its day (db/rollups.py `FOLD`, db/migrations/0018), once it has been
+  closed for `FOLD_DELAY_S` (so a venue a little behind still lands before it); checked every
+  `FOLD_CHECK_S`, one transaction an hour, catching up after a stop.
+- Retention: drop whole chunks past their age (raw and candles after `retention_raw_days`, the
+  rollups and hourly candles after `retention_rollup_days`), at start and then every hour.
+
+A database that does not answer (within the connect timeout and the batch deadline) is skipped
+until the next round; a fold left half done is a rolled-back transaction, done again next round.
 """
 
 from __future__ import annotations
@@ -8,15 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 
 from common.config import Settings
+from db import rollups
 
 log = logging.getLogger("collector.maintenance")
 
 INTERVAL_S = 3600.0
+FOLD_CHECK_S = 30.0
+FOLD_DELAY_S = 120.0
+_HOUR = timedelta(hours=1)
 
 _DROP = "SELECT count(*) FROM drop_chunks(%s::regclass, older_than => now() - make_interval(days => %s))"
 
@@ -52,28 +67,70 @@ async def apply_retention(
     return dropped
 
 
+async def fold_closed_hours(
+    database_url: str, *, now: float | None = None, delay_s: float = FOLD_DELAY_S, connect_timeout: float = 5.0
+) -> int:
+    """Fold every hour closed for `delay_s` at `now` (epoch s; default: the clock), oldest first, one
+    transaction each; return how many were folded. Another collector folding at once is harmless:
+    the hour it folded first is skipped here."""
+    deadline = datetime.fromtimestamp((time.time() if now is None else now) - delay_s, tz=UTC)
+    folded = 0
+    connect = psycopg.AsyncConnection.connect(database_url, connect_timeout=max(1, round(connect_timeout)))
+    async with await connect as conn:
+        while True:
+            async with conn.transaction():
+                row = await (await conn.execute(rollups.FOLDED_THROUGH)).fetchone()
+            if row is None:
+                raise RuntimeError("rollup_fold has no row: the schema is not db/migrations' (0018)")
+            hour = row[0].astimezone(UTC)
+            if hour + _HOUR > deadline:
+                return folded
+            params = {"hour": hour, "next": hour + _HOUR, "day": hour.replace(hour=0)}
+            async with conn.transaction():
+                moved = await conn.execute(rollups.FOLD_MOVE, params)
+                if moved.rowcount == 1:
+                    for statement in rollups.FOLD:
+                        await conn.execute(statement, params)
+                    folded += 1
+            await asyncio.sleep(0)
+
+
 async def run_maintenance(
     settings: Settings,
     stop: asyncio.Event,
     interval_s: float = INTERVAL_S,
     is_leader: Callable[[], bool] = lambda: True,
+    fold_check_s: float = FOLD_CHECK_S,
 ) -> None:
-    """Apply retention now and every `interval_s` until `stop` is set, on the leading collector only
-    (collector/leader.py: several collectors may share one database)."""
+    """Fold closed hours every `fold_check_s` and apply retention now and every `interval_s` until
+    `stop` is set, on the leading collector only (collector/leader.py: several collectors may share
+    one database)."""
     plan = retention_plan(settings)
+    retention_due = 0.0
     while not stop.is_set():
-        if not is_leader():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=min(interval_s, 5.0))
-            continue
-        try:
-            async with asyncio.timeout(settings.db_batch_timeout_s):
-                await apply_retention(settings.database_url, plan, connect_timeout=settings.db_connect_timeout_s)
-        except psycopg.Error as exc:
-            log.warning("retention skipped this round: %s", " ".join(str(exc).split()))
-        except TimeoutError:
-            log.warning("retention skipped this round: no answer within %g s", settings.db_batch_timeout_s)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
-        except TimeoutError:
-            pass
+        if is_leader():
+            await _round(
+                "fold",
+                settings,
+                fold_closed_hours(settings.database_url, connect_timeout=settings.db_connect_timeout_s),
+            )
+            if time.monotonic() >= retention_due:
+                retention_due = time.monotonic() + interval_s
+                await _round(
+                    "retention",
+                    settings,
+                    apply_retention(settings.database_url, plan, connect_timeout=settings.db_connect_timeout_s),
+                )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=min(interval_s, fold_check_s) if is_leader() else 5.0)
+
+
+async def _round(what: str, settings: Settings, work: Coroutine[Any, Any, object]) -> None:
+    """One round of `what` under the batch deadline; an outage skips it until the next round."""
+    try:
+        async with asyncio.timeout(settings.db_batch_timeout_s):
+            await work
+    except psycopg.Error as exc:
+        log.warning("%s skipped this round: %s", what, " ".join(str(exc).split()))
+    except TimeoutError:
+        log.warning("%s skipped this round: no answer within %g s", what, settings.db_batch_timeout_s)

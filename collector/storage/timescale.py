@@ -365,6 +365,8 @@ class TimescaleWriter:
         async with self._connection() as conn, conn.transaction(), conn.pipeline():
             cur = conn.cursor()
             liq_curs = []
+            if liqs:
+                await cur.execute(q.LOCK_FOLD)
             for start in range(0, len(liqs), q.STATEMENT_ROWS):
                 await asyncio.sleep(0)  # let the router run between chunks of CPU work
                 liq_cur = conn.cursor()

@@ -1,11 +1,13 @@
 """The SQL of the TimescaleDB writer and the encoders that turn batches into its parameters.
 
 Liquidations go in through `unnest` arrays with `ON CONFLICT DO NOTHING RETURNING`, and the
-returned rows (only those really inserted) feed the rollup upserts (per minute, hour and day for
-each symbol, per hour for the whole market) in the same statement, so the rollups always equal an
-aggregate over the raw rows, however often a batch is re-delivered or replayed. Candles, cascades
-and stream coverage are upserts; earlier cascade members are flagged with an UPDATE. Pure functions only: the writer (`timescale.py`) owns the
-connections.
+returned rows (only those really inserted) feed the rollup upserts in the same statement: the
+minute rollup always, and the hour, day and whole-market hour rollups only for rows older than
+`rollup_fold.folded_through` (newer hours are folded from the minutes once they close:
+db/migrations/0018, db/rollups.py). So the rollups, read through their `_all` views, always equal
+an aggregate over the raw rows, however often a batch is re-delivered or replayed. Candles,
+cascades and stream coverage are upserts; earlier cascade members are flagged with an UPDATE.
+Pure functions only: the writer (`timescale.py`) owns the connections.
 """
 
 from __future__ import annotations
@@ -43,12 +45,17 @@ WITH ins AS (
     ON CONFLICT DO NOTHING
     RETURNING time, exchange, symbol, side, source, quantity, value_usd
 )"""
+# The writer's first statement in a transaction with liquidations: the fold (db/rollups.py `FOLD`)
+# cannot move the line between the rows this transaction writes and its commit.
+LOCK_FOLD = "SELECT folded_through FROM rollup_fold FOR SHARE"
+# The rows the hour and day rollups take now: those before the line (held by LOCK_FOLD).
+_FOLDED = "(SELECT * FROM ins WHERE time < (SELECT folded_through FROM rollup_fold))"
 # One upsert per rollup of db/rollups.py (per symbol: minute, hour, day), from the inserted rows only.
 _SYMBOL_ROLLUP = """, {name} AS (
     INSERT INTO {table} AS r (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
     SELECT time_bucket('{width}', time), exchange, symbol, side, source, count(*), sum(quantity),
            sum(value_usd), max(value_usd)
-    FROM ins GROUP BY 1, 2, 3, 4, 5
+    FROM {rows} AS f GROUP BY 1, 2, 3, 4, 5
     ON CONFLICT (bucket, exchange, symbol, side, source) DO UPDATE
     SET events = r.events + EXCLUDED.events, quantity = r.quantity + EXCLUDED.quantity,
         value_usd = r.value_usd + EXCLUDED.value_usd,
@@ -58,7 +65,7 @@ _SYMBOL_ROLLUP = """, {name} AS (
 _MARKET_ROLLUP = """, market AS (
     INSERT INTO liquidations_market_1h AS r (bucket, exchange, side, source, events, value_usd, max_value_usd)
     SELECT time_bucket('1 hour', time), exchange, side, source, count(*), sum(value_usd), max(value_usd)
-    FROM ins GROUP BY 1, 2, 3, 4
+    FROM {rows} AS f GROUP BY 1, 2, 3, 4
     ON CONFLICT (bucket, exchange, side, source) DO UPDATE
     SET events = r.events + EXCLUDED.events, value_usd = r.value_usd + EXCLUDED.value_usd,
         max_value_usd = GREATEST(r.max_value_usd, EXCLUDED.max_value_usd)
@@ -67,10 +74,10 @@ _MARKET_ROLLUP = """, market AS (
 INSERT_LIQUIDATIONS = (
     _INSERT_RAW
     + "".join(
-        _SYMBOL_ROLLUP.format(name=f"r{i}", table=table, width=width)
+        _SYMBOL_ROLLUP.format(name=f"r{i}", table=table, width=width, rows="ins" if i == 0 else _FOLDED)
         for i, (table, width) in enumerate(rollups.SYMBOL_ROLLUPS)
     )
-    + _MARKET_ROLLUP
+    + _MARKET_ROLLUP.format(rows=_FOLDED)
     + "\nSELECT count(*) FROM ins\n"
 )
 

@@ -54,7 +54,7 @@ def test_segments_cover_the_range_without_overlap() -> None:
         pos = start
         for table, lo, hi in segs:
             assert lo == pos and hi > lo
-            width = {"liquidations": 1, "liquidations_1m": 60_000, "liquidations_1h": HOUR}[table]
+            width = {"liquidations": 1, "liquidations_1m": 60_000, "liquidations_1h_all": HOUR}[table]
             assert lo % width == 0 or table == "liquidations"
             assert hi % width == 0 or table == "liquidations"
             pos = hi
@@ -118,9 +118,9 @@ def test_totals_equal_raw_rows_for_any_range(settings: Settings, reader_pool: Co
             )
         # And the rollups themselves agree with the raw table (what the collector guarantees).
         raw = conn.execute("SELECT count(*), sum(value_usd) FROM liquidations").fetchone()
-        assert raw == conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_1h").fetchone()
-        assert raw == conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_market_1h").fetchone()
-        assert raw == conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_1d").fetchone()
+        assert raw == conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_1h_all").fetchone()
+        assert raw == conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_market_1h_all").fetchone()
+        assert raw == conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_1d_all").fetchone()
 
 
 def test_coverage_percent_and_gaps(settings: Settings, reader_pool: ConnectionPool) -> None:

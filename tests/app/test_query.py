@@ -162,9 +162,9 @@ def test_time_range_and_auto_interval() -> None:
 
 TIERS = [
     ("liquidations_1m",),
-    ("liquidations_1m", "liquidations_1h"),
-    ("liquidations_1m", "liquidations_market_1h"),
-    ("liquidations_1m", "liquidations_1h", "liquidations_1d"),
+    ("liquidations_1m", "liquidations_1h_all"),
+    ("liquidations_1m", "liquidations_market_1h_all"),
+    ("liquidations_1m", "liquidations_1h_all", "liquidations_1d_all"),
 ]
 
 
@@ -188,11 +188,13 @@ def test_segments_tile_the_range_exactly(start: int, span: int, tiers: tuple[str
 def test_rollup_tiers_follow_the_readers_buckets() -> None:
     coin = fq("BTCUSDT")
     whole = fq(None)
-    assert tiers_for(coin) == ("liquidations_1m", "liquidations_1h", "liquidations_1d")
-    assert tiers_for(coin, 4 * 3_600_000) == ("liquidations_1m", "liquidations_1h")  # 4 h bars: no days
+    # The hours and days through their views (folded rows plus the open hours from the minutes).
+    hours, days, market = "liquidations_1h_all", "liquidations_1d_all", "liquidations_market_1h_all"
+    assert tiers_for(coin) == ("liquidations_1m", hours, days)
+    assert tiers_for(coin, 4 * 3_600_000) == ("liquidations_1m", hours)  # 4 h bars: no days
     assert tiers_for(coin, 300_000) == ("liquidations_1m",)
-    assert tiers_for(whole) == ("liquidations_1m", "liquidations_market_1h")  # ALL: the market's hours, no days
-    assert tiers_for(whole, per_symbol=True) == ("liquidations_1m", "liquidations_1h", "liquidations_1d")
+    assert tiers_for(whole) == ("liquidations_1m", market)  # ALL: the market's hours, no days
+    assert tiers_for(whole, per_symbol=True) == ("liquidations_1m", hours, days)
 
 
 def test_data_layer_and_cli_import_no_streamlit() -> None:

@@ -60,7 +60,7 @@ def test_all_reads_the_market_rollup_and_agrees_with_every_contract(settings: Se
     events = _events(4_000)
     insert_liquidations(settings.database_url, events)
     with psycopg.connect(str(settings.database_url)) as conn:  # the writer's sums, here from seed's rebuild
-        market = conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_market_1h").fetchone()
+        market = conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_market_1h_all").fetchone()
     assert market == (len(events), sum((e.value_usd for e in events), Decimal(0)))
     rng = random.Random(5)
     for _ in range(12):

@@ -20,11 +20,34 @@ from common.live_view import Keys, decode_liquidation
 
 Totals = dict[tuple[str, str], tuple[int, Decimal]]
 
-ROLLUPS_EQUAL_RAW = """
-SELECT (SELECT array_agg(x ORDER BY x) FROM (SELECT (bucket, exchange, side, events, value_usd)::text x FROM liquidations_1m) a)
-     = (SELECT array_agg(x ORDER BY x) FROM (SELECT (time_bucket('1 minute', time), exchange, side, count(*), sum(value_usd))::text x
-                                              FROM liquidations GROUP BY time_bucket('1 minute', time), exchange, side) b)
+# Every rollup as readers see it (the minutes, and the hours, days and the market's hours through
+# their `_all` views: folded rows before the fold's line, minutes after it) equals the raw rows,
+# bucket for bucket (a day the line cuts has a row on each side: summed per bucket).
+_TIER_EQUAL_RAW = """
+(SELECT array_agg(x ORDER BY x) FROM (
+    SELECT (bucket, exchange, {symbol} side, source, sum(events), {quantity} sum(value_usd), max(max_value_usd))::text x
+    FROM {table} GROUP BY bucket, exchange, {symbol} side, source) a)
+IS NOT DISTINCT FROM
+(SELECT array_agg(x ORDER BY x) FROM (
+    SELECT (time_bucket('{width}', time), exchange, {symbol} side, source, count(*), {raw_quantity} sum(value_usd),
+            max(value_usd))::text x
+    FROM liquidations GROUP BY time_bucket('{width}', time), exchange, {symbol} side, source) b)
 """
+ROLLUPS_EQUAL_RAW = "SELECT " + " AND ".join(
+    _TIER_EQUAL_RAW.format(
+        table=table,
+        width=width,
+        symbol="" if table.startswith("liquidations_market") else "symbol,",
+        quantity="" if table.startswith("liquidations_market") else "sum(quantity),",
+        raw_quantity="" if table.startswith("liquidations_market") else "sum(quantity),",
+    )
+    for table, width in [
+        ("liquidations_1m", "1 minute"),
+        ("liquidations_1h_all", "1 hour"),
+        ("liquidations_1d_all", "1 day"),
+        ("liquidations_market_1h_all", "1 hour"),
+    ]
+)
 
 
 async def wait_until(condition: Callable[[], bool], within: float = 60.0, what: str = "condition") -> None:

@@ -4,14 +4,12 @@ aggregate of `candles`; retention drops its chunks with the rollups."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
 from collector.storage.maintenance import apply_retention, retention_plan
 from collector.storage.spool import Batch
@@ -33,15 +31,6 @@ SELECT time_bucket('1 hour', time), exchange, symbol, first(open, time), max(hig
        CASE WHEN bool_and(source = 'live') THEN 'live' ELSE min(source) FILTER (WHERE source <> 'live') END
 FROM candles GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
-
-
-@pytest.fixture
-async def writer(clean_db: str) -> AsyncIterator[TimescaleWriter]:
-    w = TimescaleWriter(clean_db)
-    await w.open()
-    await w.ensure_schema()
-    yield w
-    await w.close()
 
 
 def _rows(url: str, query: str) -> list[tuple[Any, ...]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import psycopg
@@ -23,15 +22,6 @@ def long_symbol(n: int = 2_800) -> str:
     """Letters that do not compress: the index entry really is ~2,800 bytes (SQLSTATE 54000)."""
     rng = random.Random(n)
     return "".join(rng.choice(string.ascii_uppercase) for _ in range(n))
-
-
-@pytest.fixture
-async def writer(clean_db: str) -> AsyncIterator[TimescaleWriter]:
-    w = TimescaleWriter(clean_db)
-    await w.open()
-    await w.ensure_schema()
-    yield w
-    await w.close()
 
 
 def _scalar(url: str, query: str) -> object:
@@ -113,7 +103,7 @@ async def test_rows_at_fault_are_isolated_and_everything_else_is_committed(
     assert _scalar(clean_db, "SELECT count(*) FROM liquidations") == 3_000
     assert _scalar(clean_db, "SELECT count(*) FROM liquidations WHERE symbol <> 'BTCUSDT'") == 0
     assert _scalar(clean_db, ROLLUPS_EQUAL_RAW) is True
-    assert _scalar(clean_db, "SELECT sum(events) FROM liquidations_1h") == 3_000
+    assert _scalar(clean_db, "SELECT sum(events) FROM liquidations_1h_all") == 3_000
     assert _scalar(clean_db, "SELECT count(*) FROM candles") == 1
     assert _scalar(clean_db, "SELECT count(*) FROM candles_1h") == 1
     assert _scalar(clean_db, "SELECT string_agg(connection_id, ',') FROM stream_coverage") == "conn-1"

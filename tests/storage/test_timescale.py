@@ -1,9 +1,7 @@
 import re
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import psycopg
-import pytest
 
 from collector.storage import timescale_sql as q
 from collector.storage.maintenance import apply_retention
@@ -29,15 +27,6 @@ SELECT time_bucket(%s::interval, time), exchange, symbol, side, source, count(*)
        max(value_usd)
 FROM liquidations GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
 """
-
-
-@pytest.fixture
-async def writer(clean_db: str) -> AsyncIterator[TimescaleWriter]:
-    w = TimescaleWriter(clean_db)
-    await w.open()
-    await w.ensure_schema()
-    yield w
-    await w.close()
 
 
 def _rows(url: str, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
