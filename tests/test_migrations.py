@@ -153,6 +153,7 @@ def test_upgrade_builds_the_new_rollups_from_the_stored_hours() -> None:
                     (datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
                 )
             conn.execute("DROP VIEW liquidations_1h_all, liquidations_1d_all, liquidations_market_1h_all")
+            conn.execute("DROP FUNCTION rollup_line()")
             for table in ("liquidations_1d", "liquidations_market_1h", "rollup_fold"):  # hypertables: one by one
                 conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
             conn.execute(
@@ -211,6 +212,7 @@ def test_upgrade_to_folded_rollups_keeps_every_tier_equal_to_the_raw_rows() -> N
             conn.execute("UPDATE rollup_fold SET folded_through = '2100-01-01 00:00+00'")  # every tier, as before
             rollups.rebuild(conn, datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
             conn.execute("DROP VIEW liquidations_1h_all, liquidations_1d_all, liquidations_market_1h_all")
+            conn.execute("DROP FUNCTION rollup_line()")
             conn.execute("DROP TABLE rollup_fold")
             conn.execute("DELETE FROM schema_migrations WHERE name = 'migrations/0018_folded_rollups.sql'")
         assert migrate(url) == ["migrations/0018_folded_rollups.sql"]

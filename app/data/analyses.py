@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app.data.connections import fetch_df
-from app.data.rows import HOUR_MS, MINUTE_MS, bucketed_rows
+from app.data.rows import HOUR_MS, MINUTE_MS, bucketed_rows, fold_line
 from app.query import INTERVAL_MS, Query
 
 BUCKETS: dict[str, str] = {
@@ -33,7 +33,7 @@ def volume_series(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, in
     """Per bucket, exchange and side: events, value_usd, largest single liquidation."""
     if interval not in BUCKETS:
         raise ValueError(f"unknown interval {interval!r}; one of {', '.join(BUCKETS)}")
-    inner, params = bucketed_rows(q, start_ms, end_ms, bucket_ms=INTERVAL_MS[interval])
+    inner, params = bucketed_rows(q, start_ms, end_ms, line_ms=fold_line(pool), bucket_ms=INTERVAL_MS[interval])
     query = sql.SQL(
         "SELECT time_bucket({}::interval, t) AS bucket, exchange, side, sum(events)::bigint AS events, "
         "sum(value_usd) AS value_usd, max(max_value_usd) AS max_value_usd "
@@ -91,7 +91,7 @@ def price_levels(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, buc
     """
     # Minute prices for up to a week; hourly ones beyond (a year of minutes is millions of rows).
     bucket_ms = HOUR_MS if end_ms - start_ms > 7 * 86_400_000 else MINUTE_MS
-    inner, params = bucketed_rows(q, start_ms, end_ms, bucket_ms=bucket_ms, per_symbol=True)
+    inner, params = bucketed_rows(q, start_ms, end_ms, line_ms=fold_line(pool), bucket_ms=bucket_ms, per_symbol=True)
     # Levels are placed in float8 (display only: a row on a boundary may land in either level);
     # the sums stay exact numerics. Numeric arithmetic per row took twice as long (a BTC year:
     # 146 vs 80 ms, bench/bench_pages.py).
@@ -139,7 +139,7 @@ def exchange_summary(series: pd.DataFrame) -> pd.DataFrame:
 
 def exchange_timing(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> pd.DataFrame:
     """Per exchange, its share of liquidations by UTC hour of day (when each venue is busy)."""
-    inner, params = bucketed_rows(q, start_ms, end_ms, bucket_ms=HOUR_MS)
+    inner, params = bucketed_rows(q, start_ms, end_ms, line_ms=fold_line(pool), bucket_ms=HOUR_MS)
     timing = fetch_df(
         pool,
         sql.SQL(

@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app.data.connections import fetch_all, fetch_df
-from app.data.rows import HOUR_MS, bucketed_rows, floor_ms, hours_table, to_ms, where
+from app.data.rows import HOUR_MS, bucketed_rows, floor_ms, fold_line, hour_rows, to_ms, where
 from app.query import Query
 
 EXPLORER_PAGE_ROWS = 100
@@ -65,11 +65,11 @@ def _page_lower_bound(pool: ConnectionPool, q: Query, start_ms: int, upper_ms: i
     (planning over a year of daily chunks alone costs ~200 ms). Only without row-level filters,
     which the rollup cannot count; None means "no bound"."""
     # Whole hours below `upper` only: the hour holding `upper` also counts rows at or after it.
-    w, params = where(q, "bucket", floor_ms(start_ms, HOUR_MS), floor_ms(upper_ms, HOUR_MS))
+    hours, params = hour_rows(q, floor_ms(start_ms, HOUR_MS), floor_ms(upper_ms, HOUR_MS), line_ms=fold_line(pool))
     query = sql.SQL(
         "SELECT bucket FROM (SELECT bucket, sum(sum(events)) OVER (ORDER BY bucket DESC) AS seen "
-        "FROM {} WHERE {} GROUP BY bucket) AS h WHERE seen >= %s ORDER BY bucket DESC LIMIT 1"
-    ).format(sql.Identifier(hours_table(q)), w)
+        "FROM ({}) AS r GROUP BY bucket) AS h WHERE seen >= %s ORDER BY bucket DESC LIMIT 1"
+    ).format(hours)
     rows = fetch_all(pool, query, [*params, limit])
     return rows[0][0] if rows else None
 
@@ -83,7 +83,7 @@ def explorer_count(
     or "cascade only" it needs the raw rows: counted for ranges up to RAW_COUNT_MAX_DAYS, not
     beyond (a year of raw rows takes seconds to scan; the page says so and still pages through)."""
     if q.min_usd <= 0 and not cascade_only:
-        inner, params = bucketed_rows(q, start_ms, end_ms)
+        inner, params = bucketed_rows(q, start_ms, end_ms, line_ms=fold_line(pool))
         query = sql.SQL("SELECT coalesce(sum(events), 0)::bigint, coalesce(sum(value_usd), 0) FROM ({}) AS b").format(
             inner
         )

@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app.data.connections import fetch_df
-from app.data.rows import HOUR_MS, bucketed_rows, ceil_ms, floor_ms
+from app.data.rows import HOUR_MS, bucketed_rows, ceil_ms, floor_ms, fold_line
 from app.data.rows import ts as utc_datetime
 from app.query import Query
 
@@ -26,7 +26,7 @@ MIN_SEASONAL_EVENTS = 500
 
 def hourly_by_side(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> pd.DataFrame:
     """One row per (UTC hour, side) with liquidations: hour, side, events, value_usd."""
-    inner, params = bucketed_rows(q, start_ms, end_ms, bucket_ms=HOUR_MS)
+    inner, params = bucketed_rows(q, start_ms, end_ms, line_ms=fold_line(pool), bucket_ms=HOUR_MS)
     query = sql.SQL(
         "SELECT time_bucket('1 hour', t) AS hour, side, sum(events)::bigint AS events, sum(value_usd) AS value_usd "
         "FROM ({}) AS b GROUP BY 1, 2 ORDER BY 1, 2"

@@ -26,7 +26,8 @@ from app.data.rows import (
     WIDTH_MS,
     bucketed_rows,
     finer,
-    hours_table,
+    fold_line,
+    hour_rows,
     segments,
     tiers_for,
     to_ms,
@@ -116,7 +117,7 @@ def totals(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> Breakd
     columns = "exchange, side" if whole_market else "exchange, symbol, side"
     parts: list[sql.Composable] = []
     params: list[Any] = []
-    for table, lo, hi in segments(start_ms, end_ms, tiers_for(q)):
+    for table, lo, hi in segments(start_ms, end_ms, tiers_for(q), line_ms=fold_line(pool)):
         query, p = _segment_select(q, table, lo, hi, columns)
         parts.append(query)
         params += p
@@ -155,7 +156,7 @@ def largest(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int) -> dict[
     hour or a minute, then take the raw row inside it."""
     tiers = tiers_for(q)
     best: tuple[Decimal, str, int, int] | None = None  # (usd, table, lo, hi) of the bucket holding it
-    for table, lo, hi in segments(start_ms, end_ms, tiers):
+    for table, lo, hi in segments(start_ms, end_ms, tiers, line_ms=fold_line(pool)):
         found = _largest_bucket(pool, q, table, lo, hi)
         if found is not None and (best is None or found[0] > best[0]):
             usd, at = found
@@ -197,7 +198,9 @@ def liquidation_bars(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int,
     the quantity is None: coins do not add up."""
     lo = start_ms // interval_ms * interval_ms
     whole_market = q.symbols is None
-    inner, params = bucketed_rows(q, lo, end_ms, bucket_ms=interval_ms, per_symbol=not whole_market)
+    inner, params = bucketed_rows(
+        q, lo, end_ms, line_ms=fold_line(pool), bucket_ms=interval_ms, per_symbol=not whole_market
+    )
     quantity = "NULL::numeric" if whole_market else "sum(quantity)"
     query = sql.SQL(
         "SELECT time_bucket(%s::interval, t) AS bar, side, sum(events)::bigint AS events, "
@@ -301,13 +304,13 @@ def big_liquidations(
     pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, min_usd: Decimal, limit: int = 100
 ) -> pd.DataFrame:
     """The largest liquidations of at least `min_usd` (hours found via the hourly rollup first)."""
-    w, params = where(q, "bucket", start_ms // HOUR_MS * HOUR_MS, end_ms)
+    hour_query, params = hour_rows(q, start_ms // HOUR_MS * HOUR_MS, end_ms, line_ms=fold_line(pool))
     hours = fetch_all(
         pool,
         sql.SQL(
-            "SELECT bucket FROM {} WHERE {} AND max_value_usd >= %s "
+            "SELECT bucket FROM ({}) AS r WHERE max_value_usd >= %s "
             "GROUP BY bucket ORDER BY max(max_value_usd) DESC LIMIT %s"
-        ).format(sql.Identifier(hours_table(q)), w),
+        ).format(hour_query),
         [*params, min_usd, limit],
     )
     columns = ["time", "exchange", "symbol", "side", "quantity", "price", "value_usd"]

@@ -29,7 +29,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app.data.connections import DataUnavailable, fetch_all, redis_errors
-from app.data.rows import segments, to_ms, ts
+from app.data.rows import fold_line, segments, to_ms, ts
 from common.instruments import guess_instrument
 from common.live_view import (
     BUCKET_MS,
@@ -180,10 +180,11 @@ def _db_sums(
 ) -> list[_Sums]:
     """Per window, sums per (exchange, symbol, side): one query, rollups plus raw edge minutes."""
     where, where_params = _filter(exchanges, include_nonlive)
+    line = fold_line(pool)
     parts: list[sql.Composable] = []
     params: list[Any] = []
     for index, (start, end) in enumerate(windows):
-        for table, lo, hi in segments(start, end):
+        for table, lo, hi in segments(start, end, line_ms=line):
             raw = table == "liquidations"
             col = sql.Identifier("time" if raw else "bucket")
             aggregates = (

@@ -5,11 +5,14 @@
 symbols (app/query.py resolves a coin or a contract to them), its sources and its side. The
 minimum size is row-level: only `where(..., min_usd=True)` on raw rows adds it.
 
-`segments(start, end, tiers)` cuts [start, end) into (table, lo, hi) pieces: raw rows for the
-partial minutes at the edges, `liquidations_1m` for the partial hours, then the hourly rollup and
-(for whole UTC days) `liquidations_1d` in the middle (db/migrations/0003, 0016). The rollups
-always equal the raw rows, so any sum over the pieces is exact and its cost follows the number of
-buckets, not of events. `tiers_for(q, bucket_ms)` says which rollups a reader may use: days only
+`segments(start, end, tiers, line_ms=...)` cuts [start, end) into (table, lo, hi) pieces: raw rows
+for the partial minutes at the edges, `liquidations_1m` for the partial hours, then the hourly
+rollup and (for whole UTC days) `liquidations_1d` in the middle (db/migrations/0003, 0016). The
+hours and days hold only what lies before the fold's line (`fold_line`, db/migrations/0018): from
+the line on, the minutes serve. The rollups always equal the raw rows, so any sum over the pieces
+is exact and its cost follows the number of buckets, not of events. The line is read in Python and
+every piece's bounds are constants, so TimescaleDB leaves out other chunks when it plans (the
+`_all` views, for psql, cost a plan over every minute chunk: ~13 ms a query over a year). `tiers_for(q, bucket_ms)` says which rollups a reader may use: days only
 when its results are per whole day (or one sum), and for the whole market (ALL), when the reader
 needs no symbol and no quantity, `liquidations_market_1h` instead of the per-symbol hours (a few
 rows an hour instead of one per contract: db/migrations/0015). `bucketed_rows` is the union of
@@ -32,10 +35,8 @@ from common.instruments import cascade_names
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
-# The hours and days through their views: the folded rows plus the open hours from the minutes
-# (db/migrations/0018), so they equal the raw rows at any moment.
-RAW, MINUTES, HOURS, DAYS = "liquidations", "liquidations_1m", "liquidations_1h_all", "liquidations_1d_all"
-MARKET_HOURS = "liquidations_market_1h_all"
+RAW, MINUTES, HOURS, DAYS = "liquidations", "liquidations_1m", "liquidations_1h", "liquidations_1d"
+MARKET_HOURS = "liquidations_market_1h"
 WIDTH_MS = {RAW: 0, MINUTES: MINUTE_MS, HOURS: HOUR_MS, MARKET_HOURS: HOUR_MS, DAYS: DAY_MS}  # of one row
 
 
@@ -84,6 +85,20 @@ def hours_table(q: Query, per_symbol: bool = False) -> str:
     return MARKET_HOURS if q.symbols is None and not per_symbol else HOURS
 
 
+def hour_rows(q: Query, lo: int, hi: int, *, line_ms: int) -> tuple[sql.Composed, list[Any]]:
+    """A subquery `(bucket, events, max_value_usd)` over [lo, hi) (`lo` an hour boundary), rows of
+    the hourly rollup for this query before the fold's line and its minutes, as their hours, from
+    it on: several rows an hour, for readers that group by `bucket`."""
+    cut = min(max(lo, line_ms), hi)
+    folded, params = where(q, "bucket", lo, cut)
+    minutes, minute_params = where(q, "bucket", cut, hi)
+    query = sql.SQL(
+        "SELECT bucket, events, max_value_usd FROM {} WHERE {} UNION ALL "
+        "SELECT time_bucket('1 hour', bucket) AS bucket, events, max_value_usd FROM {} WHERE {}"
+    ).format(sql.Identifier(hours_table(q)), folded, sql.Identifier(MINUTES), minutes)
+    return query, [*params, *minute_params]
+
+
 def tiers_for(q: Query, bucket_ms: int = 0, per_symbol: bool = False) -> tuple[str, ...]:
     """The rollups, finest first, that a reader may use whose results are per `bucket_ms` (0: sums
     over the whole range): minutes always, hours when its buckets are whole hours, and for a coin
@@ -98,9 +113,27 @@ def tiers_for(q: Query, bucket_ms: int = 0, per_symbol: bool = False) -> tuple[s
     return tuple(out)
 
 
-def segments(start_ms: int, end_ms: int, tiers: tuple[str, ...] = (MINUTES, HOURS)) -> list[tuple[str, int, int]]:
+FOLD_LINE = "SELECT folded_through FROM rollup_fold"
+
+
+def fold_line(pool: ConnectionPool) -> int:
+    """The fold's line (epoch ms): the hour and day rollups hold the buckets before it only."""
+    ((line,),) = fetch_all(pool, FOLD_LINE)
+    return to_ms(line)
+
+
+def segments(
+    start_ms: int, end_ms: int, tiers: tuple[str, ...] = (MINUTES, HOURS), *, line_ms: int
+) -> list[tuple[str, int, int]]:
     """[start, end) as (table, lo, hi): raw rows at the edges, then each tier's whole buckets
-    inward (`tiers` finest first), the coarsest in the middle."""
+    inward (`tiers` finest first), the coarsest in the middle; from the fold's line `line_ms` (an
+    hour boundary) on, no tier coarser than the minutes."""
+    if start_ms < line_ms < end_ms and len(tiers) > 1:
+        return _segments(start_ms, line_ms, tiers) + _segments(line_ms, end_ms, tiers[:1])
+    return _segments(start_ms, end_ms, tiers if line_ms >= end_ms else tiers[:1])
+
+
+def _segments(start_ms: int, end_ms: int, tiers: tuple[str, ...]) -> list[tuple[str, int, int]]:
     if end_ms <= start_ms:
         return []
     left: list[tuple[str, int, int]] = []
@@ -117,16 +150,23 @@ def segments(start_ms: int, end_ms: int, tiers: tuple[str, ...] = (MINUTES, HOUR
 
 
 def bucketed_rows(
-    q: Query, start_ms: int, end_ms: int, *, bucket_ms: int = 0, side: bool = True, per_symbol: bool = False
+    q: Query,
+    start_ms: int,
+    end_ms: int,
+    *,
+    line_ms: int,
+    bucket_ms: int = 0,
+    side: bool = True,
+    per_symbol: bool = False,
 ) -> tuple[sql.Composed, list[Any]]:
     """A subquery `(t, exchange, side, source, events, value_usd, max_value_usd)` over [start, end),
     each row a rollup bucket or (at the edges) one raw liquidation, for a reader whose results are
-    per `bucket_ms` (see `tiers_for`); with `per_symbol` it also has `symbol` and `quantity` (and
-    reads the per-symbol rollups even for ALL)."""
+    per `bucket_ms` (see `tiers_for`; `line_ms`: `fold_line`); with `per_symbol` it also has
+    `symbol` and `quantity` (and reads the per-symbol rollups even for ALL)."""
     extra = "symbol, quantity, " if per_symbol else ""
     selects: list[sql.Composable] = []
     params: list[Any] = []
-    for table, lo, hi in segments(start_ms, end_ms, tiers_for(q, bucket_ms, per_symbol)):
+    for table, lo, hi in segments(start_ms, end_ms, tiers_for(q, bucket_ms, per_symbol), line_ms=line_ms):
         if table == RAW:
             w, p = where(q, "time", lo, hi, side=side)
             columns = (
@@ -209,7 +249,7 @@ def edge_event(pool: ConnectionPool, q: Query, start_ms: int, end_ms: int, last:
     """The first (or last) matching event time: the edge bucket in the rollups, narrowed tier by
     tier to the raw row."""
     tiers = tiers_for(q)
-    parts = segments(start_ms, end_ms, tiers)
+    parts = segments(start_ms, end_ms, tiers, line_ms=fold_line(pool))
     for table, lo, hi in reversed(parts) if last else parts:
         at = _edge_row(pool, q, table, lo, hi, last)
         while at is not None and table != RAW:  # narrow to the bucket's finer rows

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from common.config import Settings
 from db import rollups
@@ -31,6 +32,10 @@ log = logging.getLogger("collector.maintenance")
 INTERVAL_S = 3600.0
 FOLD_CHECK_S = 30.0
 FOLD_DELAY_S = 120.0
+# A fold holds the line that every writer's transaction waits for: if its connection falls silent
+# mid-transaction (a host gone without closing its socket), the server ends the session after this
+# long, so writers are held back seconds, not until TCP gives up.
+FOLD_IDLE_S = 5.0
 _HOUR = timedelta(hours=1)
 
 _DROP = "SELECT count(*) FROM drop_chunks(%s::regclass, older_than => now() - make_interval(days => %s))"
@@ -67,15 +72,35 @@ async def apply_retention(
     return dropped
 
 
+def fold_options(database_url: str, statement_timeout_s: float) -> str:
+    """The server options of a fold's connection: the URL's own, a statement timeout, and the
+    silence after which the server ends a transaction the fold left open (FOLD_IDLE_S)."""
+    options = conninfo_to_dict(database_url).get("options") or ""
+    timeouts = (
+        f"-c statement_timeout={round(statement_timeout_s * 1000)}"
+        f" -c idle_in_transaction_session_timeout={round(FOLD_IDLE_S * 1000)}"
+    )
+    return f"{options} {timeouts}".strip()
+
+
 async def fold_closed_hours(
-    database_url: str, *, now: float | None = None, delay_s: float = FOLD_DELAY_S, connect_timeout: float = 5.0
+    database_url: str,
+    *,
+    now: float | None = None,
+    delay_s: float = FOLD_DELAY_S,
+    connect_timeout: float = 5.0,
+    statement_timeout: float = 30.0,
 ) -> int:
     """Fold every hour closed for `delay_s` at `now` (epoch s; default: the clock), oldest first, one
     transaction each; return how many were folded. Another collector folding at once is harmless:
     the hour it folded first is skipped here."""
     deadline = datetime.fromtimestamp((time.time() if now is None else now) - delay_s, tz=UTC)
     folded = 0
-    connect = psycopg.AsyncConnection.connect(database_url, connect_timeout=max(1, round(connect_timeout)))
+    connect = psycopg.AsyncConnection.connect(
+        database_url,
+        connect_timeout=max(1, round(connect_timeout)),
+        options=fold_options(database_url, statement_timeout),
+    )
     async with await connect as conn:
         while True:
             async with conn.transaction():
@@ -84,6 +109,8 @@ async def fold_closed_hours(
                 raise RuntimeError("rollup_fold has no row: the schema is not db/migrations' (0018)")
             hour = row[0].astimezone(UTC)
             if hour + _HOUR > deadline:
+                if folded:
+                    log.info("fold: %d closed hours folded, the line is at %s", folded, f"{hour:%Y%m%d %H:%M:%S} UTC")
                 return folded
             params = {"hour": hour, "next": hour + _HOUR, "day": hour.replace(hour=0)}
             async with conn.transaction():
@@ -112,7 +139,11 @@ async def run_maintenance(
             await _round(
                 "fold",
                 settings,
-                fold_closed_hours(settings.database_url, connect_timeout=settings.db_connect_timeout_s),
+                fold_closed_hours(
+                    settings.database_url,
+                    connect_timeout=settings.db_connect_timeout_s,
+                    statement_timeout=settings.db_statement_timeout_s,
+                ),
             )
             if time.monotonic() >= retention_due:
                 retention_due = time.monotonic() + interval_s

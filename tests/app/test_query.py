@@ -162,16 +162,19 @@ def test_time_range_and_auto_interval() -> None:
 
 TIERS = [
     ("liquidations_1m",),
-    ("liquidations_1m", "liquidations_1h_all"),
-    ("liquidations_1m", "liquidations_market_1h_all"),
-    ("liquidations_1m", "liquidations_1h_all", "liquidations_1d_all"),
+    ("liquidations_1m", "liquidations_1h"),
+    ("liquidations_1m", "liquidations_market_1h"),
+    ("liquidations_1m", "liquidations_1h", "liquidations_1d"),
 ]
 
 
 @hsettings(max_examples=400, deadline=None)
-@given(hs.integers(0, 10**13), hs.integers(0, 10**10), hs.sampled_from(TIERS))
-def test_segments_tile_the_range_exactly(start: int, span: int, tiers: tuple[str, ...]) -> None:
-    parts = segments(start, start + span, tiers)
+@given(hs.integers(0, 10**13), hs.integers(0, 10**10), hs.sampled_from(TIERS), hs.integers(0, 10**13 // 3_600_000))
+def test_segments_tile_the_range_exactly(start: int, span: int, tiers: tuple[str, ...], line_hour: int) -> None:
+    line = line_hour * 3_600_000  # the fold's line: an hour boundary
+    parts = segments(start, start + span, tiers, line_ms=line)
+    # Past the line only the minutes and raw rows serve (the hours and days hold nothing there).
+    assert all(hi <= line for table, _lo, hi in parts if table not in ("liquidations", "liquidations_1m"))
     assert [p[1] for p in parts[1:]] == [p[2] for p in parts[:-1]]  # contiguous, no overlap
     if span:
         assert parts[0][1] == start and parts[-1][2] == start + span
@@ -188,8 +191,7 @@ def test_segments_tile_the_range_exactly(start: int, span: int, tiers: tuple[str
 def test_rollup_tiers_follow_the_readers_buckets() -> None:
     coin = fq("BTCUSDT")
     whole = fq(None)
-    # The hours and days through their views (folded rows plus the open hours from the minutes).
-    hours, days, market = "liquidations_1h_all", "liquidations_1d_all", "liquidations_market_1h_all"
+    hours, days, market = "liquidations_1h", "liquidations_1d", "liquidations_market_1h"
     assert tiers_for(coin) == ("liquidations_1m", hours, days)
     assert tiers_for(coin, 4 * 3_600_000) == ("liquidations_1m", hours)  # 4 h bars: no days
     assert tiers_for(coin, 300_000) == ("liquidations_1m",)

@@ -4,6 +4,10 @@
   per-symbol rollups: every ALL reader, against the same query over an explicit list of every
   contract (which reads the per-symbol tables), for random ranges, venues, sides and sources.
 - The daily rollup (liquidations_1d) gives a coin's readers over whole UTC days the raw rows' sums.
+
+Each runs twice: with every event before the fold's line (all tiers hold them), and with the line
+in the middle of the events (db/migrations/0018: the hours and days hold only what lies before
+it, and the readers take the rest from the minutes).
 """
 
 from __future__ import annotations
@@ -13,10 +17,22 @@ from decimal import Decimal
 
 import pandas as pd
 import psycopg
+import pytest
 from psycopg_pool import ConnectionPool
 
 from app.data import analyses, explorer, heatmap, history
-from app.data.rows import DAYS, HOURS, MARKET_HOURS, event_bounds, hours_table, segments, tiers_for, to_ms
+from app.data.rows import (
+    DAYS,
+    HOURS,
+    MARKET_HOURS,
+    event_bounds,
+    fold_line,
+    hours_table,
+    segments,
+    tiers_for,
+    to_ms,
+    ts,
+)
 from app.query import COIN, Query, Target
 from common.config import Settings
 from common.events import Liquidation
@@ -56,11 +72,27 @@ def _frame(df: pd.DataFrame, columns: list[str]) -> list[tuple[object, ...]]:
     return sorted(tuple(row) for row in df[columns].itertuples(index=False)) if not df.empty else []
 
 
-def test_all_reads_the_market_rollup_and_agrees_with_every_contract(settings: Settings, pool: ConnectionPool) -> None:
+LINES = [None, BASE + 2 * DAY + 5 * HOUR]  # the session's line (after every event), one in the middle
+
+
+def _set_line(settings: Settings, line: int | None) -> None:
+    if line is not None:
+        with psycopg.connect(str(settings.database_url), autocommit=True) as conn:
+            conn.execute("UPDATE rollup_fold SET folded_through = %s", (ts(line),))
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_all_reads_the_market_rollup_and_agrees_with_every_contract(
+    settings: Settings, pool: ConnectionPool, line: int | None
+) -> None:
+    _set_line(settings, line)
     events = _events(4_000)
     insert_liquidations(settings.database_url, events)
     with psycopg.connect(str(settings.database_url)) as conn:  # the writer's sums, here from seed's rebuild
         market = conn.execute("SELECT sum(events), sum(value_usd) FROM liquidations_market_1h_all").fetchone()
+        if line is not None:  # the folded tables hold the rows before the line only
+            folded = conn.execute("SELECT sum(events) FROM liquidations_market_1h").fetchone()
+            assert folded == (sum(e.time_ms < line for e in events),)
     assert market == (len(events), sum((e.value_usd for e in events), Decimal(0)))
     rng = random.Random(5)
     for _ in range(12):
@@ -69,8 +101,8 @@ def test_all_reads_the_market_rollup_and_agrees_with_every_contract(settings: Se
         q = fq(None, rng.choice([BOTH, ("bybit",)]), rng.choice([True, False]), rng.choice([None, "LONG", "SHORT"]))
         every = _every_contract(q)
         assert hours_table(q) == MARKET_HOURS and hours_table(every) == HOURS
-        if end - start >= 2 * HOUR:  # a whole hour inside: read from the market rollup
-            assert MARKET_HOURS in {t for t, _lo, _hi in segments(start, end, tiers_for(q))}
+        if end - start >= 2 * HOUR and line is None:  # a whole hour inside: read from the market rollup
+            assert MARKET_HOURS in {t for t, _lo, _hi in segments(start, end, tiers_for(q), line_ms=fold_line(pool))}
 
         got, want = history.totals(pool, q, start, end), history.totals(pool, every, start, end)
         assert (got.total.events, got.total.usd, got.max_usd) == (want.total.events, want.total.usd, want.max_usd)
@@ -124,9 +156,11 @@ def _matching(events: list[Liquidation], q: Query, start: int, end: int) -> list
     ]
 
 
+@pytest.mark.parametrize("line", LINES)
 def test_coin_readers_over_whole_days_read_the_daily_rollup_and_equal_the_raw_rows(
-    settings: Settings, pool: ConnectionPool
+    settings: Settings, pool: ConnectionPool, line: int | None
 ) -> None:
+    _set_line(settings, line)
     events = _events(4_000)
     insert_liquidations(settings.database_url, events)
     rng = random.Random(8)
@@ -136,7 +170,8 @@ def test_coin_readers_over_whole_days_read_the_daily_rollup_and_equal_the_raw_ro
         q = _every_contract(
             fq(None, rng.choice([BOTH, ("binance",)]), rng.choice([True, False]), rng.choice([None, "LONG"]))
         )
-        assert DAYS in {t for t, _lo, _hi in segments(start, end, tiers_for(q))}
+        if line is None:
+            assert DAYS in {t for t, _lo, _hi in segments(start, end, tiers_for(q), line_ms=fold_line(pool))}
         want = _matching(events, q, start, end)
 
         got = history.totals(pool, q, start, end)
@@ -149,6 +184,11 @@ def test_coin_readers_over_whole_days_read_the_daily_rollup_and_equal_the_raw_ro
         assert top is not None and (top["value_usd"], top["time_ms"]) == (biggest.value_usd, biggest.time_ms)
         assert event_bounds(pool, q, start, end) == (min(e.time_ms for e in want), max(e.time_ms for e in want))
         assert explorer.explorer_count(pool, q, start, end) == (len(want), sum((e.value_usd for e in want), Decimal(0)))
+        # The chart's markers: every liquidation of at least $20,000, found through the hours (and,
+        # past the line, the minutes), the 20 largest of them at most.
+        big = history.big_liquidations(pool, q, start, end, Decimal(20_000), 20)
+        expected = sorted((e.value_usd for e in want if e.value_usd >= 20_000), reverse=True)[:20]
+        assert sorted(big["value_usd"], reverse=True) == expected and expected
 
         daily: dict[tuple[int, str, str], list[Liquidation]] = {}
         for e in want:

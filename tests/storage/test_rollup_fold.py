@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
+import pytest
 
-from collector.storage.maintenance import fold_closed_hours, run_maintenance
+from collector.storage.maintenance import FOLD_IDLE_S, fold_closed_hours, fold_options, run_maintenance
 from collector.storage.spool import Batch
 from collector.storage.timescale import TimescaleWriter
 from common.config import Settings
 from common.events import Liquidation, Side
+from db import rollups
+from tests import services
+from tests.e2e.tcp_proxy import TcpProxy
 from tests.storage.factories import T0, liq
 from tests.storage.helpers import ROLLUPS_EQUAL_RAW
 
@@ -194,4 +201,62 @@ async def test_the_leading_collector_folds_closed_hours_and_a_follower_does_not(
     await asyncio.gather(follower, leader)
     later = (int(datetime.now(tz=UTC).timestamp() * 1000) - 120_000) // HOUR * HOUR  # an hour closing meanwhile
     assert _line(clean_db) in (expected, later) and expected >= start + 4 * HOUR
+    _assert_exact(clean_db)
+
+
+async def test_a_fold_gone_silent_mid_transaction_holds_the_writer_back_only_briefly(
+    writer: TimescaleWriter, clean_db: str
+) -> None:
+    # A fold that moved the line and then fell silent (its host gone, its socket never closed)
+    # holds the row every writer's transaction waits for. With the fold's connection options the
+    # server ends that session after FOLD_IDLE_S; without them the writer would wait until its
+    # statement timeout (30 s here) and spool the batch.
+    _set_line(clean_db, H0)
+    silent = psycopg.connect(clean_db, options=fold_options(clean_db, 30.0))
+    try:
+        silent.execute(rollups.FOLD_MOVE, {"hour": _ts(H0), "next": _ts(H0 + HOUR)})  # and then nothing
+        start = time.monotonic()
+        result = await writer.write(Batch(liquidations=_events(H0 + 1_000, 50, 1_000)))
+        waited = time.monotonic() - start
+    finally:
+        silent.close()  # the server has ended its session by now: nothing to commit
+    assert result.inserted == 50
+    assert FOLD_IDLE_S - 1 < waited < FOLD_IDLE_S + 5, waited  # it did wait for the line, briefly
+    assert _line(clean_db) == H0  # the silent fold was rolled back with its session
+    _assert_exact(clean_db)
+
+
+async def test_a_database_that_hangs_skips_fold_rounds_and_folding_resumes_when_it_answers(
+    writer: TimescaleWriter, clean_db: str, redis_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = int(datetime.now(tz=UTC).timestamp() * 1000)
+    start = now // HOUR * HOUR - 4 * HOUR
+    _set_line(clean_db, start)
+    await writer.write(Batch(liquidations=_events(start + 3_000, 300, 30_000)))
+    target = urlsplit(clean_db)
+    with TcpProxy((target.hostname or "127.0.0.1", target.port or 5432)) as proxy:
+        proxy.set_mode("hang")  # accepts, never answers
+        settings = services.make_settings(
+            proxy.url_for(clean_db),
+            redis_prefix,
+            tmp_path,
+            LIQ_DB_CONNECT_TIMEOUT_S="1",
+            LIQ_DB_BATCH_TIMEOUT_S="2",
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_maintenance(settings, stop, fold_check_s=0.2))
+        for _ in range(100):
+            if "fold skipped this round" in caplog.text:
+                break
+            await asyncio.sleep(0.1)
+        assert "fold skipped this round" in caplog.text and not task.done()
+        assert _line(clean_db) == start
+        proxy.set_mode("pass")
+        for _ in range(100):
+            if _line(clean_db) > start + 2 * HOUR:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    assert _line(clean_db) > start + 2 * HOUR
     _assert_exact(clean_db)
