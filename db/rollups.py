@@ -2,8 +2,9 @@
 
 The collector's writer keeps them up to date batch by batch (collector/storage/timescale_sql.py):
 the minutes always, the hours and days only before `rollup_fold.folded_through` (W). `FOLD` folds
-the hour at W from the minutes once it has closed and moves W on (db/migrations/0018);
-readers use the `_all` views, which take the hours from W on from the minutes.
+the hour at W from the minutes once it has closed and moves W on (db/migrations/0018). Readers
+take the hours from W on from the minutes: the app splits its ranges at W (app/data/rows.py), the
+`_all` views do it for psql.
 
 `rebuild` is the same aggregate for a whole range at once, for the dataset generators (bench/) and
 the tests' seeding, so every copy of the data agrees with what the writer makes: the hours and

@@ -12,12 +12,14 @@ hours and days hold only what lies before the fold's line (`fold_line`, db/migra
 the line on, the minutes serve. The rollups always equal the raw rows, so any sum over the pieces
 is exact and its cost follows the number of buckets, not of events. The line is read in Python and
 every piece's bounds are constants, so TimescaleDB leaves out other chunks when it plans (the
-`_all` views, for psql, cost a plan over every minute chunk: ~13 ms a query over a year). `tiers_for(q, bucket_ms)` says which rollups a reader may use: days only
-when its results are per whole day (or one sum), and for the whole market (ALL), when the reader
-needs no symbol and no quantity, `liquidations_market_1h` instead of the per-symbol hours (a few
-rows an hour instead of one per contract: db/migrations/0015). `bucketed_rows` is the union of
-the pieces as one subquery. Times are epoch ms; timestamps are
-aware UTC datetimes.
+`_all` views, for psql, cost a plan over every minute chunk: ~13 ms a query over a year).
+
+`tiers_for(q, bucket_ms)` says which rollups a reader may use: days only when its results are per
+whole day (or one sum), and for the whole market (ALL), when the reader needs no symbol and no
+quantity, `liquidations_market_1h` instead of the per-symbol hours (a few rows an hour instead of
+one per contract: db/migrations/0015). `bucketed_rows` is the union of the pieces as one
+subquery; `hour_rows` the hours (then the minutes) for readers looking for hours. Times are epoch
+ms; timestamps are aware UTC datetimes.
 """
 
 from __future__ import annotations
