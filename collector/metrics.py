@@ -116,6 +116,14 @@ class _Readings(Collector):
             ),
         ):
             yield GaugeMetricFamily(name, text, value=float(value or 0))
+        fold_behind = state.get("fold_behind_s")
+        if fold_behind is not None:  # only the leading collector folds
+            yield GaugeMetricFamily(
+                "liq_rollup_fold_behind_seconds",
+                "How long the oldest closed hour not yet folded into the hour and day rollups has been due"
+                " (0 while the fold keeps up)",
+                value=float(fold_behind),
+            )
         for name, text, value in (
             ("liq_committed_events", "Events committed to TimescaleDB", state.get("committed_events")),
             ("liq_rejected_batches", "Batches TimescaleDB refused (bisected)", state.get("rejected_batches")),

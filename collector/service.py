@@ -23,7 +23,7 @@ from collector.health import StreamHealth, now_ms
 from collector.leader import Leadership
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline
-from collector.storage.maintenance import run_maintenance
+from collector.storage.maintenance import FoldState, run_maintenance
 from collector.storage.redis_live import RedisLive
 from collector.storage.spool import Batch, Spool, disk_error_text
 from collector.storage.timescale import DatabaseUnavailable, TimescaleWriter
@@ -77,7 +77,8 @@ class CollectorService:
         self.sources: dict[str, str] = {}
         self.started_ms = now_ms()
         self.ready = asyncio.Event()
-        self.metrics = Metrics(self._health_snapshots, self.pipeline.state, lambda: self.pipeline.liquidations)
+        self.fold = FoldState()  # the leader's view of the rollup fold, for the metrics
+        self.metrics = Metrics(self._health_snapshots, self._metric_state, lambda: self.pipeline.liquidations)
         self.leadership = Leadership(settings)
         self.pipeline.is_leader = lambda: self.leadership.is_leader
         self.leadership.before_takeover = self.pipeline.prepare_takeover
@@ -108,7 +109,9 @@ class CollectorService:
         background_stop = asyncio.Event()
         publisher = asyncio.create_task(self._publish_loop(background_stop), name="publisher")
         maintenance = asyncio.create_task(
-            run_maintenance(self.settings, background_stop, is_leader=lambda: self.leadership.is_leader),
+            run_maintenance(
+                self.settings, background_stop, is_leader=lambda: self.leadership.is_leader, fold=self.fold
+            ),
             name="maintenance",
         )
         # Everything allocated so far (modules, clients, pools) lives as long as the process: freezing
@@ -238,6 +241,9 @@ class CollectorService:
             if new:
                 log.info("%s: following %d more symbols", name, len(new))
                 adapter.add_symbols(new, self.catalog.candle_symbols(name))
+
+    def _metric_state(self) -> dict[str, Any]:
+        return {**self.pipeline.state(), "fold_behind_s": self.fold.behind_s(time.time())}
 
     def _health_snapshots(self) -> dict[str, dict[str, Any]]:
         return {name: h.snapshot() for name, h in self.health.items()}

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -72,6 +73,20 @@ async def apply_retention(
     return dropped
 
 
+@dataclass
+class FoldState:
+    """What the leader last read of the fold's line, for the metrics (None: not read yet, or not
+    the leader)."""
+
+    line: datetime | None = None
+
+    def behind_s(self, now: float) -> float | None:
+        """How long the oldest closed hour not folded yet has been due (0 while the fold keeps up)."""
+        if self.line is None:
+            return None
+        return max(0.0, now - (self.line + _HOUR).timestamp() - FOLD_DELAY_S)
+
+
 def fold_options(database_url: str, statement_timeout_s: float) -> str:
     """The server options of a fold's connection: the URL's own, a statement timeout, and the
     silence after which the server ends a transaction the fold left open (FOLD_IDLE_S)."""
@@ -90,10 +105,11 @@ async def fold_closed_hours(
     delay_s: float = FOLD_DELAY_S,
     connect_timeout: float = 5.0,
     statement_timeout: float = 30.0,
+    state: FoldState | None = None,
 ) -> int:
     """Fold every hour closed for `delay_s` at `now` (epoch s; default: the clock), oldest first, one
     transaction each; return how many were folded. Another collector folding at once is harmless:
-    the hour it folded first is skipped here."""
+    the hour it folded first is skipped here. `state` learns the line as it moves."""
     deadline = datetime.fromtimestamp((time.time() if now is None else now) - delay_s, tz=UTC)
     folded = 0
     connect = psycopg.AsyncConnection.connect(
@@ -109,6 +125,8 @@ async def fold_closed_hours(
                 log.error("fold: rollup_fold has no row (db/migrations/0018 makes it); nothing folded")
                 return folded
             hour = row[0].astimezone(UTC)
+            if state is not None:
+                state.line = hour
             if hour + _HOUR > deadline:
                 if folded:
                     log.info("fold: %d closed hours folded, the line is at %s", folded, f"{hour:%Y%m%d %H:%M:%S} UTC")
@@ -129,6 +147,7 @@ async def run_maintenance(
     interval_s: float = INTERVAL_S,
     is_leader: Callable[[], bool] = lambda: True,
     fold_check_s: float = FOLD_CHECK_S,
+    fold: FoldState | None = None,
 ) -> None:
     """Fold closed hours every `fold_check_s` and apply retention now and every `interval_s` until
     `stop` is set, on the leading collector only (collector/leader.py: several collectors may share
@@ -136,6 +155,8 @@ async def run_maintenance(
     plan = retention_plan(settings)
     retention_due = 0.0
     while not stop.is_set():
+        if not is_leader() and fold is not None:
+            fold.line = None  # the leader's figure, not this collector's
         if is_leader():
             await _round(
                 "fold",
@@ -144,6 +165,7 @@ async def run_maintenance(
                     settings.database_url,
                     connect_timeout=settings.db_connect_timeout_s,
                     statement_timeout=settings.db_statement_timeout_s,
+                    state=fold,
                 ),
             )
             if time.monotonic() >= retention_due:

@@ -93,6 +93,7 @@ async def test_metrics_equal_a_scripted_session(clean_db: str, redis_prefix: str
     assert value("liq_reconnects_total", exchange="bybit") == 0
     assert value("liq_database_up") == 1 and value("liq_spool_bytes") == 0
     assert value("liq_behind_seconds") == 0 and value("liq_queue_depth") == 0  # the session was worked off
+    assert value("liq_rollup_fold_behind_seconds") == 0  # the leader's fold keeps up
     assert value("liq_committed_events_total") >= 12  # liquidations and connection statuses
     assert value("liq_db_write_seconds_count") >= 1 and value("liq_redis_write_seconds_count") >= 1
     assert value("liq_last_message_age_seconds", exchange="binance") < 30

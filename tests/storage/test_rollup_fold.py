@@ -18,7 +18,13 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from collector.storage.maintenance import FOLD_IDLE_S, fold_closed_hours, fold_options, run_maintenance
+from collector.storage.maintenance import (
+    FOLD_IDLE_S,
+    FoldState,
+    fold_closed_hours,
+    fold_options,
+    run_maintenance,
+)
 from collector.storage.spool import Batch
 from collector.storage.timescale import TimescaleWriter
 from common.config import Settings
@@ -186,10 +192,19 @@ async def test_the_leading_collector_folds_closed_hours_and_a_follower_does_not(
     _set_line(clean_db, start)
     await writer.write(Batch(liquidations=_events(start + 3_000, 500, 30_000)))
     stop = asyncio.Event()
-    follower = asyncio.create_task(run_maintenance(settings, stop, is_leader=lambda: False, fold_check_s=0.05))
+    follower_state, leader_state = FoldState(), FoldState()
+    follower = asyncio.create_task(
+        run_maintenance(settings, stop, is_leader=lambda: False, fold_check_s=0.05, fold=follower_state)
+    )
     await asyncio.sleep(0.5)
     assert _line(clean_db) == start  # a follower never folds
-    leader = asyncio.create_task(run_maintenance(settings, stop, is_leader=lambda: True, fold_check_s=0.05))
+    assert follower_state.behind_s(now / 1000) is None  # and has no figure for the metrics
+    # Five hours behind, as the metrics would say before the leader's first round: the oldest
+    # closed hour (`start`) was due 4 h and 2 min ago, give or take the part of this hour gone.
+    assert FoldState(line=_ts(start)).behind_s(now / 1000) == pytest.approx((now - start) / 1000 - 3_600 - 120)
+    leader = asyncio.create_task(
+        run_maintenance(settings, stop, is_leader=lambda: True, fold_check_s=0.05, fold=leader_state)
+    )
     # Every hour closed for the fold's delay (2 min) is folded; the open one, and one closed less
     # than 2 min ago, are not.
     expected = (now - 120_000) // HOUR * HOUR
@@ -201,6 +216,7 @@ async def test_the_leading_collector_folds_closed_hours_and_a_follower_does_not(
     await asyncio.gather(follower, leader)
     later = (int(datetime.now(tz=UTC).timestamp() * 1000) - 120_000) // HOUR * HOUR  # an hour closing meanwhile
     assert _line(clean_db) in (expected, later) and expected >= start + 4 * HOUR
+    assert leader_state.line == _ts(_line(clean_db)) and leader_state.behind_s(time.time()) == 0  # kept up
     _assert_exact(clean_db)
 
 
