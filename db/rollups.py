@@ -36,7 +36,7 @@ _MARKET = """
     INSERT INTO liquidations_market_1h (bucket, exchange, side, source, events, value_usd, max_value_usd)
     SELECT bucket, exchange, side, source, sum(events), sum(value_usd), max(max_value_usd)
     FROM liquidations_1h
-    WHERE bucket >= %s AND bucket < %s AND bucket < (SELECT folded_through FROM rollup_fold)
+    WHERE bucket >= %s AND bucket < %s
     GROUP BY 1, 2, 3, 4
 """
 _BEFORE_FOLD = "AND time < (SELECT folded_through FROM rollup_fold)"
@@ -84,7 +84,7 @@ def symbol_rollup(table: str, width: str) -> sql.Composed:
 
 def market_rollup() -> sql.Composed:
     """The INSERT of the whole market's hours in [%s, %s) (hour-aligned) from `liquidations_1h`
-    (before the fold's line)."""
+    (which holds only the hours before the fold's line)."""
     return sql.SQL(_MARKET).format()
 
 

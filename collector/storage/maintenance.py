@@ -23,8 +23,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
+from collector.storage.timescale import server_options
 from common.config import Settings
 from db import rollups
 
@@ -90,12 +90,11 @@ class FoldState:
 def fold_options(database_url: str, statement_timeout_s: float) -> str:
     """The server options of a fold's connection: the URL's own, a statement timeout, and the
     silence after which the server ends a transaction the fold left open (FOLD_IDLE_S)."""
-    options = conninfo_to_dict(database_url).get("options") or ""
-    timeouts = (
-        f"-c statement_timeout={round(statement_timeout_s * 1000)}"
-        f" -c idle_in_transaction_session_timeout={round(FOLD_IDLE_S * 1000)}"
+    return server_options(
+        database_url,
+        statement_timeout=round(statement_timeout_s * 1000),
+        idle_in_transaction_session_timeout=round(FOLD_IDLE_S * 1000),
     )
-    return f"{options} {timeouts}".strip()
 
 
 async def fold_closed_hours(
@@ -155,9 +154,10 @@ async def run_maintenance(
     plan = retention_plan(settings)
     retention_due = 0.0
     while not stop.is_set():
-        if not is_leader() and fold is not None:
-            fold.line = None  # the leader's figure, not this collector's
-        if is_leader():
+        if not is_leader():
+            if fold is not None:
+                fold.line = None  # the leader's figure, not this collector's
+        else:
             await _round(
                 "fold",
                 settings,

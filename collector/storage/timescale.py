@@ -105,6 +105,12 @@ def outage_status(exc: BaseException) -> str | None:
     return None  # client side, before the server saw anything: a NUL in a text, an encoding error
 
 
+def server_options(database_url: str, **settings: int) -> str:
+    """A connection's `options`: the URL's own, then `-c name=value` for each server setting."""
+    own = str(conninfo_to_dict(database_url).get("options") or "")
+    return " ".join([own, *(f"-c {name}={value}" for name, value in settings.items())]).strip()
+
+
 def one_line(text: str) -> str:
     """A message on one line with control characters escaped (it may quote venue text)."""
     text = " | ".join(part.strip() for part in text.strip().splitlines() if part.strip())
@@ -127,10 +133,9 @@ class TimescaleWriter:
         self._reader_password = reader_password
         self._connect_timeout = connect_timeout
         self._batch_timeout = batch_timeout
-        options = conninfo_to_dict(database_url).get("options") or ""
         self._conn_kwargs: dict[str, Any] = {
             "connect_timeout": max(1, round(connect_timeout)),
-            "options": f"{options} -c statement_timeout={round(statement_timeout * 1000)}".strip(),
+            "options": server_options(database_url, statement_timeout=round(statement_timeout * 1000)),
         }
         self._pool: AsyncConnectionPool | None = None
         self.migrated = False

@@ -48,14 +48,16 @@ WITH ins AS (
 # The writer's first statement in a transaction with liquidations: the fold (db/rollups.py `FOLD`)
 # cannot move the line between the rows this transaction writes and its commit.
 LOCK_FOLD = "SELECT folded_through FROM rollup_fold FOR SHARE"
-# The rows the hour and day rollups take now: those before the line (held by LOCK_FOLD).
-_FOLDED = "(SELECT * FROM ins WHERE time < (SELECT folded_through FROM rollup_fold))"
+# The rows the hour, day and market-hour rollups take now: those before the line (held by LOCK_FOLD).
+_FOLDED = """, folded AS (
+    SELECT * FROM ins WHERE time < (SELECT folded_through FROM rollup_fold)
+)"""
 # One upsert per rollup of db/rollups.py (per symbol: minute, hour, day), from the inserted rows only.
 _SYMBOL_ROLLUP = """, {name} AS (
     INSERT INTO {table} AS r (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)
     SELECT time_bucket('{width}', time), exchange, symbol, side, source, count(*), sum(quantity),
            sum(value_usd), max(value_usd)
-    FROM {rows} AS f GROUP BY 1, 2, 3, 4, 5
+    FROM {rows} GROUP BY 1, 2, 3, 4, 5
     ON CONFLICT (bucket, exchange, symbol, side, source) DO UPDATE
     SET events = r.events + EXCLUDED.events, quantity = r.quantity + EXCLUDED.quantity,
         value_usd = r.value_usd + EXCLUDED.value_usd,
@@ -65,7 +67,7 @@ _SYMBOL_ROLLUP = """, {name} AS (
 _MARKET_ROLLUP = """, market AS (
     INSERT INTO liquidations_market_1h AS r (bucket, exchange, side, source, events, value_usd, max_value_usd)
     SELECT time_bucket('1 hour', time), exchange, side, source, count(*), sum(value_usd), max(value_usd)
-    FROM {rows} AS f GROUP BY 1, 2, 3, 4
+    FROM {rows} GROUP BY 1, 2, 3, 4
     ON CONFLICT (bucket, exchange, side, source) DO UPDATE
     SET events = r.events + EXCLUDED.events, value_usd = r.value_usd + EXCLUDED.value_usd,
         max_value_usd = GREATEST(r.max_value_usd, EXCLUDED.max_value_usd)
@@ -73,11 +75,12 @@ _MARKET_ROLLUP = """, market AS (
 )"""
 INSERT_LIQUIDATIONS = (
     _INSERT_RAW
+    + _FOLDED
     + "".join(
-        _SYMBOL_ROLLUP.format(name=f"r{i}", table=table, width=width, rows="ins" if i == 0 else _FOLDED)
+        _SYMBOL_ROLLUP.format(name=f"r{i}", table=table, width=width, rows="ins" if i == 0 else "folded")
         for i, (table, width) in enumerate(rollups.SYMBOL_ROLLUPS)
     )
-    + _MARKET_ROLLUP.format(rows=_FOLDED)
+    + _MARKET_ROLLUP.format(rows="folded")
     + "\nSELECT count(*) FROM ins\n"
 )
 

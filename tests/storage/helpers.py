@@ -20,27 +20,36 @@ from common.live_view import Keys, decode_liquidation
 
 Totals = dict[tuple[str, str], tuple[int, Decimal]]
 
-# Every rollup as readers see it (the minutes, and the hours, days and the market's hours through
-# their `_all` views: folded rows before the fold's line, minutes after it) equals the raw rows,
-# bucket for bucket (a day the line cuts has a row on each side: summed per bucket).
 _TIER_EQUAL_RAW = """
 (SELECT array_agg(x ORDER BY x) FROM (
     SELECT (bucket, exchange, {symbol} side, source, sum(events), {quantity} sum(value_usd), max(max_value_usd))::text x
     FROM {table} GROUP BY bucket, exchange, {symbol} side, source) a)
 IS NOT DISTINCT FROM
 (SELECT array_agg(x ORDER BY x) FROM (
-    SELECT (time_bucket('{width}', time), exchange, {symbol} side, source, count(*), {raw_quantity} sum(value_usd),
+    SELECT (time_bucket('{width}', time), exchange, {symbol} side, source, count(*), {quantity} sum(value_usd),
             max(value_usd))::text x
-    FROM liquidations GROUP BY time_bucket('{width}', time), exchange, {symbol} side, source) b)
+    FROM liquidations {raw_filter} GROUP BY time_bucket('{width}', time), exchange, {symbol} side, source) b)
 """
-ROLLUPS_EQUAL_RAW = "SELECT " + " AND ".join(
-    _TIER_EQUAL_RAW.format(
+
+
+def tier_equals_raw(table: str, width: str, raw_filter: str = "") -> str:
+    """SQL, true when the rollup `table` (or view) equals the raw rows `raw_filter` keeps, summed per
+    `width`, bucket for bucket (a bucket's rows summed: a day the fold's line cuts has a row on each
+    side in the views). The whole market's hours have no symbol and no quantity."""
+    market = table.startswith("liquidations_market")
+    return _TIER_EQUAL_RAW.format(
         table=table,
         width=width,
-        symbol="" if table.startswith("liquidations_market") else "symbol,",
-        quantity="" if table.startswith("liquidations_market") else "sum(quantity),",
-        raw_quantity="" if table.startswith("liquidations_market") else "sum(quantity),",
+        symbol="" if market else "symbol,",
+        quantity="" if market else "sum(quantity),",
+        raw_filter=raw_filter,
     )
+
+
+# Every rollup as readers see it (the minutes, and the hours, days and the market's hours through
+# their `_all` views: folded rows before the fold's line, minutes after it) equals the raw rows.
+ROLLUPS_EQUAL_RAW = "SELECT " + " AND ".join(
+    tier_equals_raw(table, width)
     for table, width in [
         ("liquidations_1m", "1 minute"),
         ("liquidations_1h_all", "1 hour"),

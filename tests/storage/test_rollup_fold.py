@@ -33,24 +33,16 @@ from db import rollups
 from tests import services
 from tests.e2e.tcp_proxy import TcpProxy
 from tests.storage.factories import T0, liq
-from tests.storage.helpers import ROLLUPS_EQUAL_RAW
+from tests.storage.helpers import ROLLUPS_EQUAL_RAW, tier_equals_raw
 
 HOUR = 3_600_000
 H0 = T0 // HOUR * HOUR  # the hour of the fixed test time
 
 # The folded tables alone (no views) against the raw rows before the line: what the fold and the
-# writer's own upserts put there, with no help from the minutes.
-TABLES_EQUAL_RAW_BEFORE_LINE = """
-SELECT (SELECT array_agg(x ORDER BY x) FROM (
-            SELECT (bucket, exchange, symbol, side, source, events, quantity, value_usd, max_value_usd)::text x
-            FROM {table}) a)
-       IS NOT DISTINCT FROM
-       (SELECT array_agg(x ORDER BY x) FROM (
-            SELECT (time_bucket('{width}', time), exchange, symbol, side, source, count(*), sum(quantity),
-                    sum(value_usd), max(value_usd))::text x
-            FROM liquidations WHERE time < (SELECT folded_through FROM rollup_fold)
-            GROUP BY time_bucket('{width}', time), exchange, symbol, side, source) b)
-"""
+# writer's own upserts put there, with no help from the minutes (the line's day: its row holds the
+# hours before the line only).
+BEFORE_LINE = "WHERE time < (SELECT folded_through FROM rollup_fold)"
+FOLDED_TABLES = [("liquidations_1h", "1 hour"), ("liquidations_1d", "1 day"), ("liquidations_market_1h", "1 hour")]
 
 
 def _scalar(url: str, query: str, params: tuple[object, ...] = ()) -> object:
@@ -76,23 +68,9 @@ def _ts(ms: int) -> datetime:
 
 def _assert_exact(url: str) -> None:
     assert _scalar(url, ROLLUPS_EQUAL_RAW) is True, "a rollup read through its view differs from the raw rows"
-    for table, width in [("liquidations_1h", "1 hour"), ("liquidations_1d", "1 day")]:
-        # (the line's day: its row holds the hours before the line only)
-        query = TABLES_EQUAL_RAW_BEFORE_LINE.format(table=table, width=width)
+    for table, width in FOLDED_TABLES:
+        query = "SELECT " + tier_equals_raw(table, width, BEFORE_LINE)
         assert _scalar(url, query) is True, f"{table} differs from the raw rows before the line"
-    market = _scalar(
-        url,
-        """SELECT (SELECT array_agg(x ORDER BY x) FROM (
-                       SELECT (bucket, exchange, side, source, events, value_usd, max_value_usd)::text x
-                       FROM liquidations_market_1h) a)
-                  IS NOT DISTINCT FROM
-                  (SELECT array_agg(x ORDER BY x) FROM (
-                       SELECT (time_bucket('1 hour', time), exchange, side, source, count(*), sum(value_usd),
-                               max(value_usd))::text x
-                       FROM liquidations WHERE time < (SELECT folded_through FROM rollup_fold)
-                       GROUP BY time_bucket('1 hour', time), exchange, side, source) b)""",
-    )
-    assert market is True, "liquidations_market_1h differs from the raw rows before the line"
 
 
 def _events(start_ms: int, n: int, step_ms: int, offset: int = 0) -> list[Liquidation]:
