@@ -27,6 +27,7 @@ from collector.storage.maintenance import FoldState, run_maintenance
 from collector.storage.redis_live import RedisLive
 from collector.storage.spool import Batch, Spool, disk_error_text
 from collector.storage.timescale import DatabaseUnavailable, TimescaleWriter
+from common import live_scripts
 from common.config import ConfigError, Settings
 from common.events import Event
 
@@ -123,6 +124,8 @@ class CollectorService:
         log.info("collector running: exchanges %s, pid %d", ", ".join(self.settings.exchanges), os.getpid())
         if not validation.HOT_PATH_COMPILED:  # correct without them, half again as slow per event
             log.warning("parse hot path in Python: the C twins are not built (run scripts/build_native.py)")
+        if not live_scripts.NATIVE:  # correct without it; ~18 us more per liquidation at the market's rate
+            log.warning("live-view encoding in Python: its C twin is not built (run scripts/build_native.py)")
         try:
             await _wait_any(stop, [router, database])
         finally:

@@ -1,7 +1,8 @@
 """The Lua scripts that write the Redis live view (layout in common/live_view.py), and their arguments.
 
 WRITE adds a batch of liquidations and their sums in one call, atomically. `write_argv` sums the
-batch per bucket and group in Python (exact Decimal arithmetic, sent as integer limbs); the script
+batch per bucket and group (exact: in Python with Decimals, in its C twin with 9-digit limbs; sent
+as integer limbs); the script
 ZADDs each member with NX and takes every member the ZSET already held back out of the sums
 (reading its amounts from the member), then applies the sums with one HINCRBY per limb and group.
 So only members really added are counted; inside Redis, a thousand events cost one ZMSCORE and
@@ -24,10 +25,11 @@ from collections.abc import Iterable, Sequence
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any
 
-from common.events import Liquidation, canonical_text
+from common.events import Liquidation, Side, canonical_text
 from common.live_view import (
     BUCKET_MS,
     NO_CUTOFF_MS,
+    PLAIN,
     TRIM_MARGIN_MS,
     WINDOW_MS,
     Keys,
@@ -239,12 +241,13 @@ def _fold(parent: _Agg, child: _Agg) -> None:
     parent.newest = max(parent.newest, child.newest)
 
 
-def write_argv(events: Iterable[Liquidation], cutoff_ms: int, now_ms: int) -> tuple[list[str], int]:
+def python_write_argv(events: Iterable[Liquidation], cutoff_ms: int, now_ms: int) -> tuple[list[str], int]:
     """ARGV for WRITE_LUA (two texts: the aggregates, the events), and how many events it carries.
 
     Two long arguments instead of several per event: redis-py packs each argument in Python, and
     that would cost more than the script's own work. Events older than `cutoff_ms` are left out,
-    and so are events whose amounts are not positive finite numbers (TimescaleDB refuses them)."""
+    and so are events whose amounts are not positive finite numbers (TimescaleDB refuses them).
+    `write_argv` is its C twin when built (below)."""
     aggs: dict[tuple[Any, ...], _Agg] = {}
     order: list[_Agg] = []
     tail: list[str] = []
@@ -284,6 +287,30 @@ def write_argv(events: Iterable[Liquidation], cutoff_ms: int, now_ms: int) -> tu
         head = (a.suffix, a.group, start, str(expire), str(a.count), a.largest_text, str(a.newest), str(a.parent))
         lines.append("\t".join((*head, *fields)))
     return ["\n".join(lines), "".join(tail)], len(tail)
+
+
+# The live view's encoding in C when common/_live_native.c is built (scripts/build_native.py): the
+# same two texts for the batches the collector writes (plain names, amounts without an exponent),
+# anything else handed whole to `python_write_argv` (tests/storage/test_live_native.py). At the
+# whole market's rate the Python encoder was a fifth of the collector's CPU.
+try:
+    from common import _live_native
+except ImportError:
+    NATIVE = False
+    write_argv = python_write_argv
+else:
+    _live_native.bind(
+        Liquidation,
+        ("exchange", "symbol", "side", "quantity", "price", "value_usd", "time_ms", "source", "sampled", "key"),
+        Side,
+        Decimal,
+        python_write_argv,
+        BUCKET_MS,
+        KEEP_MS,
+        "".join(sorted(PLAIN)),
+    )
+    NATIVE = True
+    write_argv = _live_native.write_argv
 
 
 def write_keys(keys: Keys, scratch: bool = False) -> list[str]:

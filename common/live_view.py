@@ -72,7 +72,8 @@ BEHIND_WARN_S = 5.0
 # The writer's "no cutoff" (seeding tests and tools write events of any age).
 NO_CUTOFF_MS = -(2**53)
 
-_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:")
+# Name characters written as they are in key names and members (nothing JSON would escape).
+PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:")
 
 
 class Keys:
@@ -188,7 +189,7 @@ def bucket_of(time_ms: int) -> int:
 
 def symbol_text(symbol: str) -> str:
     """The symbol as it appears in a key name: itself when plain, else JSON-escaped ASCII."""
-    return symbol if _PLAIN.issuperset(symbol) else json.dumps(symbol)[1:-1]
+    return symbol if PLAIN.issuperset(symbol) else json.dumps(symbol)[1:-1]
 
 
 @lru_cache(maxsize=65536)
@@ -231,7 +232,7 @@ def encode_liquidation(ev: Liquidation) -> str:
 def member_text(ev: Liquidation, quantity: str, price: str, value_usd: str) -> str:
     """`encode_liquidation(ev)` byte for byte, given the canonical texts, without json.dumps when
     every text field is plain (several times faster; anything JSON would escape takes the codec)."""
-    if not (_PLAIN.issuperset(ev.exchange) and _PLAIN.issuperset(ev.symbol) and _PLAIN.issuperset(ev.source)):
+    if not (PLAIN.issuperset(ev.exchange) and PLAIN.issuperset(ev.symbol) and PLAIN.issuperset(ev.source)):
         return encode_liquidation(ev)
     sampled = "true" if ev.sampled else "false"
     return (

@@ -2,9 +2,10 @@
 
     python scripts/build_native.py
 
-common/_events_native.c (the dedup key, the Liquidation constructor) and
-collector/_validation_native.c (amount, price and time checks) become `.so` files beside their
-Python modules, which use them when present (`common.events.NATIVE`, `collector.validation.NATIVE`).
+common/_events_native.c (the dedup key, the Liquidation constructor),
+collector/_validation_native.c (amount, price and time checks) and common/_live_native.c (the
+Redis live view's write arguments) become `.so` files beside their Python modules, which use them
+when present (`common.events.NATIVE`, `collector.validation.NATIVE`, `common.live_scripts.NATIVE`).
 setuptools' build_ext with the interpreter's own compiler flags: it needs a C compiler and the
 Python headers (scripts/install-system-packages.sh installs both). Rebuilds only what changed.
 """
@@ -22,6 +23,7 @@ FLAGS = ["-O2", "-Wall"]
 EXTENSIONS = [
     Extension("common._events_native", ["common/_events_native.c"], extra_compile_args=FLAGS),
     Extension("collector._validation_native", ["collector/_validation_native.c"], extra_compile_args=FLAGS),
+    Extension("common._live_native", ["common/_live_native.c"], extra_compile_args=FLAGS),
 ]
 
 if __name__ == "__main__":
