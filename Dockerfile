@@ -13,7 +13,7 @@ RUN scripts/install-system-packages.sh image && scripts/install-python.sh runtim
 
 COPY . .
 RUN .venv/bin/python scripts/build_native.py && rm -rf var/build \
-    && .venv/bin/python -c "import common.events as e, collector.validation as v; assert e.NATIVE and v.NATIVE"
+    && .venv/bin/python -c "import common.events as e, common.live_scripts as l, collector.validation as v; assert e.NATIVE and v.NATIVE and l.NATIVE"
 RUN useradd --create-home --uid 10001 liq && mkdir -p var/spool && chown -R liq:liq var
 
 USER liq

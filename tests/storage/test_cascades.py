@@ -333,6 +333,22 @@ def test_relative_ends_when_the_rate_is_back_to_normal_while_events_keep_coming(
     assert old.count == 50 and old.end_ms == T0 + 600_000  # the fixed rule: on until 60 s of quiet
 
 
+def test_a_late_event_that_raises_the_baseline_ends_the_cascade_before_the_next_member() -> None:
+    """The end check before each member may be skipped until the cascade's scheduled check, except
+    when the baseline moved: a late event of a whole minute already counted (another venue's socket
+    behind) can put the rate back to normal at once, and the next member then starts afresh."""
+    d = relative()
+    seed_flat(d, BTC, 100)  # T = the $20,000 floor
+    start = [usd_liq("bybit", T0 + 1_000 * i, Side.LONG, 5_000) for i in range(5)]
+    [c] = d.process(start, WALL).cascades
+    assert c.active and c.count == 5
+    late = usd_liq("okx", T0 - 30 * MINUTE, Side.SHORT, 50_000_000, symbol="BTC-USDT-SWAP")  # B: ~$35,000 a minute
+    member = usd_liq("bybit", T0 + 6_000, Side.LONG, 5_000)
+    update = d.process([member, late], WALL)
+    [ended] = [x for x in update.cascades if x.id == c.id]
+    assert not ended.active and ended.count == 5 and member.cascade_id is None
+
+
 def test_a_flood_is_cut_at_the_cap_into_consecutive_cascades() -> None:
     flood = [usd_liq("bybit", T0 + i * 2_000, Side.SHORT, 30_000) for i in range(40 * 30)]  # $900,000 a minute, 40 min
     d = relative()
