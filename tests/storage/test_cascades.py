@@ -165,10 +165,18 @@ def test_risk_score_reference_points() -> None:
     opposite=st.decimals(min_value=0, max_value=10**12, places=2),
     exchanges=st.integers(min_value=1, max_value=5),
 )
-def test_risk_score_is_always_0_to_100(
+def test_risk_score_is_the_documented_formula_within_0_to_100(
     usd: Decimal, min_usd: Decimal, weighted: int, duration_ms: int, opposite: Decimal, exchanges: int
 ) -> None:
-    assert 0 <= risk_score(usd, min_usd, weighted, duration_ms, opposite, exchanges) <= 100
+    score = risk_score(usd, min_usd, weighted, duration_ms, opposite, exchanges)
+    assert 0 <= score <= 100
+    # The module docstring's formula, written plainly: the same float operations give the same score.
+    ratio = float(usd / max(min_usd, Decimal(1)))
+    size = 40.0 * min(1.0, max(0.0, math.log10(ratio) / 2)) if ratio > 0 else 0.0
+    speed = 30.0 * min(1.0, weighted / max(duration_ms / 1000, 1.0) / 2)
+    share = float(usd / (usd + opposite)) if usd + opposite > 0 else 1.0
+    one_sided = 20.0 * min(1.0, max(0.0, 2 * share - 1))
+    assert score == max(0, min(100, round(size + speed + one_sided + (10.0 if exchanges >= 2 else 0.0))))
 
 
 def test_close_all_ends_active_cascades_at_shutdown() -> None:
