@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_slots.h"
+
 /* ---- blake2b-64, unkeyed (RFC 7693) ---- */
 
 static const uint64_t IV[8] = {
@@ -256,18 +258,7 @@ static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         return NULL;
     }
     PyTypeObject *cls = (PyTypeObject *)args[0];
-    for (int i = 0; i < FIELDS; i++) {
-        PyObject *descr = PyObject_GetAttr(args[0], PyTuple_GET_ITEM(args[1], i));
-        if (descr == NULL) return NULL;
-        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-                 ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
-        if (ok) offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
-        Py_DECREF(descr);
-        if (!ok) {
-            PyErr_SetString(PyExc_TypeError, "bind: every field must be a __slots__ member");
-            return NULL;
-        }
-    }
+    if (slot_offsets(args[0], args[1], FIELDS, offsets) < 0) return NULL;
     Py_INCREF(cls);
     Py_XSETREF(liquidation_type, cls);
     Py_INCREF(args[2]);

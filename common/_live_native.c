@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_slots.h"
+
 #define WHOLE 8           /* limbs of the whole part: 54 digits an amount (2 spare for the carries) */
 #define WHOLE_DIGITS 54
 #define FRAC 6            /* limbs of the fraction: 54 digits */
@@ -525,18 +527,7 @@ static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
                         "bind(cls, 10 field names, Side, Decimal, python_write_argv, bucket_ms, keep_ms, plain)");
         return NULL;
     }
-    for (int i = 0; i < NFIELDS; i++) {
-        PyObject *descr = PyObject_GetAttr(args[0], PyTuple_GET_ITEM(args[1], i));
-        if (descr == NULL) return NULL;
-        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-                 ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
-        if (ok) offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
-        Py_DECREF(descr);
-        if (!ok) {
-            PyErr_SetString(PyExc_TypeError, "bind: every field must be a __slots__ member");
-            return NULL;
-        }
-    }
+    if (slot_offsets(args[0], args[1], NFIELDS, offsets) < 0) return NULL;
     bucket_ms = PyLong_AsLongLong(args[5]);
     keep_ms = PyLong_AsLongLong(args[6]);
     if (PyErr_Occurred()) return NULL;

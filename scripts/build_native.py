@@ -20,10 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Warnings shown, not fatal: another gcc or Python may warn where this one does not (both files
 # build without a warning under -Wall -Wextra against Python 3.11, 3.12 and 3.13).
 FLAGS = ["-O2", "-Wall"]
+SLOTS = ["common/_slots.h"]  # included by both common/ twins: a change rebuilds them
 EXTENSIONS = [
-    Extension("common._events_native", ["common/_events_native.c"], extra_compile_args=FLAGS),
+    Extension("common._events_native", ["common/_events_native.c"], depends=SLOTS, extra_compile_args=FLAGS),
     Extension("collector._validation_native", ["collector/_validation_native.c"], extra_compile_args=FLAGS),
-    Extension("common._live_native", ["common/_live_native.c"], extra_compile_args=FLAGS),
+    Extension("common._live_native", ["common/_live_native.c"], depends=SLOTS, extra_compile_args=FLAGS),
 ]
 
 if __name__ == "__main__":
