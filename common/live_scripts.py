@@ -138,8 +138,7 @@ end
 for _, g in ipairs(aggs) do
   if g.n > 0 then
     local key = KEYS[2] .. g.suffix
-    local first = redis.call('HINCRBY', key, g.group .. 'n', string.format('%d', g.n)) == g.n
-    if first then
+    if redis.call('HINCRBY', key, g.group .. 'n', string.format('%d', g.n)) == g.n then
       -- the group's first events in this key (so also a key just created): expiry and registry
       redis.call('PEXPIREAT', key, g.expire)
       redis.call('ZADD', KEYS[3], g.bucket, g.suffix)
@@ -147,9 +146,7 @@ for _, g in ipairs(aggs) do
     for field, v in pairs(g.f) do
       if v ~= 0 then redis.call('HINCRBY', key, g.group .. field, string.format('%d', v)) end
     end
-    -- the largest: a group's first events have none to compare with (most groups, in a
-    -- whole-market burst: one call fewer each)
-    local cur = (not first) and redis.call('HGET', key, g.group .. 'x')
+    local cur = redis.call('HGET', key, g.group .. 'x')
     if (not cur) or greater(g.x, cur) then redis.call('HSET', key, g.group .. 'x', g.x) end
     if g.parent == 0 then redis.call('ZADD', KEYS[4], 'GT', g.t, cjson.decode(g.group)[3]) end
   end
