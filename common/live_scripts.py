@@ -290,7 +290,7 @@ def python_write_argv(events: Iterable[Liquidation], cutoff_ms: int, now_ms: int
 
 
 # The live view's encoding in C when common/_live_native.c is built (scripts/build_native.py): the
-# same two texts for the batches the collector writes (plain names, amounts without an exponent),
+# same two texts for the batches the collector writes (plain names, amounts of up to 54 digits a side),
 # anything else handed whole to `python_write_argv` (tests/storage/test_live_native.py). At the
 # whole market's rate the Python encoder was a fifth of the collector's CPU.
 try:
