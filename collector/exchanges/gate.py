@@ -134,6 +134,11 @@ def number_text(obj: dict[str, Any], key: str) -> str:
     return _text_of(obj.get(key), key)
 
 
+# `where`'s item index as text, for the usual frame's few items.
+_INDEXED = 64
+_INDEXES = tuple(str(i) for i in range(_INDEXED))
+
+
 def _text_of(value: object, key: str) -> str:
     """`number_text` of a value already read."""
     kind = type(value)
@@ -435,23 +440,27 @@ class GateAdapter(ExchangeAdapter):
         if frame.event != "update" or frame.channel != LIQUIDATIONS:
             return None
         events: list[Liquidation | Candle] = []
-        frame_time = "" if frame.time_ms is None else str(frame.time_ms)
+        prefix = "#" if frame.time_ms is None else f"{frame.time_ms}#"  # of `where`: "1732400000500#0"
         source, max_age_ms, instrument_of = self.source, self.max_age_ms, self.instrument_of
         for index, item in enumerate(frame.result):
             try:
                 signed = item.order_size if item.order_size is not None else item.size
                 fill = item.fill_price  # as `fill_price or price` of their texts: only "" is no text
                 price = item.price if fill is None or fill == "" else fill
+                # Gate writes sizes as JSON integers: `str()` is what `_text_of` gives them, without its call.
+                size = (
+                    signed if type(signed) is str else str(signed) if type(signed) is int else _text_of(signed, "size")
+                )
                 events.append(
                     liquidation_event(
                         item.contract,
-                        signed if type(signed) is str else _text_of(signed, "size"),
+                        size,
                         price if type(price) is str else _text_of(price, "price"),
                         item.time_ms,
                         received_ms,
                         source,
                         max_age_ms,
-                        f"{frame_time}#{index}",
+                        prefix + _INDEXES[index] if index < _INDEXED else f"{prefix}{index}",
                         instrument_of,
                     )
                 )
