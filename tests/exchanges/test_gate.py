@@ -20,6 +20,7 @@ from collector.exchanges.gate import (
     parse_liquidation,
 )
 from collector.health import StreamHealth
+from collector.validation import clean_frame
 from common.events import Candle, Liquidation, Side, dedup_key_of_texts
 from common.instruments import CONTRACTS, PERPETUAL, Instrument, guess_instrument
 from tests.exchanges.harness import RECEIVED_MS, Running, adapter_settings, frame_text, frames
@@ -192,6 +193,26 @@ def test_twins_in_one_frame_keep_two_keys_and_a_resent_frame_the_same_ones() -> 
     later["time_ms"] = 1732400001500  # the same item in the next push is another liquidation
     moved = _liquidations(adapter.handle(json.dumps(later), RECEIVED_MS))
     assert len(moved) == 2 and {e.key for e in moved}.isdisjoint({e.key for e in first})
+
+
+@pytest.mark.parametrize("pushed", [{"time_ms": 1732400000500}, {}], ids=["push time", "no push time"])
+def test_the_typed_path_keys_every_item_as_the_general_path_does(pushed: dict[str, int]) -> None:
+    """The typed path writes the item index from a table up to 64 and by formatting past it; a frame
+    with an escape in its text goes the general way (`clean_frame`): one key rule for both."""
+    items = [
+        {"price": "97012.5", "size": -2500 + i, "time_ms": 1732400000321, "contract": "BTC_USDT"} for i in range(70)
+    ]
+    update = {"channel": "futures.public_liquidates", "event": "update", **pushed, "result": items}
+    typed_raw, general_raw = json.dumps(update), json.dumps({**update, "note": "\u00e9"})  # written as an escape
+    assert clean_frame(typed_raw) and not clean_frame(general_raw)
+    typed = _liquidations(_adapter().handle(typed_raw, RECEIVED_MS))
+    general = _liquidations(_adapter().handle(general_raw, RECEIVED_MS))
+    assert len(typed) == len(general) == 70 and len({e.key for e in typed}) == 70
+    assert [e.key for e in typed] == [e.key for e in general]
+    where = f"{pushed.get('time_ms', '')}#65"
+    assert typed[65].key == dedup_key_of_texts(
+        "gate", "BTC_USDT", 1732400000321, typed[65].side, "97012.5", "2435", where
+    )
 
 
 def test_good_items_survive_bad_ones_in_the_same_frame() -> None:
