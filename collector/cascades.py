@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from common.events import Cascade, Liquidation, Side
+from common.events import LONG, OPPOSITE, SHORT, Cascade, Liquidation, Side
 from common.instruments import Instrument, guess_instrument
 
 if TYPE_CHECKING:
@@ -444,7 +444,7 @@ class CascadeDetector:
             return
         if self.relative:
             self._count(name, ev)
-        other = self._active.get((name, Side.SHORT if ev.side == Side.LONG else Side.LONG))
+        other = self._active.get((name, OPPOSITE[ev.side]))
         if other is not None and ev.time_ms >= other.first_time_ms:
             other.opposite_usd += ev.value_usd
         if active is not None:
@@ -617,7 +617,7 @@ class CascadeDetector:
         (`_schedule`), or whose baseline changed: the same ends as checking every one, in the same
         order."""
         clock = self._clock_ms
-        rebased = {(name, side) for name in self._rings_changed for side in (Side.LONG, Side.SHORT)}
+        rebased = {(name, side) for name in self._rings_changed for side in (LONG, SHORT)}
         self._rings_changed.clear()
         candidates = set(rebased)
         heap = self._clock_checks

@@ -30,6 +30,12 @@ class Side(StrEnum):
     SHORT = "SHORT"
 
 
+# The members as plain names for the hot paths: `Side.LONG` is a class-attribute lookup through the
+# enum's metaclass, ~70 ns in Python 3.11, against ~6 ns for a module global.
+LONG, SHORT = Side.LONG, Side.SHORT
+OPPOSITE = {LONG: SHORT, SHORT: LONG}
+
+
 def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 

@@ -94,7 +94,7 @@ from collector.validation import (
     volume,
 )
 from common import venues
-from common.events import Candle, Liquidation, Side, dedup_key_of_texts, new_liquidation
+from common.events import LONG, SHORT, Candle, Liquidation, dedup_key_of_texts, new_liquidation
 from common.instruments import CONTRACTS, Instrument, guess_instrument
 
 decode = parse_object  # a frame: one JSON object (collector.validation)
@@ -208,7 +208,7 @@ def liquidation_event(
     one rule for both ways in (`GateLiquidation.to_event`, the typed fast path)."""
     symbol = check_symbol(contract)
     negative = signed[:1] == "-"
-    side = Side.LONG if negative else Side.SHORT
+    side = LONG if negative else SHORT
     size, contracts = amount_text(signed[1:] if negative else signed)
     canonical_price, price = price_text(price_of)
     time_ms = check_time(time_ms, received_ms, max_age_ms)
