@@ -1,4 +1,5 @@
 import asyncio
+import gc
 import json
 import time
 from decimal import Decimal
@@ -9,7 +10,7 @@ import pytest
 import redis
 
 from collector.pipeline import CANDLE_FLUSH_S
-from collector.service import CollectorService
+from collector.service import YOUNG_GC_THRESHOLD, CollectorService
 from collector.storage.spool import decode_batch
 from common.config import Settings
 from common.events import Event
@@ -131,6 +132,15 @@ async def test_steps_that_only_move_open_candles_cost_the_database_nothing(setti
         assert service.db.batches == before
         await wait_until(lambda: flushed_at(50040, before + 1), what="the next flush", within=CANDLE_FLUSH_S + 10)
         assert service.db.batches == before + 1
+
+
+async def test_the_running_collector_collects_young_garbage_less_often(settings: Settings) -> None:
+    """At 20,000 liquidations a second Python's default (a young collection every 700 new objects)
+    cost ~8 % of the collector's CPU: the service raises it while it runs, and puts it back after."""
+    before = gc.get_threshold()
+    async with running_service(settings):
+        assert gc.get_threshold() == (YOUNG_GC_THRESHOLD, *before[1:]) != before
+    assert gc.get_threshold() == before
 
 
 async def test_an_idle_router_stops_as_soon_as_it_is_told(settings: Settings) -> None:
