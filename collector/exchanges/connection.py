@@ -165,8 +165,14 @@ class ExchangeAdapter:
         self.raw_hook: Callable[[str | bytes, int], None] | None = None
         self.refused: dict[str, str] = health.refused_topics  # topic -> the venue's reason
         # (exchange, symbol) -> its instrument: the venue's list when the service has one
-        # (`InstrumentCatalog.lookup`), else read from the symbol.
-        self.instrument_of: Callable[[str, str], Instrument] = guess_instrument
+        # (`InstrumentCatalog.lookup`), else read from the symbol (the `instrument_of` property).
+        self._instrument_of: Callable[[str, str], Instrument] = guess_instrument
+        # The contract venues' memo of symbols already checked (`check_symbol`) whose instrument is a
+        # listed USD contract: one dict read a liquidation instead of the check, the lookup and its
+        # tests (~0.15 us of ~2.5). Only accepted symbols go in, so it holds at most the venue's
+        # list; it starts over when `instrument_of` is set and when the catalog's list changes
+        # (`InstrumentCatalog.watch`, wired by the service).
+        self.contracts: dict[str, Instrument] = {}
         self._logged_refusals: dict[str, str] = {}
         self.shards: list[Shard] = []
         self.current: Shard | None = None  # the shard whose frame `handle()` is reading
@@ -405,6 +411,15 @@ class ExchangeAdapter:
             shard.open = shard.confirmed = False
             await self._status(shard, "disconnected", "shutdown")
         self._update_health()
+
+    @property
+    def instrument_of(self) -> Callable[[str, str], Instrument]:
+        return self._instrument_of
+
+    @instrument_of.setter
+    def instrument_of(self, lookup: Callable[[str, str], Instrument]) -> None:
+        self._instrument_of = lookup
+        self.contracts.clear()
 
     def _start(self, shard: Shard) -> None:
         shard.task = asyncio.create_task(self._connect_forever(shard), name=f"{self.name}-{shard.key}")

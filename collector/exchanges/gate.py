@@ -182,12 +182,22 @@ class GateLiquidation:
         max_age_ms: int | None,
         where: str = "",
         instrument_of: Callable[[str, str], Instrument] = guess_instrument,
+        known: dict[str, Instrument] | None = None,
     ) -> Liquidation:
-        """Normalise (`liquidation_event`)."""
+        """Normalise (`liquidation_event`; `known`: the adapter's memo, `ExchangeAdapter.contracts`)."""
         signed = self.order_size if self.order_size is not None else self.size
         price = self.fill_price or self.price
         return liquidation_event(
-            self.contract, signed, price, self.time_ms, received_ms, source, max_age_ms, where, instrument_of
+            self.contract,
+            signed,
+            price,
+            self.time_ms,
+            received_ms,
+            source,
+            max_age_ms,
+            where,
+            instrument_of,
+            {} if known is None else known,
         )
 
 
@@ -201,18 +211,21 @@ def liquidation_event(
     max_age_ms: int | None,
     where: str,
     instrument_of: Callable[[str, str], Instrument],
+    known: dict[str, Instrument],
 ) -> Liquidation:
     """Normalise one item: the side from the sign of the order size `signed`, contracts x
     quanto_multiplier, the price `price_of` (the fill price when the item has one), the key from the
     canonical texts and `where` (the frame's time_ms and the item's index: "1732400000500#0"). The
     one rule for both ways in (`GateLiquidation.to_event`, the typed fast path)."""
-    symbol = check_symbol(contract)
+    instrument = known.get(contract)  # checked before: the symbol and its instrument
+    symbol = contract if instrument is not None else check_symbol(contract)
     negative = signed[:1] == "-"
     side = LONG if negative else SHORT
     size, contracts = amount_text(signed[1:] if negative else signed)
     canonical_price, price = price_text(price_of)
     time_ms = check_time(time_ms, received_ms, max_age_ms)
-    instrument = _contracts(instrument_of, symbol)
+    if instrument is None:
+        instrument = known[symbol] = _contracts(instrument_of, symbol)
     quantity = contracts * instrument.contract_size
     value = quantity * price  # linear: base quantity x price in USDT (USDC at par)
     if value > MAX_VALUE_USD or value <= _ZERO:
@@ -441,7 +454,7 @@ class GateAdapter(ExchangeAdapter):
             return None
         events: list[Liquidation | Candle] = []
         prefix = "#" if frame.time_ms is None else f"{frame.time_ms}#"  # of `where`: "1732400000500#0"
-        source, max_age_ms, instrument_of = self.source, self.max_age_ms, self.instrument_of
+        source, max_age_ms, instrument_of, known = self.source, self.max_age_ms, self.instrument_of, self.contracts
         for index, item in enumerate(frame.result):
             try:
                 signed = item.order_size if item.order_size is not None else item.size
@@ -462,6 +475,7 @@ class GateAdapter(ExchangeAdapter):
                         max_age_ms,
                         prefix + _INDEXES[index] if index < _INDEXED else f"{prefix}{index}",
                         instrument_of,
+                        known,
                     )
                 )
             except Rejected as exc:
@@ -482,7 +496,9 @@ class GateAdapter(ExchangeAdapter):
                     check_texts(item, skip="contract")
                 where = f"{frame_time}#{index}"
                 events.append(
-                    liquidation.to_event(received_ms, self.source, self.max_age_ms, where, self.instrument_of)
+                    liquidation.to_event(
+                        received_ms, self.source, self.max_age_ms, where, self.instrument_of, self.contracts
+                    )
                 )
             except Rejected as exc:
                 self._drop(exc, raw)

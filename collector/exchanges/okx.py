@@ -163,10 +163,20 @@ class OkxLiquidation:
         source: str,
         max_age_ms: int | None,
         instrument_of: Callable[[str, str], Instrument] = guess_instrument,
+        known: dict[str, Instrument] | None = None,
     ) -> Liquidation:
-        """Normalise (`liquidation_event`)."""
+        """Normalise (`liquidation_event`; `known`: the adapter's memo, `ExchangeAdapter.contracts`)."""
         return liquidation_event(
-            self.instId, self.side, self.sz, self.bkPx, self.ts, received_ms, source, max_age_ms, instrument_of
+            self.instId,
+            self.side,
+            self.sz,
+            self.bkPx,
+            self.ts,
+            received_ms,
+            source,
+            max_age_ms,
+            instrument_of,
+            {} if known is None else known,
         )
 
 
@@ -180,6 +190,7 @@ def liquidation_event(
     source: str,
     max_age_ms: int | None,
     instrument_of: Callable[[str, str], Instrument],
+    known: dict[str, Instrument],
 ) -> Liquidation:
     """Normalise one detail: contracts x ctVal into base units; the key from the canonical texts of the
     base quantity and `bkPx` (no index, no push time: a repeat gets the key it had). The one rule for
@@ -187,12 +198,17 @@ def liquidation_event(
     side = _SIDES.get(order_side)
     if side is None:
         raise Rejected("bad_value", f"side {order_side[:20]!r}")
-    symbol = check_symbol(inst_id)
-    instrument = instrument_of(EXCHANGE, symbol)
-    if not instrument.listed or instrument.size_unit != CONTRACTS:
-        raise Rejected("unknown_instrument", symbol)
-    if instrument.quote not in _USD_QUOTES:
-        raise Rejected("bad_value", f"no USD quote in {symbol}")
+    instrument = known.get(inst_id)  # checked before: the symbol and its instrument
+    if instrument is not None:
+        symbol = inst_id
+    else:
+        symbol = check_symbol(inst_id)
+        instrument = instrument_of(EXCHANGE, symbol)
+        if not instrument.listed or instrument.size_unit != CONTRACTS:
+            raise Rejected("unknown_instrument", symbol)
+        if instrument.quote not in _USD_QUOTES:
+            raise Rejected("bad_value", f"no USD quote in {symbol}")
+        known[symbol] = instrument
     contracts = amount_text(sz)[1]
     canonical_price, price = price_text(bk_px)
     time_ms = check_ms_text(ts, "ts", received_ms, max_age_ms)
@@ -411,7 +427,7 @@ class OkxAdapter(ExchangeAdapter):
             return None
         events: list[Liquidation | Candle] = []
         followed = None if self.whole_market else self.symbols
-        source, max_age_ms, instrument_of = self.source, self.max_age_ms, self.instrument_of
+        source, max_age_ms, instrument_of, known = self.source, self.max_age_ms, self.instrument_of, self.contracts
         for item in frame.data:
             inst_id = item.instId
             if followed is not None and inst_id not in followed:
@@ -421,7 +437,7 @@ class OkxAdapter(ExchangeAdapter):
                 try:
                     events.append(
                         liquidation_event(
-                            inst_id, d.side, d.sz, d.bkPx, d.ts, received_ms, source, max_age_ms, instrument_of
+                            inst_id, d.side, d.sz, d.bkPx, d.ts, received_ms, source, max_age_ms, instrument_of, known
                         )
                     )
                 except Rejected as exc:
@@ -455,7 +471,11 @@ class OkxAdapter(ExchangeAdapter):
                     if not clean:
                         check_texts(item, skip="instId")
                         check_texts(detail)
-                    events.append(liquidation.to_event(received_ms, self.source, self.max_age_ms, self.instrument_of))
+                    events.append(
+                        liquidation.to_event(
+                            received_ms, self.source, self.max_age_ms, self.instrument_of, self.contracts
+                        )
+                    )
                 except Rejected as exc:
                     self._drop(exc, raw)
                 except Exception:

@@ -127,7 +127,18 @@ class InstrumentCatalog:
             fetch = fetchers[name] if fetchers and name in fetchers else venue.fetch
             self._venues[name] = _Venue(name, venue.base_url(settings), fetch)
         self._retired: dict[tuple[str, str], Instrument] = {}
+        self._watchers: list[Callable[[str], None]] = []
         self.started = False
+
+    def watch(self, changed: Callable[[str], None]) -> None:
+        """Call `changed(exchange)` whenever what `lookup` answers for that venue may have changed (a
+        list accepted or loaded), before anything else runs: the adapters' memos of checked
+        instruments (`ExchangeAdapter.contracts`) start over then."""
+        self._watchers.append(changed)
+
+    def _changed(self, venue: _Venue) -> None:
+        for changed in self._watchers:
+            changed(venue.exchange)
 
     # --- reading ---------------------------------------------------------------------------
     def lookup(self, exchange: str, symbol: str) -> Instrument:
@@ -269,6 +280,7 @@ class InstrumentCatalog:
             self._retired.pop((venue.exchange, symbol), None)
         was = venue.source
         venue.instruments = dict(new)
+        self._changed(venue)
         venue.source, venue.error, venue.failures, venue.held = REST, "", 0, False
         venue.last_refresh_ms, venue.stored_ms = now_ms(), 0
         venue.invalid = dict(listing.invalid)
@@ -318,6 +330,7 @@ class InstrumentCatalog:
                 )
             return
         venue.instruments = dict(stored.instruments)
+        self._changed(venue)
         venue.source, venue.stored_ms = DATABASE, stored.stored_ms
         log.warning(
             "%s: REST unreachable at start: starting on the %d instruments stored at %s; "

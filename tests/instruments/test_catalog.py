@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from collector.exchanges.gate import GateAdapter
+from collector.exchanges.okx import OkxAdapter
+from collector.health import StreamHealth
 from collector.instruments.base import Listing
 from collector.instruments.catalog import Diff, Fetch, InstrumentCatalog
 from collector.instruments.store import InstrumentStore
+from collector.service import _forget_on
 from common.config import Settings
-from common.instruments import guess_instrument
+from common.instruments import CONTRACTS, guess_instrument
 from tests import services
+from tests.exchanges.harness import RECEIVED_MS, adapter_settings
 from tests.fakes.rest import (
     FakeBinanceRest,
     FakeBybitRest,
@@ -346,3 +353,52 @@ async def test_an_explicit_symbol_names_its_contract_on_every_venue(clean_db: st
         "gate does not list 1000PEPEUSDT: named in LIQ_SYMBOLS, not followed there",
         "bitget does not list BTCUSDT, 1000PEPEUSDT: named in LIQ_SYMBOLS, not followed there",
     ]
+
+
+async def test_a_new_list_reaches_the_contract_venues_memo_of_checked_instruments() -> None:
+    """OKX and Gate remember the instruments they checked (`ExchangeAdapter.contracts`): a refresh
+    that changes a contract's size, or delists it, is what the next liquidation is read with."""
+    sizes = {"gate": {"BTC_USDT": Decimal("0.0001"), "ETH_USDT": Decimal("0.01")}}
+    sizes["okx"] = {"BTC-USDT-SWAP": Decimal("0.01"), "ETH-USDT-SWAP": Decimal("0.1")}
+
+    def fetcher(exchange: str) -> Fetch:
+        async def fetch(base_url: str, timeout_s: float) -> Listing:
+            listing = Listing(exchange)
+            for symbol, size in sizes[exchange].items():
+                known = guess_instrument(exchange, symbol)
+                listing.add(dataclasses.replace(known, listed=True, size_unit=CONTRACTS, contract_size=size))
+            return listing
+
+        return fetch
+
+    settings = adapter_settings(LIQ_EXCHANGES="okx,gate", LIQ_SYMBOLS="ALL", LIQ_NONLIVE_SOURCE="test")
+    catalog = InstrumentCatalog(settings, fetchers={name: fetcher(name) for name in sizes})
+    await catalog.start()
+    gate = GateAdapter(settings, asyncio.Queue(), StreamHealth("gate", "test"), url="ws://127.0.0.1:1/v4/ws/usdt")
+    okx = OkxAdapter(settings, asyncio.Queue(), StreamHealth("okx", "test"), url="ws://127.0.0.1:1/ws/v5/public")
+    for name, adapter in (("gate", gate), ("okx", okx)):
+        adapter.instrument_of = catalog.lookup
+        catalog.watch(_forget_on(name, adapter))
+    item = {"price": "97012.5", "size": -2500, "time_ms": 1732400000321, "contract": "BTC_USDT"}
+    gate_frame = json.dumps({"channel": "futures.public_liquidates", "event": "update", "result": [item]})
+    detail = {"bkPx": "97012.5", "posSide": "net", "side": "sell", "sz": "25", "ts": "1732400000321"}
+    okx_frame = json.dumps(
+        {"arg": {"channel": "liquidation-orders"}, "data": [{"details": [detail], "instId": "BTC-USDT-SWAP"}]}
+    )
+
+    def quantities() -> list[Decimal]:
+        return [e.quantity for raw, a in ((gate_frame, gate), (okx_frame, okx)) for e in a.handle(raw, RECEIVED_MS)]
+
+    assert quantities() == [Decimal("0.25"), Decimal("0.25")]
+    assert list(gate.contracts) == ["BTC_USDT"] and list(okx.contracts) == ["BTC-USDT-SWAP"]
+    assert quantities() == [Decimal("0.25"), Decimal("0.25")]  # from the memo
+    sizes["gate"]["BTC_USDT"], sizes["okx"]["BTC-USDT-SWAP"] = Decimal("0.001"), Decimal("0.1")
+    await catalog.refresh()
+    assert gate.contracts == {} and okx.contracts == {}
+    assert quantities() == [Decimal("2.5"), Decimal("2.5")]
+    del sizes["gate"]["BTC_USDT"], sizes["okx"]["BTC-USDT-SWAP"]
+    await catalog.refresh()  # delisted
+    assert quantities() == []
+    assert gate.health.drops["unknown_instrument"] == okx.health.drops["unknown_instrument"] == 1
+    okx.instrument_of = guess_instrument  # a new lookup starts the memo over too
+    assert okx.contracts == {}
