@@ -201,7 +201,7 @@ class CollectorService:
                 candle_symbols=catalog.candle_symbols(name),
             )
             adapter.instrument_of = catalog.lookup
-            catalog.watch(_forget_on(name, adapter))
+            catalog.watch(name, adapter.contracts.clear)
             self.adapters[name] = adapter
             tasks.append(asyncio.create_task(adapter.run(stop), name=f"adapter-{name}"))
 
@@ -304,13 +304,3 @@ async def _finish(tasks: list[asyncio.Task[None]], within: float) -> bool:
         if task.done() and not task.cancelled() and task.exception() is not None:
             log.error("%s failed: %r", task.get_name(), task.exception())
     return not pending
-
-
-def _forget_on(exchange: str, adapter: ExchangeAdapter) -> Callable[[str], None]:
-    """The catalog's change of `exchange`'s list empties that adapter's memo of checked instruments."""
-
-    def changed(venue: str) -> None:
-        if venue == exchange:
-            adapter.contracts.clear()
-
-    return changed

@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import json.scanner
 import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Annotated, Any
@@ -55,6 +56,7 @@ import msgspec
 import orjson
 
 from common import events
+from common.instruments import CONTRACTS, Instrument
 from common.symbols import valid_symbol
 
 FUTURE_TOLERANCE_MS = 300_000
@@ -388,6 +390,20 @@ def split_symbol(symbol: str) -> tuple[str, str]:
 
 def base_asset(symbol: str) -> str:
     return split_symbol(symbol)[0]
+
+
+USD_QUOTES = frozenset(("USDT", "USDC"))  # linear contracts valued in USD (USDC at par)
+
+
+def listed_contract(instrument_of: Callable[[str, str], Instrument], exchange: str, symbol: str) -> Instrument:
+    """The listed USD contract instrument of a checked `symbol` on a venue that counts contracts (OKX,
+    Gate), or `unknown_instrument` (a guessed instrument cannot convert contracts) or `bad_value`."""
+    instrument = instrument_of(exchange, symbol)
+    if not instrument.listed or instrument.size_unit != CONTRACTS:
+        raise Rejected("unknown_instrument", symbol)
+    if instrument.quote not in USD_QUOTES:
+        raise Rejected("bad_value", f"no USD quote in {symbol}")
+    return instrument
 
 
 def usd_value(symbol: str, quantity: Decimal, price: Decimal, *, contracts: bool = False) -> Decimal:

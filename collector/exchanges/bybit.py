@@ -39,6 +39,7 @@ from collector.exchanges.connection import ExchangeAdapter, Shard
 from collector.health import one_line
 from collector.validation import (
     MAX_VALUE_USD,
+    USD_QUOTES,
     Rejected,
     WireInt,
     amount_text,
@@ -65,7 +66,6 @@ CANDLES = "kline.1"
 SUBSCRIBE_BATCH = 10
 ARGS_CAP = 21_000  # characters of `args` one public connection may hold
 ARGS_BUDGET = 18_000  # what we fill, a margin below the cap
-_USD_QUOTES = frozenset(("USDT", "USDC"))
 
 # How a liquidation frame begins as Bybit writes it: a hint for the one-pass decoder, never a rule
 # (what the hint picks is still decoded and checked in full, the rest goes the two-step way).
@@ -111,7 +111,7 @@ class BybitLiquidation(msgspec.Struct, gc=False):
         canonical_price, price = price_text(self.p)
         time_ms = check_time(self.T, received_ms, max_age_ms)
         quote = instrument_of(EXCHANGE, symbol).quote
-        if quote not in _USD_QUOTES:
+        if quote not in USD_QUOTES:
             raise Rejected("bad_value", f"no USD quote in {symbol}")
         value = quantity * price  # linear: base quantity x price in USDT or USDC, USDC at par
         if value > MAX_VALUE_USD:  # a product of two positive amounts (`amount_text`): never zero

@@ -171,7 +171,7 @@ class ExchangeAdapter:
         # listed USD contract: one dict read a liquidation instead of the check, the lookup and its
         # tests (~0.15 us of ~2.5). Only accepted symbols go in, so it holds at most the venue's
         # list; it starts over when `instrument_of` is set and when the catalog's list changes
-        # (`InstrumentCatalog.watch`, wired by the service).
+        # (`InstrumentCatalog.watch`, wired by the service to its `clear`: emptied, never rebound).
         self.contracts: dict[str, Instrument] = {}
         self._logged_refusals: dict[str, str] = {}
         self.shards: list[Shard] = []

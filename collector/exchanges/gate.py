@@ -88,6 +88,7 @@ from collector.validation import (
     clean_frame,
     int_field,
     list_field,
+    listed_contract,
     parse_object,
     price_text,
     text_field,
@@ -95,7 +96,7 @@ from collector.validation import (
 )
 from common import venues
 from common.events import LONG, SHORT, Candle, Liquidation, dedup_key_of_texts, new_liquidation
-from common.instruments import CONTRACTS, Instrument, guess_instrument
+from common.instruments import Instrument, guess_instrument
 
 decode = parse_object  # a frame: one JSON object (collector.validation)
 EXCHANGE = "gate"
@@ -111,7 +112,6 @@ PAYLOAD_BATCH = 50  # contracts per liquidation subscribe message
 # "each contract can push up to one liquidate order data every 1 second": the registry's flag, one
 # place to change when Gate's complete feed (announced from 20260820) is confirmed.
 SAMPLED = venues.is_sampled(EXCHANGE)
-_USD_QUOTES = frozenset(("USDT", "USDC"))
 _ZERO = Decimal(0)
 
 
@@ -152,16 +152,6 @@ def _text_of(value: object, key: str) -> str:
 
 def optional_number_text(obj: dict[str, Any], key: str) -> str | None:
     return None if obj.get(key) is None else number_text(obj, key)
-
-
-def _contracts(instrument_of: Callable[[str, str], Instrument], symbol: str) -> Instrument:
-    """The listed contract instrument of `symbol`, or `unknown_instrument` (contracts cannot be guessed)."""
-    instrument = instrument_of(EXCHANGE, symbol)
-    if not instrument.listed or instrument.size_unit != CONTRACTS:
-        raise Rejected("unknown_instrument", symbol[:40])
-    if instrument.quote not in _USD_QUOTES:
-        raise Rejected("bad_value", f"no USD quote in {symbol[:40]}")
-    return instrument
 
 
 @dataclass(slots=True)
@@ -225,7 +215,7 @@ def liquidation_event(
     canonical_price, price = price_text(price_of)
     time_ms = check_time(time_ms, received_ms, max_age_ms)
     if instrument is None:
-        instrument = known[symbol] = _contracts(instrument_of, symbol)
+        instrument = known[symbol] = listed_contract(instrument_of, EXCHANGE, symbol)
     quantity = contracts * instrument.contract_size
     value = quantity * price  # linear: base quantity x price in USDT (USDC at par)
     if value > MAX_VALUE_USD or value <= _ZERO:
@@ -270,7 +260,7 @@ class GateCandle:
         if interval != INTERVAL:
             raise Rejected("unknown_message", f"candle {interval[:10]!r}")
         symbol = check_symbol(contract)
-        instrument = _contracts(instrument_of, symbol)
+        instrument = listed_contract(instrument_of, EXCHANGE, symbol)
         low, high = candle_price(self.l), candle_price(self.h)
         if low > high:
             raise Rejected("bad_value", "low above high")

@@ -88,13 +88,14 @@ from collector.validation import (
     check_texts,
     clean_frame,
     list_field,
+    listed_contract,
     parse_object,
     price_text,
     text_field,
     volume,
 )
 from common.events import Candle, Liquidation, Side, canonical_text, dedup_key_of_texts, new_liquidation
-from common.instruments import CONTRACTS, Instrument, guess_instrument
+from common.instruments import Instrument, guess_instrument
 
 decode = parse_object  # a frame: one JSON object (collector.validation)
 EXCHANGE = "okx"
@@ -108,7 +109,6 @@ MAX_STREAMS = 200  # candle streams per business connection
 SUBSCRIBE_BATCH = 50  # args per subscribe request (OKX allows 64 KB of args; 480 requests an hour)
 PING = "ping"
 PONG = "pong"
-_USD_QUOTES = frozenset(("USDT", "USDC"))
 _ZERO = Decimal(0)
 _NOT_FOLLOWED = "not_followed"
 # The order side tells which position was closed.
@@ -198,17 +198,10 @@ def liquidation_event(
     side = _SIDES.get(order_side)
     if side is None:
         raise Rejected("bad_value", f"side {order_side[:20]!r}")
-    instrument = known.get(inst_id)  # checked before: the symbol and its instrument
-    if instrument is not None:
-        symbol = inst_id
-    else:
-        symbol = check_symbol(inst_id)
-        instrument = instrument_of(EXCHANGE, symbol)
-        if not instrument.listed or instrument.size_unit != CONTRACTS:
-            raise Rejected("unknown_instrument", symbol)
-        if instrument.quote not in _USD_QUOTES:
-            raise Rejected("bad_value", f"no USD quote in {symbol}")
-        known[symbol] = instrument
+    symbol = inst_id
+    instrument = known.get(symbol)  # checked before: the symbol and its instrument
+    if instrument is None:
+        instrument = known[symbol] = listed_contract(instrument_of, EXCHANGE, check_symbol(symbol))
     contracts = amount_text(sz)[1]
     canonical_price, price = price_text(bk_px)
     time_ms = check_ms_text(ts, "ts", received_ms, max_age_ms)

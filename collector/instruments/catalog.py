@@ -127,18 +127,18 @@ class InstrumentCatalog:
             fetch = fetchers[name] if fetchers and name in fetchers else venue.fetch
             self._venues[name] = _Venue(name, venue.base_url(settings), fetch)
         self._retired: dict[tuple[str, str], Instrument] = {}
-        self._watchers: list[Callable[[str], None]] = []
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
         self.started = False
 
-    def watch(self, changed: Callable[[str], None]) -> None:
-        """Call `changed(exchange)` whenever what `lookup` answers for that venue may have changed (a
-        list accepted or loaded), before anything else runs: the adapters' memos of checked
-        instruments (`ExchangeAdapter.contracts`) start over then."""
-        self._watchers.append(changed)
+    def watch(self, exchange: str, changed: Callable[[], None]) -> None:
+        """Call `changed()` whenever what `lookup` answers for `exchange` may have changed (a list
+        accepted or loaded), before anything else runs: the adapter's memo of checked instruments
+        (`ExchangeAdapter.contracts`) starts over then."""
+        self._watchers.setdefault(exchange, []).append(changed)
 
     def _changed(self, venue: _Venue) -> None:
-        for changed in self._watchers:
-            changed(venue.exchange)
+        for changed in self._watchers.get(venue.exchange, ()):
+            changed()
 
     # --- reading ---------------------------------------------------------------------------
     def lookup(self, exchange: str, symbol: str) -> Instrument:

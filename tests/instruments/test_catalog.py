@@ -19,7 +19,6 @@ from collector.health import StreamHealth
 from collector.instruments.base import Listing
 from collector.instruments.catalog import Diff, Fetch, InstrumentCatalog
 from collector.instruments.store import InstrumentStore
-from collector.service import _forget_on
 from common.config import Settings
 from common.instruments import CONTRACTS, guess_instrument
 from tests import services
@@ -378,7 +377,7 @@ async def test_a_new_list_reaches_the_contract_venues_memo_of_checked_instrument
     okx = OkxAdapter(settings, asyncio.Queue(), StreamHealth("okx", "test"), url="ws://127.0.0.1:1/ws/v5/public")
     for name, adapter in (("gate", gate), ("okx", okx)):
         adapter.instrument_of = catalog.lookup
-        catalog.watch(_forget_on(name, adapter))
+        catalog.watch(name, adapter.contracts.clear)  # as the service wires them
     item = {"price": "97012.5", "size": -2500, "time_ms": 1732400000321, "contract": "BTC_USDT"}
     gate_frame = json.dumps({"channel": "futures.public_liquidates", "event": "update", "result": [item]})
     detail = {"bkPx": "97012.5", "posSide": "net", "side": "sell", "sz": "25", "ts": "1732400000321"}
